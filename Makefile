@@ -1,0 +1,40 @@
+# Two commands: `make run` (both servers, local mode) and `make test` (the whole suite).
+# Everything installs into one .venv at the repo root, created on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQS := requirements-server1.txt requirements-server2.txt requirements-server2-nodeps.txt requirements-dev.txt
+
+.PHONY: run test lint bench venv chromium clean
+
+$(STAMP): $(REQS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-server1.txt -r requirements-server2.txt -r requirements-dev.txt
+	# ultralytics without its opencv-python dependency: one cv2 (headless) only.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-server2-nodeps.txt
+	touch $@
+
+venv: $(STAMP)
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+run: venv
+	$(PY) -m scripts.run_local
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: venv chromium
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

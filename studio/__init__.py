@@ -1,0 +1,1 @@
+"""Code shared by both servers: storage layout, storage backends, job protocol, settings."""

@@ -1,0 +1,52 @@
+"""Reading environment variables with clear errors instead of tracebacks deep inside."""
+
+from __future__ import annotations
+
+import os
+
+from studio.errors import ConfigError
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_float(name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}, got {raw!r}")
+    return value
+
+
+def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
+    value = env_float(name, default, minimum, maximum)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {os.environ[name]!r}")
+    return int(value)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def shared_dir() -> str:
+    return env_str("SHARED_DIR", "/mnt/s3") or "/mnt/s3"
+
+
+def models_dir() -> str:
+    """MODELS_DIR, else <SHARED_DIR>/models (a path or an s3:// URL)."""
+    return env_str("MODELS_DIR") or shared_dir().rstrip("/") + "/models"

@@ -1,0 +1,256 @@
+"""The job protocol (DESIGN.md "Job protocol"), used by every worker and by Server1.
+
+A job is an image file in <user>/resized/. Its life:
+
+1. claim: exclusive create of output/claims/<id>.json (owner, token, lease). An
+   existing claim is taken over only when it was released or its lease ran out, by a
+   conditional replace against the version read, so exactly one taker wins.
+2. The holder renews the lease while it works and writes outputs under
+   output/staging/<id>/<token>/.
+3. complete: check the claim is still ours, move the staged outputs into place, write
+   the status record (last), release the claim.
+4. A failure is retried until max_attempts; then the status is `failed` with the
+   reason. A worker that dies mid-job counts as an attempt too, so an image that kills
+   its worker ends as well.
+
+A status record is final when its state is `done` or `failed`; a user's retry makes it
+`queued` again and re-publishes the resized file, so pollers that cache "final" by the
+resized file's timestamp see it anew.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from studio import layout
+from studio.storage import NotFound, Storage
+
+FINAL = ("done", "failed")
+STATES = ("queued", "processing", "done", "failed")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dump(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass
+class Claim:
+    user: str
+    image_id: str
+    owner: str
+    token: str
+    attempt: int
+    expires_at: float
+    version: str = field(repr=False)
+
+    @property
+    def staging(self) -> str:
+        return layout.staging(self.user, self.image_id, self.token)
+
+
+class Jobs:
+    def __init__(
+        self,
+        storage: Storage,
+        owner: str,
+        lease_seconds: float = 120.0,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.clock = clock
+
+    # -- status records ----------------------------------------------------------
+    def read_status(self, user: str, image_id: str) -> dict | None:
+        """The status record, or None when there is none (= queued) or it is unreadable."""
+        try:
+            record = json.loads(self.storage.read(layout.status(user, image_id)))
+        except (NotFound, ValueError):
+            return None
+        return record if isinstance(record, dict) and record.get("state") in STATES else None
+
+    def write_status(self, user: str, image_id: str, state: str, attempts: int, **fields: object) -> dict:
+        record = {
+            "state": state,
+            "attempts": attempts,
+            "error": None,
+            "updated_at": iso(self.clock()),
+            "clippings": [],
+            **fields,
+        }
+        self.storage.write(layout.status(user, image_id), _dump(record))
+        return record
+
+    def is_final(self, user: str, image_id: str) -> bool:
+        record = self.read_status(user, image_id)
+        return bool(record and record["state"] in FINAL)
+
+    # -- claims --------------------------------------------------------------------
+    def _claim_record(self, token: str, attempts: int, released: bool = False, error: str | None = None) -> dict:
+        return {
+            "owner": self.owner,
+            "token": token,
+            "attempts": attempts,
+            "expires_at": self.clock() + self.lease_seconds,
+            "released": released,
+            "error": error,
+        }
+
+    def claim(self, user: str, image_id: str) -> Claim | None:
+        """Take the job, or None when it is final, held by a live worker, or lost to a rival."""
+        if self.is_final(user, image_id):
+            return None
+        key = layout.claim(user, image_id)
+        token = uuid.uuid4().hex
+        previous: dict = {}
+        record = self._claim_record(token, 1)
+        version = self.storage.create_exclusive(key, _dump(record))
+        if version is None:
+            try:
+                data, current_version = self.storage.read_versioned(key)
+            except NotFound:
+                return None  # deleted under us (image removed); the next poll decides
+            try:
+                previous = json.loads(data)
+                live = not previous.get("released") and float(previous["expires_at"]) > self.clock()
+                attempts = int(previous.get("attempts", 0))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                previous, live, attempts = {}, False, 0  # unreadable claim: treat as stale
+            if live:
+                return None
+            record = self._claim_record(token, attempts + 1)
+            version = self.storage.replace_if(key, _dump(record), current_version)
+            if version is None:
+                return None
+        claim = Claim(user, image_id, self.owner, token, record["attempts"], record["expires_at"], version)
+        # A finisher writes its status before it releases: now that we hold the claim, a
+        # final status written by the previous holder is visible.
+        if self.is_final(user, image_id):
+            self.release(claim, counted=False)
+            return None
+        if claim.attempt > self.max_attempts:
+            reason = previous.get("error") or "the worker stopped while processing it"
+            self._finish(claim, "failed", error=f"gave up after {claim.attempt - 1} attempts: {reason}")
+            return None
+        self.write_status(user, image_id, "processing", claim.attempt, owner=self.owner)
+        return claim
+
+    def renew(self, claim: Claim) -> bool:
+        """Extend the lease; False when the claim is no longer ours (never act on it then)."""
+        record = self._claim_record(claim.token, claim.attempt)
+        version = self.storage.replace_if(layout.claim(claim.user, claim.image_id), _dump(record), claim.version)
+        if version is None:
+            return False
+        claim.version, claim.expires_at = version, record["expires_at"]
+        return True
+
+    def release(self, claim: Claim, counted: bool = True, error: str | None = None) -> bool:
+        """Give the job back. counted=False (e.g. on SIGTERM) does not use up an attempt."""
+        attempts = claim.attempt if counted else claim.attempt - 1
+        record = self._claim_record(claim.token, attempts, released=True, error=error)
+        version = self.storage.replace_if(layout.claim(claim.user, claim.image_id), _dump(record), claim.version)
+        if version is not None:
+            claim.version = version
+        self.storage.delete_prefix(claim.staging)
+        return version is not None
+
+    # -- endings ---------------------------------------------------------------------
+    def complete(self, claim: Claim, staged: dict[str, str], **fields: object) -> bool:
+        """Publish the staged outputs ({staging key: final key}), then the `done` status.
+
+        False (and nothing published) when the claim was lost, e.g. after a stall longer
+        than the lease: the new holder's result stands."""
+        if not self.renew(claim):
+            self.storage.delete_prefix(claim.staging)
+            return False
+        self.delete_outputs(claim.user, claim.image_id)
+        for src, dst in staged.items():
+            self.storage.move(src, dst)
+        self._finish(claim, "done", **fields)
+        return True
+
+    def fail(self, claim: Claim, error: str, **fields: object) -> str:
+        """Record a failure: `queued` again while attempts remain, else `failed`. Returns the state."""
+        if not self.renew(claim):
+            return "lost"
+        if claim.attempt < self.max_attempts:
+            self.write_status(claim.user, claim.image_id, "queued", claim.attempt, error=error, **fields)
+            self.release(claim, error=error)
+            return "queued"
+        self._finish(claim, "failed", error=error, **fields)
+        return "failed"
+
+    def _finish(self, claim: Claim, state: str, **fields: object) -> None:
+        self.write_status(claim.user, claim.image_id, state, claim.attempt, owner=self.owner, **fields)
+        self.release(claim, error=fields.get("error"))  # type: ignore[arg-type]
+
+    # -- user actions --------------------------------------------------------------------
+    def retry(self, user: str, image_id: str, resized_key: str) -> None:
+        """Queue a finished image again with fresh attempts."""
+        self.storage.delete(layout.claim(user, image_id))
+        self.write_status(user, image_id, "queued", 0)
+        # Re-publish the job file: pollers that cached it as final see a new timestamp.
+        self.storage.write(resized_key, self.storage.read(resized_key))
+
+    def delete_outputs(self, user: str, image_id: str) -> None:
+        """Remove what a worker made for the image (not the original, resized copy or its thumbnail)."""
+        for folder in layout.image_folders(user):
+            if folder.endswith(("/output/masks/", "/output/crops/", "/output/points/", "/output/boxes/", "/thumbs/")):
+                self._delete_owned(image_id, folder, only_clippings=folder.endswith("/thumbs/"))
+
+    def delete_image(self, user: str, image_id: str) -> None:
+        """Remove every file of the image, the job file first so no worker picks it up again."""
+        for folder in layout.image_folders(user):
+            self._delete_owned(image_id, folder)
+        self.storage.delete_prefix(layout.output_dir(user, "staging") + image_id + "/")
+
+    def _delete_owned(self, image_id: str, folder: str, only_clippings: bool = False) -> None:
+        for entry in self.storage.list(folder + image_id):
+            if layout.owned_by(image_id, folder, entry.name) and (not only_clippings or entry.name.startswith("crop-")):
+                self.storage.delete(entry.key)
+
+
+class Scanner:
+    """Finds unfinished jobs cheaply: one listing of a user's resized/ per call; a status
+    record is read only for jobs not yet seen final (cached by the job file's mtime)."""
+
+    def __init__(self, jobs: Jobs) -> None:
+        self.jobs = jobs
+        self._final: dict[tuple[str, str], float] = {}
+
+    def users(self) -> list[str]:
+        dirs, _ = self.jobs.storage.list_dir("")
+        return [d for d in dirs if layout.is_user_dir(d)]
+
+    def pending(self, user: str) -> list[tuple[str, str]]:
+        """[(image id, resized key)] of the user's jobs that are not final, oldest first."""
+        _, entries = self.jobs.storage.list_dir(layout.resized_dir(user))
+        out: list[tuple[float, str, str]] = []
+        seen = set()
+        for entry in entries:
+            parsed = layout.job_from_resized(entry.name)
+            if parsed is None:
+                continue
+            image_id = parsed[0]
+            seen.add((user, image_id))
+            if self._final.get((user, image_id)) == entry.mtime:
+                continue
+            if self.jobs.is_final(user, image_id):
+                self._final[(user, image_id)] = entry.mtime
+            else:
+                out.append((entry.mtime, image_id, entry.key))
+        for gone in [k for k in self._final if k[0] == user and k not in seen]:
+            del self._final[gone]
+        return [(image_id, key) for _, image_id, key in sorted(out)]

@@ -1,0 +1,162 @@
+"""The storage layout (DESIGN.md "Shared storage layout"): the one place that builds keys.
+
+Keys are relative, '/'-separated and never start with '/'. Every user name and image
+id that reaches a key is checked here first, so no caller can build a path that
+escapes its user's folder.
+"""
+
+from __future__ import annotations
+
+import re
+
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+MODELS = "models"
+# Server-private state (the generated SECRET_KEY, the watcher's memory); never a user.
+SYSTEM = ".studio"
+RESERVED = {MODELS, SYSTEM}
+
+
+class BadName(ValueError):
+    """A user name, image id or file name that is not allowed in a key."""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        raise BadName(f"invalid {what}: {name!r} (letters, digits, '.', '_' and '-' only)")
+    return name
+
+
+def check_user(user: str) -> str:
+    check_name(user, "user name")
+    if user in RESERVED:
+        raise BadName(f"invalid user name: {user!r} is reserved")
+    return user
+
+
+def split_ext(file_name: str) -> tuple[str, str]:
+    """'abc.jpeg' -> ('abc', '.jpeg'); the extension lower-cased."""
+    stem, dot, ext = file_name.rpartition(".")
+    if not dot or not stem:
+        return file_name, ""
+    return stem, "." + ext.lower()
+
+
+def model(name: str) -> str:
+    return f"{MODELS}/{check_name(name, 'model file name')}"
+
+
+def system(name: str) -> str:
+    return f"{SYSTEM}/{check_name(name)}"
+
+
+def user_root(user: str) -> str:
+    return f"{check_user(user)}/"
+
+
+def settings(user: str) -> str:
+    return f"{check_user(user)}/config/settings.json"
+
+
+def input_dir(user: str) -> str:
+    return f"{check_user(user)}/input/"
+
+
+def input_file(user: str, image_id: str, ext: str) -> str:
+    return input_dir(user) + check_name(image_id + ext, "file name")
+
+
+def resized_dir(user: str) -> str:
+    return f"{check_user(user)}/resized/"
+
+
+def resized(user: str, image_id: str, ext: str = ".png") -> str:
+    return resized_dir(user) + check_name(image_id + ext, "file name")
+
+
+def output_dir(user: str, kind: str) -> str:
+    """kind: thumbs, masks, crops, points, boxes, status, claims, staging."""
+    return f"{check_user(user)}/output/{check_name(kind)}/"
+
+
+def thumb(user: str, image_id: str, ext: str = ".jpg") -> str:
+    return output_dir(user, "thumbs") + check_name(image_id + ext, "file name")
+
+
+def mask(user: str, image_id: str, n: int) -> str:
+    return output_dir(user, "masks") + f"{check_name(image_id, 'image id')}_mask{int(n)}.png"
+
+
+def crop_name(image_id: str, n: int, k: int) -> str:
+    return f"{check_name(image_id, 'image id')}_mask{int(n)}_{int(k)}.png"
+
+
+def crop(user: str, file_name: str) -> str:
+    return output_dir(user, "crops") + check_name(file_name, "file name")
+
+
+def crop_thumb(user: str, file_name: str) -> str:
+    """Thumbnail of a clipping (kept beside the originals' thumbnails)."""
+    return output_dir(user, "thumbs") + "crop-" + check_name(file_name, "file name")
+
+
+def points(user: str, image_id: str) -> str:
+    return output_dir(user, "points") + f"{check_name(image_id, 'image id')}.json"
+
+
+def status(user: str, image_id: str) -> str:
+    return output_dir(user, "status") + f"{check_name(image_id, 'image id')}.json"
+
+
+def claim(user: str, image_id: str) -> str:
+    """The job's claim record (owner + lease); not part of the user-visible layout."""
+    return output_dir(user, "claims") + f"{check_name(image_id, 'image id')}.json"
+
+
+def staging(user: str, image_id: str, token: str) -> str:
+    """Where a worker writes a job's outputs before it commits them."""
+    return output_dir(user, "staging") + f"{check_name(image_id, 'image id')}/{check_name(token)}/"
+
+
+# Folder -> the file names of one image in it ({i} is the escaped id). Box image
+# suffixes carry no '-', so image 'a' never owns 'a-x-yolo.png' of image 'a-x'.
+_OWNED = {
+    "input": r"{i}\.[A-Za-z0-9]+",
+    "resized": r"{i}\.[A-Za-z0-9]+",
+    "output/thumbs": r"{i}\.[A-Za-z0-9]+|crop-{i}_mask\d+_\d+\.png",
+    "output/masks": r"{i}_mask\d+\.png",
+    "output/crops": r"{i}_mask\d+_\d+\.png",
+    "output/points": r"{i}\.json",
+    "output/boxes": r"{i}-[A-Za-z0-9_]+\.png",
+    "output/status": r"{i}\.json",
+    "output/claims": r"{i}\.json",
+}
+
+
+def image_folders(user: str) -> list[str]:
+    """Every folder that holds files of individual images (staging is a tree of its own)."""
+    return [f"{check_user(user)}/{folder}/" for folder in _OWNED]
+
+
+def owned_by(image_id: str, folder: str, file_name: str) -> bool:
+    """Is file_name in folder (one of image_folders) a file of image_id? Exact match."""
+    kind = folder.rstrip("/").split("/", 1)[1]
+    return bool(re.fullmatch(_OWNED[kind].format(i=re.escape(image_id)), file_name))
+
+
+def boxes(user: str, image_id: str, suffix: str) -> str:
+    if "-" in suffix:
+        raise BadName(f"box image suffix may not contain '-': {suffix!r}")
+    return output_dir(user, "boxes") + check_name(f"{image_id}-{suffix}.png", "file name")
+
+
+def job_from_resized(file_name: str) -> tuple[str, str] | None:
+    """'abc.png' in resized/ -> ('abc', '.png'); None for anything that is not a job."""
+    image_id, ext = split_ext(file_name)
+    if ext not in IMAGE_EXTS or not NAME_RE.fullmatch(image_id) or ".." in image_id:
+        return None
+    return image_id, ext
+
+
+def is_user_dir(name: str) -> bool:
+    return bool(NAME_RE.fullmatch(name)) and name not in RESERVED and ".." not in name

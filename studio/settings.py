@@ -1,0 +1,95 @@
+"""Per-user settings (DESIGN.md "Settings"): defaults, validation, storage."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+from studio import layout
+from studio.storage import NotFound, Storage
+
+DEFAULTS: dict[str, object] = {
+    "model_type": "vit_l",
+    "points_per_side": 32,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "crop_n_layers": 1,
+    "mode": "auto",
+    "min_area": 1000,
+    "max_clippings": 50,
+}
+CHOICES = {"model_type": ("vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "birefnet")}
+INT_RANGES = {
+    "points_per_side": (8, 128),
+    "crop_n_layers": (0, 3),
+    "min_area": (0, 100_000_000),
+    "max_clippings": (1, 500),
+}
+FLOAT_RANGES = {"pred_iou_thresh": (0.5, 0.99), "stability_score_thresh": (0.5, 0.99)}
+
+
+class InvalidSettings(ValueError):
+    """The message names every refused field and why."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def validate(changes: object, base: dict | None = None) -> dict[str, object]:
+    """base (default: DEFAULTS) updated with changes, or InvalidSettings. Unknown keys are refused."""
+    if not isinstance(changes, dict):
+        raise InvalidSettings({"settings": "must be a JSON object"})
+    out = dict(base or DEFAULTS)
+    errors: dict[str, str] = {}
+    for key, value in changes.items():
+        if key in CHOICES:
+            if value not in CHOICES[key]:
+                errors[key] = f"must be one of {', '.join(CHOICES[key])}"
+                continue
+        elif key in INT_RANGES:
+            lo, hi = INT_RANGES[key]
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                errors[key] = f"must be a whole number from {lo} to {hi}"
+                continue
+        elif key in FLOAT_RANGES:
+            lo, hi = FLOAT_RANGES[key]
+            try:
+                number = float(value) if not isinstance(value, bool) else None
+            except (TypeError, ValueError):
+                number = None
+            if number is None or not lo <= number <= hi:
+                errors[key] = f"must be a number from {lo} to {hi}"
+                continue
+            value = number
+        else:
+            errors[str(key)[:64]] = "unknown setting"
+            continue
+        out[key] = value
+    if errors:
+        raise InvalidSettings(errors)
+    return out
+
+
+def load(storage: Storage, user: str) -> dict[str, object]:
+    """The user's settings; defaults for anything missing or no longer valid."""
+    try:
+        stored = json.loads(storage.read(layout.settings(user)))
+    except (NotFound, ValueError):
+        return dict(DEFAULTS)
+    if not isinstance(stored, dict):
+        return dict(DEFAULTS)
+    out = dict(DEFAULTS)
+    for key, value in stored.items():
+        with contextlib.suppress(InvalidSettings):
+            out.update(validate({key: value}, out))
+    return out
+
+
+def save(storage: Storage, user: str, changes: object) -> dict[str, object]:
+    """Validate changes against the stored settings and store the result (or raise)."""
+    merged = validate(changes, load(storage, user))
+    storage.write(layout.settings(user), json.dumps(merged, indent=2).encode())
+    return merged

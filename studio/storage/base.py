@@ -1,0 +1,118 @@
+"""The storage interface both servers use; keys come from studio.layout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class StorageError(Exception):
+    """Storage is unreachable or refused an operation; the message says what and where."""
+
+
+class NotFound(StorageError):
+    """No object at that key."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+def content_version(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - a version tag, like S3's ETag
+
+
+class Storage(ABC):
+    """Byte storage under one root, addressed by relative '/'-separated keys.
+
+    Every write is atomic: a reader sees the old object or the new one, never a part.
+    Names starting with '.' inside a folder are the backend's own (temporary files,
+    locks) and are never listed.
+    """
+
+    root: str
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """The object's bytes; NotFound if there is none."""
+
+    @abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Publish data at key atomically, replacing what was there."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[Entry]:
+        """Every object whose key starts with prefix, at any depth (paginated underneath)."""
+
+    @abstractmethod
+    def list_dir(self, prefix: str) -> tuple[list[str], list[Entry]]:
+        """One level below prefix (a folder ending in '/'): (sub-folder names, files)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove key; no error if it is already gone."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under prefix; returns how many."""
+
+    @abstractmethod
+    def move(self, src: str, dst: str) -> None:
+        """Make src's object visible at dst (replacing it) and remove src."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """(bytes, version) for a later replace_if; NotFound if there is none."""
+
+    @abstractmethod
+    def create_exclusive(self, key: str, data: bytes) -> str | None:
+        """Create key only if absent, atomically: its version, or None if it exists."""
+
+    @abstractmethod
+    def replace_if(self, key: str, data: bytes, version: str) -> str | None:
+        """Replace key only if it is still at version: the new version, or None if not."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise StorageError with a clear message unless the root is reachable and writable."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A file path for key when the backend is a filesystem (for sending files)."""
+        return None
+
+    def url(self, key: str, expires: int = 300) -> str | None:
+        """A time-limited URL for key where the backend can give one."""
+        return None
+
+    def read_json(self, key: str) -> object:
+        return json.loads(self.read(key))
+
+    def write_json(self, key: str, value: object) -> None:
+        self.write(key, json.dumps(value, separators=(",", ":")).encode())
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could leave the root, whatever the backend."""
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or any(part in ("", ".", "..") for part in key.rstrip("/").split("/"))
+    ):
+        raise StorageError(f"invalid storage key: {key!r}")
+    return key
