@@ -20,6 +20,7 @@ resized file's timestamp see it anew.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -28,9 +29,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from studio import layout
-from studio.storage import NotFound, Storage
+from studio.layout import BadName
+from studio.storage import Entry, NotFound, Storage
 
 FINAL = ("done", "failed")
+# Job files younger than this are re-checked on every scan (see Scanner.pending).
+FRESH_SECONDS = 2.0
 STATES = ("queued", "processing", "done", "failed")
 
 
@@ -134,6 +138,10 @@ class Jobs:
             version = self.storage.replace_if(key, _dump(record), current_version)
             if version is None:
                 return None
+            # Whatever the previous holder staged is never published now: remove it.
+            if isinstance(previous.get("token"), str):
+                with contextlib.suppress(BadName):
+                    self.storage.delete_prefix(layout.staging(user, image_id, previous["token"]))
         claim = Claim(user, image_id, self.owner, token, record["attempts"], record["expires_at"], version)
         # A finisher writes its status before it releases: now that we hold the claim, a
         # final status written by the previous holder is visible.
@@ -141,8 +149,9 @@ class Jobs:
             self.release(claim, counted=False)
             return None
         if claim.attempt > self.max_attempts:
+            claim.attempt -= 1  # this take-over only records the end: it is no attempt
             reason = previous.get("error") or "the worker stopped while processing it"
-            self._finish(claim, "failed", error=f"gave up after {claim.attempt - 1} attempts: {reason}")
+            self._finish(claim, "failed", error=f"gave up after {claim.attempt} attempts: {reason}")
             return None
         self.write_status(user, image_id, "processing", claim.attempt, owner=self.owner)
         return claim
@@ -217,9 +226,14 @@ class Jobs:
         self.storage.delete_prefix(layout.output_dir(user, "staging") + image_id + "/")
 
     def _delete_owned(self, image_id: str, folder: str, only_clippings: bool = False) -> None:
-        for entry in self.storage.list(folder + image_id):
-            if layout.owned_by(image_id, folder, entry.name) and (not only_clippings or entry.name.startswith("crop-")):
-                self.storage.delete(entry.key)
+        # Clipping thumbnails (thumbs/crop-<id>_...) need a listing of their own.
+        starts = ["crop-"] if folder.endswith("/thumbs/") else []
+        if not only_clippings:
+            starts.append("")
+        for start in starts:
+            for entry in self.storage.list(folder + start + image_id):
+                if layout.owned_by(image_id, folder, entry.name):
+                    self.storage.delete(entry.key)
 
 
 class Scanner:
@@ -236,8 +250,12 @@ class Scanner:
 
     def pending(self, user: str) -> list[tuple[str, str]]:
         """[(image id, resized key)] of the user's jobs that are not final, oldest first."""
+        return [(image_id, entry.key) for image_id, entry in self.pending_entries(user)]
+
+    def pending_entries(self, user: str) -> list[tuple[str, Entry]]:
+        """[(image id, job file entry)] like pending(); the entry's mtime tells a re-queued job apart."""
         _, entries = self.jobs.storage.list_dir(layout.resized_dir(user))
-        out: list[tuple[float, str, str]] = []
+        out: list[tuple[float, str, Entry]] = []
         seen = set()
         for entry in entries:
             parsed = layout.job_from_resized(entry.name)
@@ -248,9 +266,12 @@ class Scanner:
             if self._final.get((user, image_id)) == entry.mtime:
                 continue
             if self.jobs.is_final(user, image_id):
-                self._final[(user, image_id)] = entry.mtime
+                # S3 gives whole seconds: a retry that re-writes the job file within the same
+                # second would look unchanged, so only a job file older than that is cached.
+                if time.time() - entry.mtime > FRESH_SECONDS:
+                    self._final[(user, image_id)] = entry.mtime
             else:
-                out.append((entry.mtime, image_id, entry.key))
+                out.append((entry.mtime, image_id, entry))
         for gone in [k for k in self._final if k[0] == user and k not in seen]:
             del self._final[gone]
-        return [(image_id, key) for _, image_id, key in sorted(out)]
+        return [(image_id, entry) for _, image_id, entry in sorted(out, key=lambda t: (t[0], t[1]))]

@@ -50,12 +50,22 @@ def system(name: str) -> str:
     return f"{SYSTEM}/{check_name(name)}"
 
 
+def invocation(user: str, image_id: str) -> str:
+    """Server1's record that it invoked the endpoint for a job, so a restart does not invoke it again."""
+    return f"{SYSTEM}/invocations/{check_user(user)}/{check_name(image_id, 'image id')}.json"
+
+
 def user_root(user: str) -> str:
     return f"{check_user(user)}/"
 
 
 def settings(user: str) -> str:
     return f"{check_user(user)}/config/settings.json"
+
+
+def canvas(user: str) -> str:
+    """The user's canvas composition (kept on the server so it survives reloads and devices)."""
+    return f"{check_user(user)}/config/canvas.json"
 
 
 def input_dir(user: str) -> str:

@@ -15,6 +15,7 @@ def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
     reachable and writable, or ConfigError says why (before any work starts)."""
     where = shared_dir if shared_dir is not None else config.shared_dir()
     scheme, sep, rest = where.partition("://")
+    scheme = scheme.lower()
     if not sep:
         storage: Storage = FileStorage(where)
     elif scheme == "file":
@@ -25,7 +26,10 @@ def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
             raise ConfigError(f"SHARED_DIR {where!r} names no bucket; use s3://bucket/prefix")
         from studio.storage.s3 import S3Storage  # boto3 only where S3 is used
 
-        storage = S3Storage(bucket, prefix)
+        try:
+            storage = S3Storage(bucket, prefix)
+        except ValueError as e:  # e.g. a malformed AWS_ENDPOINT_URL
+            raise ConfigError(f"SHARED_DIR {where!r}: cannot set up the S3 client: {e}") from e
     else:
         raise ConfigError(f"SHARED_DIR {where!r}: unknown scheme {scheme!r}; use a path or s3://bucket/prefix")
     if check:

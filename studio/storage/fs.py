@@ -72,7 +72,9 @@ class FileStorage(Storage):
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> Iterator[Entry]:
-        folder, _, start = prefix.rpartition("/")
+        if prefix:
+            check_key(prefix)
+        folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.path
         if not base.is_dir():
             return
@@ -162,6 +164,8 @@ class FileStorage(Storage):
 
     def replace_if(self, key: str, data: bytes, version: str) -> str | None:
         path = self._path(key)
+        if not path.parent.is_dir():
+            return None  # nothing there to replace
         lock = path.with_name(f".{path.name}.lock")
         with open(lock, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
@@ -175,12 +179,12 @@ class FileStorage(Storage):
             return content_version(data)
 
     def check(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise StorageError(f"SHARED_DIR {self.root} is not a folder")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"SHARED_DIR {self.root} cannot be created: {e.strerror}") from e
-        if not self.path.is_dir():
-            raise StorageError(f"SHARED_DIR {self.root} is not a folder")
         probe = self.path / f".write-test-{uuid.uuid4().hex}"
         try:
             probe.write_bytes(b"ok")

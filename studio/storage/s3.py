@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from studio.storage.base import Entry, NotFound, Storage, StorageError, check_key
 
 # boto3's own retry mode: exponential backoff plus client-side rate limiting.
 CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
-# Codes S3 answers a lost conditional write with.
-_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+# Codes S3 answers a lost conditional write with (If-Match on a key that is gone: NoSuchKey).
+_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404"}
 
 
 def _code(e: ClientError) -> str:
@@ -28,7 +28,8 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.root = f"s3://{bucket}/{self.prefix}"
-        self.client = client or boto3.client("s3", config=CLIENT_CONFIG)
+        # A session of its own: boto3's default session is not safe to share between threads.
+        self.client = client or boto3.session.Session().client("s3", config=CLIENT_CONFIG)
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -68,7 +69,7 @@ class S3Storage(Storage):
             raise self._error(e, "look up", key) from e
 
     def _pages(self, prefix: str, delimiter: str | None) -> Iterator[dict]:
-        kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + (check_key(prefix) if prefix else "")}
         if delimiter:
             kwargs["Delimiter"] = delimiter
         try:
@@ -79,12 +80,18 @@ class S3Storage(Storage):
     def _entry(self, obj: dict) -> Entry:
         return Entry(obj["Key"][len(self.prefix) :], obj["Size"], obj["LastModified"].timestamp())
 
-    def list(self, prefix: str) -> Iterator[Entry]:
+    def _all(self, prefix: str) -> Iterator[Entry]:
         for page in self._pages(prefix, None):
             for obj in page.get("Contents", []):
-                entry = self._entry(obj)
-                if not entry.name.startswith("."):
-                    yield entry
+                yield self._entry(obj)
+
+    def list(self, prefix: str) -> Iterator[Entry]:
+        # Like the filesystem: hidden names below the prefix's folder (files or folders) are not listed.
+        folder = prefix.rpartition("/")[0]
+        start = len(folder) + 1 if folder else 0
+        for entry in self._all(prefix):
+            if not any(part.startswith(".") for part in entry.key[start:].split("/")):
+                yield entry
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[Entry]]:
         dirs: list[str] = []
@@ -108,7 +115,7 @@ class S3Storage(Storage):
             raise self._error(e, "delete", key) from e
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = [self.prefix + e.key for e in self.list(prefix)]
+        keys = [self.prefix + e.key for e in self._all(prefix)]
         for i in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[i : i + 1000]]
             try:
@@ -157,5 +164,7 @@ class S3Storage(Storage):
             if _code(e) in ("403", "AccessDenied"):
                 raise StorageError(f"SHARED_DIR {self.root}: access to bucket {self.bucket!r} denied") from e
             raise StorageError(f"SHARED_DIR {self.root}: {e}") from e
-        except BotoCoreError as e:
+        except EndpointConnectionError as e:
             raise StorageError(f"SHARED_DIR {self.root}: S3 unreachable: {e}") from e
+        except BotoCoreError as e:
+            raise StorageError(f"SHARED_DIR {self.root}: {e}") from e

@@ -1,0 +1,1 @@
+"""Deployment to AWS: `python -m deploy.deploy` and `python -m deploy.teardown` (see README)."""

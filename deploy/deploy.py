@@ -1,0 +1,286 @@
+"""Deploy or update SAM Studio on AWS: ECR repositories, both images, the CloudFormation stack.
+
+    python -m deploy.deploy --user1 ann [--user2 bob] [--region eu-west-1] [--certificate-arn ARN]
+
+Steps: (1) create the ECR repositories `<app>-server1` / `<app>-server2` if missing; (2) docker
+build and push both images with one new tag; (3) create the stack deploy/stack.yaml, or update it
+(new images, new parameters); (4) print the URL and how to read the generated passwords.
+Credentials and region come from the standard AWS chain (AWS_PROFILE, AWS_REGION, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).resolve().parent / "stack.yaml"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHT_FILES = ("vit_l.pth", "birefnet-dis.onnx", "yolov8n.pt", "yolov8n-seg.pt")
+IMAGES = {"server1": "Server1.Dockerfile", "server2": "Server2.Dockerfile"}
+WAIT = {"Delay": 15, "MaxAttempts": 480}  # stack waits: up to 2 hours (a first endpoint takes ~15 min)
+KEEP_IMAGES = 10  # per repository; older images are expired by an ECR lifecycle rule
+
+
+class DeployError(Exception):
+    """A problem the user can fix; printed as one line, no traceback."""
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # server1 | server2
+    repository: str  # <app>-server1
+    uri: str  # <registry>/<repository>
+    tag: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.uri}:{self.tag}"
+
+
+def repository_names(app: str) -> dict[str, str]:
+    return {name: f"{app}-{name}" for name in IMAGES}
+
+
+def ensure_repositories(ecr, app: str, tag: str) -> list[Image]:
+    """The two ECR repositories (created when missing, scanned on push, old images expired)."""
+    images = []
+    for name, repository in repository_names(app).items():
+        try:
+            repo = ecr.create_repository(
+                repositoryName=repository,
+                imageScanningConfiguration={"scanOnPush": True},
+                encryptionConfiguration={"encryptionType": "AES256"},
+            )["repository"]
+            print(f"created ECR repository {repository}")
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "RepositoryAlreadyExistsException":
+                raise
+            repo = ecr.describe_repositories(repositoryNames=[repository])["repositories"][0]
+        ecr.put_lifecycle_policy(repositoryName=repository, lifecyclePolicyText=_lifecycle_policy())
+        images.append(Image(name, repository, repo["repositoryUri"], tag))
+    return images
+
+
+def _lifecycle_policy() -> str:
+    rule = {
+        "rulePriority": 1,
+        "description": f"keep the last {KEEP_IMAGES} images",
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
+        "action": {"type": "expire"},
+    }
+    return json.dumps({"rules": [rule]})
+
+
+def default_tag() -> str:
+    """<UTC time>-<git commit>: unique per deploy, traceable to the code."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return stamp
+    return f"{stamp}-{commit}"
+
+
+def docker(*args: str, stdin: str | None = None) -> None:
+    exe = shutil.which("docker")
+    if exe is None:
+        raise DeployError("docker not found on PATH: install Docker, or pass --skip-build with an existing --tag")
+    print("+ docker " + " ".join(args), flush=True)
+    try:
+        subprocess.run([exe, *args], cwd=REPO, input=stdin, text=True, check=True)
+    except subprocess.CalledProcessError as e:
+        raise DeployError(f"docker {args[0]} failed (exit {e.returncode})") from None
+
+
+def stage_weights(source: Path) -> None:
+    """Copy the four weight files into deploy/weights/, where Server2.Dockerfile bakes them."""
+    missing = [f for f in WEIGHT_FILES if not (source / f).is_file()]
+    if missing:
+        raise DeployError(f"--bake-weights {source}: missing {', '.join(missing)}")
+    for f in WEIGHT_FILES:
+        target = WEIGHTS_DIR / f
+        if not target.exists() or target.stat().st_size != (source / f).stat().st_size:
+            shutil.copyfile(source / f, target)
+
+
+def build_and_push(ecr, images: list[Image], bake_weights: bool) -> None:
+    auth = ecr.get_authorization_token()["authorizationData"][0]
+    user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
+    registry = images[0].uri.split("/", 1)[0]
+    docker("login", "--username", user, "--password-stdin", registry, stdin=password)
+    for image in images:
+        args = ["build", "--platform", "linux/amd64", "-f", IMAGES[image.name], "-t", image.ref]
+        if image.name == "server2" and bake_weights:
+            args += ["--build-arg", "BAKE_WEIGHTS=1"]
+        docker(*args, ".")
+        docker("push", image.ref)
+
+
+def default_network(ec2) -> tuple[str, list[str]]:
+    """The default VPC and its default subnets (one per availability zone)."""
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise DeployError("this region has no default VPC: pass --vpc-id and --subnets (two public subnets)")
+    vpc = vpcs[0]["VpcId"]
+    subnets = ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "default-for-az", "Values": ["true"]}]
+    )["Subnets"]
+    by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+    if len(by_zone) < 2:
+        raise DeployError(f"the default VPC {vpc} needs subnets in two availability zones; pass --subnets")
+    return vpc, [by_zone[z] for z in sorted(by_zone)]
+
+
+def stack_parameters(args: argparse.Namespace, images: list[Image], vpc: str, subnets: list[str]) -> list[dict]:
+    uri = {image.name: image.ref for image in images}
+    values = {
+        "AppName": args.app,
+        "Server1Image": uri["server1"],
+        "Server2Image": uri["server2"],
+        "VpcId": vpc,
+        "SubnetIds": ",".join(subnets),
+        "AllowedCidr": args.allowed_cidr,
+        "CertificateArn": args.certificate_arn,
+        "InstanceType": args.instance_type,
+        "InitialCopyCount": str(args.initial_copies),
+        "ScaleDownAfterSeconds": str(args.scale_down_after),
+        "AppUser1": args.user1,
+        "AppUser2": args.user2,
+        "BucketVersioning": "true" if args.versioning else "false",
+    }
+    return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
+
+
+def stack_status(cfn, stack: str) -> str | None:
+    try:
+        return cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+    except ClientError as e:
+        if "does not exist" in e.response["Error"].get("Message", ""):
+            return None
+        raise
+
+
+def failure_reasons(cfn, stack: str) -> str:
+    events = cfn.describe_stack_events(StackName=stack)["StackEvents"]
+    failed = [e for e in events if e["ResourceStatus"].endswith("_FAILED") and e.get("ResourceStatusReason")]
+    return "; ".join(f"{e['LogicalResourceId']}: {e['ResourceStatusReason']}" for e in failed[:5]) or "see the console"
+
+
+def deploy_stack(cfn, stack: str, parameters: list[dict]) -> dict[str, str]:
+    """Create or update the stack and wait; its outputs."""
+    body = TEMPLATE.read_text()
+    status = stack_status(cfn, stack)
+    if status == "ROLLBACK_COMPLETE":  # a failed first create cannot be updated, only replaced
+        print(f"stack {stack} is in ROLLBACK_COMPLETE after a failed create: deleting it first")
+        cfn.delete_stack(StackName=stack)
+        cfn.get_waiter("stack_delete_complete").wait(StackName=stack)
+        status = None
+    common = {"StackName": stack, "TemplateBody": body, "Parameters": parameters, "Capabilities": ["CAPABILITY_IAM"]}
+    try:
+        if status is None:
+            print(f"creating stack {stack} (the SageMaker endpoint takes 10-20 minutes)", flush=True)
+            cfn.create_stack(**common, OnFailure="ROLLBACK")
+            cfn.get_waiter("stack_create_complete").wait(StackName=stack, WaiterConfig=WAIT)
+        else:
+            print(f"updating stack {stack} (was {status})", flush=True)
+            try:
+                cfn.update_stack(**common)
+            except ClientError as e:
+                if "No updates are to be performed" not in e.response["Error"].get("Message", ""):
+                    raise
+                print("stack already up to date")
+            else:
+                cfn.get_waiter("stack_update_complete").wait(StackName=stack, WaiterConfig=WAIT)
+    except WaiterError:
+        raise DeployError(f"stack {stack} failed: {failure_reasons(cfn, stack)}") from None
+    outputs = cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    return {o["OutputKey"]: o["OutputValue"] for o in outputs}
+
+
+def aws_session(region: str | None) -> boto3.Session:
+    """--region, else AWS_REGION (boto3 itself reads only AWS_DEFAULT_REGION), else the profile's."""
+    session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+    if session.region_name is None:
+        raise DeployError("no AWS region: pass --region or set AWS_REGION")
+    return session
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m deploy.deploy", description=__doc__.split("\n\n")[0])
+    p.add_argument("--user1", required=True, help="first login name (password generated in Secrets Manager)")
+    p.add_argument("--user2", default="", help="second login name (optional)")
+    p.add_argument("--app", default="sam-studio", help="name prefix of every resource and the stack name")
+    p.add_argument("--region", help="AWS region (else AWS_REGION / your profile's)")
+    p.add_argument("--instance-type", default="ml.g4dn.xlarge", help="GPU instance of the endpoint")
+    p.add_argument("--certificate-arn", default="", help="ACM certificate for HTTPS (optional)")
+    p.add_argument("--allowed-cidr", default="0.0.0.0/0", help="who may reach the web app")
+    p.add_argument("--vpc-id", help="VPC (default: the default VPC)")
+    p.add_argument("--subnets", help="comma-separated public subnets in two zones (default: the default VPC's)")
+    p.add_argument("--initial-copies", type=int, choices=(0, 1), default=1, help="start the GPU once on deploy")
+    p.add_argument("--scale-down-after", type=int, default=300, help="idle seconds before the GPU goes to zero")
+    p.add_argument("--versioning", action="store_true", help="keep old object versions in the bucket")
+    p.add_argument("--tag", help="image tag (default: time + git commit)")
+    p.add_argument("--skip-build", action="store_true", help="use images already pushed with --tag")
+    p.add_argument("--bake-weights", type=Path, metavar="DIR", help="bake the weights in DIR into Server2")
+    args = p.parse_args(argv)
+    if args.skip_build and not args.tag:
+        p.error("--skip-build needs --tag (the tag of images already in ECR)")
+    if bool(args.vpc_id) != bool(args.subnets):
+        p.error("--vpc-id and --subnets go together")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        session = aws_session(args.region)
+        account = session.client("sts").get_caller_identity()["Account"]
+        print(f"deploying {args.app} to account {account}, region {session.region_name}")
+        ecr = session.client("ecr")
+        images = ensure_repositories(ecr, args.app, args.tag or default_tag())
+        if not args.skip_build:
+            if args.bake_weights:
+                stage_weights(args.bake_weights)
+            build_and_push(ecr, images, bool(args.bake_weights))
+        if args.vpc_id:
+            vpc, subnets = args.vpc_id, [s.strip() for s in args.subnets.split(",") if s.strip()]
+        else:
+            vpc, subnets = default_network(session.client("ec2"))
+        outputs = deploy_stack(session.client("cloudformation"), args.app, stack_parameters(args, images, vpc, subnets))
+    except DeployError as e:
+        print(f"deploy failed: {e}", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as e:
+        print(f"deploy failed: AWS: {e}", file=sys.stderr)
+        return 1
+    print_summary(args, outputs, session.region_name)
+    return 0
+
+
+def print_summary(args: argparse.Namespace, outputs: dict[str, str], region: str) -> None:
+    print(f"\nSAM Studio is at {outputs.get('Url', '(no URL output)')}")
+    print(f"storage: {outputs.get('SharedDir')}   endpoint: {outputs.get('EndpointName')}")
+    for user, key in ((args.user1, "Pass1SecretArn"), (args.user2, "Pass2SecretArn")):
+        if user and key in outputs:
+            print(
+                f"password of {user}: aws secretsmanager get-secret-value --region {region} "
+                f"--secret-id {outputs[key]} --query SecretString --output text"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""A user's album: every image with its status and clippings, from three folder listings.
+
+Cost per call is O(1) storage listings (input/, resized/, output/status/) whatever the
+number of images or clippings; status records are read only when their listing entry
+(mtime, size) changed since the last call. Clipping URLs come from the status record's
+"clippings" list (largest first, as the worker wrote it), never from listing crops/.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from server1.ingest import display_name
+from studio import layout
+from studio.jobs import STATES, Jobs, iso
+from studio.storage import Entry, Storage
+
+FILES = "/files/"  # the files blueprint's URL prefix
+
+
+def _job_id(file_name: str) -> str | None:
+    parsed = layout.job_from_resized(file_name)
+    return parsed[0] if parsed else None
+
+
+def _image_id(file_name: str) -> str | None:
+    image_id, ext = layout.split_ext(file_name)
+    try:
+        return layout.check_name(image_id, "image id") if ext else None
+    except layout.BadName:
+        return None
+
+
+class Albums:
+    def __init__(self, storage: Storage, jobs: Jobs) -> None:
+        self.storage = storage
+        self.jobs = jobs
+        # Per user, each rebuilt whole on every call so it never outgrows the album:
+        self._ids: dict[str, dict[str, str | None]] = {}  # file key -> image id (None: not an image)
+        self._records: dict[str, dict[str, tuple[tuple[float, int], dict | None]]] = {}  # id -> (stamp, status)
+        self._objects: dict[str, dict[str, tuple[tuple, dict]]] = {}  # id -> (stamp, image object)
+
+    @staticmethod
+    def _parse(entries: list[Entry], parse: Callable[[str], str | None], known: dict, fresh: dict) -> dict[str, Entry]:
+        """{image id: entry}; file names are parsed once, then looked up in known."""
+        out = {}
+        for entry in entries:
+            image_id = known[entry.key] if entry.key in known else parse(entry.name)
+            fresh[entry.key] = image_id
+            if image_id:
+                out[image_id] = entry
+        return out
+
+    def _status_records(self, user: str, entries: dict[str, Entry]) -> dict[str, tuple[tuple[float, int], dict | None]]:
+        cached = self._records.get(user, {})
+        fresh = {}
+        for image_id, entry in entries.items():
+            stamp = (entry.mtime, entry.size)
+            hit = cached.get(image_id)
+            fresh[image_id] = hit if hit and hit[0] == stamp else (stamp, self.jobs.read_status(user, image_id))
+        self._records[user] = fresh
+        return fresh
+
+    def images(self, user: str) -> list[dict]:
+        """Every image of the user, newest first, as /api/images and /events show them."""
+        _, inputs = self.storage.list_dir(layout.input_dir(user))
+        _, resized = self.storage.list_dir(layout.resized_dir(user))
+        _, statuses = self.storage.list_dir(layout.output_dir(user, "status"))
+        known, ids = self._ids.get(user, {}), {}
+        originals = self._parse(inputs, _image_id, known, ids)
+        jobs = self._parse(resized, _job_id, known, ids)
+        records = self._status_records(user, self._parse(statuses, _image_id, known, ids))
+        self._ids[user] = ids
+        # An image object is rebuilt only when one of its three files changed.
+        cached = self._objects.get(user, {})
+        fresh: dict[str, tuple[tuple, dict]] = {}
+        for image_id in originals.keys() | jobs.keys():
+            original, job = originals.get(image_id), jobs.get(image_id)
+            stamp, record = records.get(image_id, (None, None))
+            key = (original, job, stamp)
+            hit = cached.get(image_id)
+            fresh[image_id] = (
+                hit if hit and hit[0] == key else (key, image_object(user, image_id, original, job, record))
+            )
+        self._objects[user] = fresh
+        out = [image for _, image in fresh.values()]
+        out.sort(key=lambda image: (image["created_at"], image["id"]), reverse=True)
+        return out
+
+    def find(self, user: str, image_id: str) -> tuple[str | None, str | None]:
+        """(key of the original, key of the job file) of one image; None where absent."""
+        found: list[str | None] = []
+        for folder in (layout.input_dir(user), layout.resized_dir(user)):
+            keys = [e.key for e in self.storage.list(folder + image_id) if layout.owned_by(image_id, folder, e.name)]
+            found.append(keys[0] if keys else None)
+        return found[0], found[1]
+
+
+def image_object(user: str, image_id: str, original: Entry | None, job: Entry | None, record: dict | None) -> dict:
+    source = original or job
+    assert source is not None  # an image is known by one of the two
+    record = record or {}
+    clippings = []
+    if record.get("state") == "done":
+        for name in record.get("clippings") or []:
+            try:
+                clippings.append(
+                    {
+                        "name": name,
+                        "url": FILES + layout.crop(user, name),
+                        "thumb_url": FILES + layout.crop_thumb(user, name),
+                    }
+                )
+            except layout.BadName:
+                continue  # a name no worker of ours writes; never turn it into a URL
+    return {
+        "id": image_id,
+        "name": display_name(image_id),
+        "created_at": iso(source.mtime),
+        "status": {
+            "state": record.get("state", "queued"),
+            "error": record.get("error"),
+            "attempts": record.get("attempts", 0),
+            "updated_at": record.get("updated_at"),
+        },
+        "original_url": FILES + source.key,
+        # Our ingest writes the thumbnail before the original; a job dropped into resized/
+        # by other means has none, and its work copy stands in.
+        "thumb_url": FILES + (layout.thumb(user, image_id) if original else source.key),
+        "clippings": clippings,
+        "zip_url": f"/api/images/{image_id}/clippings.zip" if clippings else None,
+    }
+
+
+def counts(images: list[dict]) -> dict[str, int]:
+    states = Counter(image["status"]["state"] for image in images)
+    return {state: states.get(state, 0) for state in STATES}

@@ -1,0 +1,152 @@
+"""The JSON API of the page. Shapes:
+
+GET  /api/images                 {"images": [{"id", "name", "created_at", "status": {"state", "error", "attempts",
+                                  "updated_at"}, "original_url", "thumb_url", "clippings": [{"name", "url",
+                                  "thumb_url"}], "zip_url"}]}   newest first; clippings largest first
+GET  /api/settings               {"settings", "defaults", "choices", "ranges"}
+POST /api/settings               JSON object of changes -> {"settings"}; 400 {"error", "errors": {field: why}}
+POST /api/images/<id>/retry      failed/done images only -> {"retried": id}; 409 otherwise
+DELETE /api/images/<id>          -> {"deleted": id}
+POST /api/clear                  every image of the user (settings kept) -> {"deleted": count}
+GET|PUT /api/canvas              the user's composition (a JSON object); GET {} when none
+GET  /api/images/<id>/clippings.zip
+GET  /api/status                 {"worker": off|starting|ready|busy, "queue": {state: n}}
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+
+from server1.responses import current_user, json_error
+from server1.services import services
+from studio import layout, settings
+from studio.storage import NotFound
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _image_id(image_id: str) -> str | None:
+    try:
+        return layout.check_name(image_id, "image id")
+    except layout.BadName:
+        return None
+
+
+@bp.get("/images")
+def images() -> Response:
+    return jsonify(images=services().albums.images(current_user()))
+
+
+@bp.get("/settings")
+def get_settings() -> Response:
+    ranges = {**settings.INT_RANGES, **settings.FLOAT_RANGES}
+    return jsonify(
+        settings=settings.load(services().storage, current_user()),
+        defaults=settings.DEFAULTS,
+        choices=settings.CHOICES,
+        ranges=ranges,
+    )
+
+
+@bp.post("/settings")
+def save_settings() -> Response | tuple[Response, int]:
+    changes = request.get_json(silent=True)
+    if changes is None:
+        return json_error("send the settings as a JSON object", 400, errors={"settings": "must be a JSON object"})
+    try:
+        merged = settings.save(services().storage, current_user(), changes)
+    except settings.InvalidSettings as e:
+        return json_error(f"invalid settings: {e}", 400, errors=e.errors)
+    return jsonify(settings=merged)
+
+
+@bp.post("/images/<image_id>/retry")
+def retry(image_id: str) -> Response | tuple[Response, int]:
+    user, found = current_user(), services()
+    image_id = _image_id(image_id)
+    _, job = found.albums.find(user, image_id) if image_id else (None, None)
+    if not image_id or not job:
+        return json_error("no such image", 404)
+    record = found.jobs.read_status(user, image_id)
+    state = record["state"] if record else "queued"
+    if state not in ("failed", "done"):
+        return json_error(f"the image is {state}; only failed or done images can be retried", 409)
+    found.jobs.retry(user, image_id, job)
+    found.lifecycle.notify_work()
+    return jsonify(retried=image_id)
+
+
+@bp.delete("/images/<image_id>")
+def delete(image_id: str) -> Response | tuple[Response, int]:
+    user, found = current_user(), services()
+    image_id = _image_id(image_id)
+    if not image_id or found.albums.find(user, image_id) == (None, None):
+        return json_error("no such image", 404)
+    found.jobs.delete_image(user, image_id)
+    return jsonify(deleted=image_id)
+
+
+@bp.post("/clear")
+def clear() -> Response:
+    """Everything of this user but the settings; the job folder first so no worker starts on it."""
+    user, storage = current_user(), services().storage
+    deleted = sum(1 for _ in storage.list(layout.input_dir(user)))
+    storage.delete_prefix(layout.resized_dir(user))
+    for folder in layout.image_folders(user):  # resized/ again: jobs that arrived meanwhile
+        storage.delete_prefix(folder)
+    storage.delete_prefix(layout.output_dir(user, "staging"))
+    storage.delete(layout.canvas(user))  # it showed clippings that are gone now
+    return jsonify(deleted=deleted)
+
+
+@bp.get("/canvas")
+def get_canvas() -> Response:
+    try:
+        canvas = services().storage.read_json(layout.canvas(current_user()))
+    except (NotFound, ValueError):
+        canvas = {}
+    return jsonify(canvas if isinstance(canvas, dict) else {})
+
+
+@bp.put("/canvas")
+def put_canvas() -> Response | tuple[Response, int]:
+    limit = current_app.config["CANVAS_MAX_BYTES"]
+    if (request.content_length or 0) > limit:
+        return json_error(f"the canvas is too large (limit {limit // 1000} kB)", 413)
+    canvas = request.get_json(silent=True)
+    if not isinstance(canvas, dict):
+        return json_error("send the canvas as a JSON object", 400)
+    data = json.dumps(canvas, separators=(",", ":")).encode()
+    if len(data) > limit:
+        return json_error(f"the canvas is too large (limit {limit // 1000} kB)", 413)
+    services().storage.write(layout.canvas(current_user()), data)
+    return jsonify(saved=True, bytes=len(data))
+
+
+@bp.get("/images/<image_id>/clippings.zip")
+def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
+    user, found = current_user(), services()
+    image_id = _image_id(image_id)
+    record = found.jobs.read_status(user, image_id) if image_id else None
+    names = record.get("clippings") if record and record["state"] == "done" else None
+    if not image_id or not names:
+        return json_error("this image has no clippings", 404)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+        for name in names:
+            try:
+                archive.writestr(name, found.storage.read(layout.crop(user, name)))
+            except (layout.BadName, NotFound):
+                continue
+    buffer.seek(0)
+    return send_file(buffer, mimetype="application/zip", as_attachment=True, download_name=f"{image_id}-clippings.zip")
+
+
+@bp.get("/status")
+def status() -> Response:
+    found = services()
+    return jsonify(found.events.status_payload(found.albums.images(current_user())))

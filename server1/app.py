@@ -1,0 +1,146 @@
+"""The app factory: configuration, extensions, blueprints, security headers, error pages."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import secrets
+import socket
+from datetime import timedelta
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from server1 import api, appconfig, auth, events, files, pages, upload
+from server1.albums import Albums
+from server1.lifecycle import Lifecycle
+from server1.responses import error
+from server1.services import Services
+from server1.sessions import Sessions
+from studio import layout
+from studio.errors import ConfigError
+from studio.jobs import Jobs
+from studio.storage import Storage, StorageError, open_storage
+
+log = logging.getLogger(__name__)
+
+# The page loads its scripts and styles from /static only: no inline script, no CDN.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+SESSION_DAYS = 14
+
+
+def secret_key(storage: Storage, configured: str | None) -> str:
+    """SECRET_KEY, else one generated on first start and kept in storage (the first of
+    several starting workers wins the exclusive create; the others read its key)."""
+    if configured:
+        return configured
+    key = layout.system("secret_key")
+    fresh = secrets.token_hex(32)
+    if storage.create_exclusive(key, fresh.encode()) is not None:
+        return fresh
+    stored = storage.read(key).decode("utf-8", "replace").strip()
+    if len(stored) < 32:
+        raise ConfigError(f"the stored secret key ({storage.root}/{key}) is unusable; delete it to make a new one")
+    return stored
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Server1. config overrides the environment (see server1.appconfig); ConfigError when unusable."""
+    settings = appconfig.load(config)
+    storage = open_storage(settings["SHARED_DIR"])
+    app = Flask("server1")
+    app.config.update(settings)
+    app.config.update(
+        SECRET_KEY=secret_key(storage, settings["SECRET_KEY"]),
+        SESSION_COOKIE_NAME="studio_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(days=SESSION_DAYS),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: pages stay open for hours
+    )
+    if settings["TRUST_PROXY"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["TRUST_PROXY"], x_proto=settings["TRUST_PROXY"])
+
+    jobs = Jobs(storage, owner=f"server1@{socket.gethostname()}")
+    lifecycle = Lifecycle(storage, list(settings["USERS"]))
+    albums = Albums(storage, jobs)
+    hub = events.EventHub(albums, lifecycle.worker_status, settings["EVENTS_POLL_SECONDS"])
+    app.extensions["server1"] = Services(storage, jobs, lifecycle, Sessions(storage, SESSION_DAYS * 86400), albums, hub)
+
+    # Order matters: the login gate runs before the CSRF check, so a request without a
+    # session gets 401/redirect rather than a CSRF error.
+    app.before_request(auth.load_user)
+    CSRFProtect(app)
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", headers_enabled=False)
+    # Only failed logins count (401); the 11th attempt within a minute gets 429.
+    limiter.limit(
+        settings["LOGIN_LIMIT"],
+        methods=["POST"],
+        deduct_when=lambda response: response.status_code == 401,
+        exempt_when=lambda: request.endpoint != "auth.login",
+        error_message=auth.THROTTLED,
+    )(auth.bp)
+    for blueprint in (auth.bp, pages.bp, upload.bp, api.bp, files.bp, events.bp):
+        app.register_blueprint(blueprint)
+    _add_headers(app)
+    _add_error_handlers(app)
+
+    if settings["START_BACKGROUND"]:
+        lifecycle.start()
+        atexit.register(lifecycle.stop)
+    atexit.register(hub.stop)
+    return app
+
+
+def _add_headers(app: Flask) -> None:
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path.startswith("/api/") and "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def _add_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_failed(e: CSRFError) -> tuple[Response | str, int]:
+        return error(f"CSRF check failed: {e.description} Reload the page and try again.", 400)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(e: RequestEntityTooLarge) -> tuple[Response | str, int]:
+        return error(f"the upload is too large (limit {app.config['MAX_UPLOAD_MB']} MB)", 413)
+
+    @app.errorhandler(StorageError)
+    def storage_failed(e: StorageError) -> tuple[Response | str, int]:
+        log.error("storage error on %s %s: %s", request.method, request.path, e)
+        return error("storage is unavailable right now; try again shortly", 503)
+
+    @app.errorhandler(layout.BadName)
+    def bad_name(e: layout.BadName) -> tuple[Response | str, int]:
+        return error("not found", 404)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> HTTPException | tuple[Response | str, int]:
+        if e.code is None or e.code < 400:
+            return e
+        if isinstance(e, InternalServerError):
+            log.error("internal error on %s %s", request.method, request.path, exc_info=e.original_exception)
+            return error("internal error; it has been logged", 500)
+        return error(e.description or e.name, e.code)

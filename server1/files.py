@@ -1,0 +1,77 @@
+"""GET /files/<key>: the logged-in user's own files (originals, thumbnails, clippings...).
+
+The key must be exactly <one of the user's served folders, from the layout> + <a valid
+file name>; anything else, including another user's folder, a symlink or a path trick,
+answers 404. Content types come from the extension our ingest chose by content;
+formats browsers do not show (HEIC, TIFF) and unknown ones are sent as downloads.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response, abort, request, send_file
+
+from server1.responses import current_user
+from server1.services import services
+from studio import layout
+from studio.storage import FileStorage, NotFound, StorageError
+from studio.storage.base import check_key
+
+bp = Blueprint("files", __name__)
+
+INLINE_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+}
+DOWNLOAD_TYPES = {".heic": "image/heic", ".heif": "image/heif", ".tif": "image/tiff", ".tiff": "image/tiff"}
+SERVED_KINDS = ("thumbs", "crops", "masks", "boxes")
+# A served file is never a page, whatever its bytes: no scripts, no plugins, no framing.
+FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+
+
+def _served_folders(user: str) -> set[str]:
+    return {layout.input_dir(user), layout.resized_dir(user)} | {layout.output_dir(user, k) for k in SERVED_KINDS}
+
+
+@bp.get("/files/<path:key>")
+def serve(key: str) -> Response:
+    user = current_user()
+    folder, _, name = key.rpartition("/")
+    try:
+        check_key(key)
+        layout.check_name(name, "file name")
+    except (StorageError, layout.BadName):
+        abort(404)
+    if folder + "/" not in _served_folders(user):
+        abort(404)
+    ext = layout.split_ext(name)[1]
+    mimetype = INLINE_TYPES.get(ext) or DOWNLOAD_TYPES.get(ext) or "application/octet-stream"
+    download = ext not in INLINE_TYPES
+    storage = services().storage
+    if isinstance(storage, FileStorage):
+        try:
+            path = storage.local_path(key)
+        except StorageError:  # a symlink leading out of the root
+            abort(404)
+        # Refuse a symlink anywhere below the root, even one that stays inside it
+        # (it could lead into the other user's folder).
+        if path is None or os.path.realpath(path) != os.path.join(os.path.realpath(storage.root), key):
+            abort(404)
+        response = send_file(path, mimetype=mimetype, as_attachment=download, download_name=name, max_age=0)
+    else:
+        try:
+            data = storage.read(key)
+        except NotFound:
+            abort(404)
+        response = Response(data, mimetype=mimetype)
+        response.headers["Content-Disposition"] = f"{'attachment' if download else 'inline'}; filename={name}"
+        response.add_etag()
+        response.make_conditional(request)
+    response.cache_control.private = True
+    response.cache_control.no_cache = True
+    response.headers["Content-Security-Policy"] = FILE_CSP
+    return response

@@ -1,0 +1,40 @@
+"""gunicorn settings for Server1: gunicorn -c server1/gunicorn.conf.py "server1:create_app()".
+
+Threaded workers (gthread): server-sent event streams each hold a thread, so there are
+many threads. One worker by default: the login throttle, the live-session cache and the
+event pollers live in the worker's memory (more workers work, each with its own).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from studio import config as studio_config  # not "config": gunicorn reads every name here
+from studio.errors import ConfigError
+
+bind = f"0.0.0.0:{studio_config.env_int('PORT', 5050, 1, 65535)}"
+worker_class = "gthread"
+workers = studio_config.env_int("WEB_CONCURRENCY", 1, 1, 64)
+threads = studio_config.env_int("GUNICORN_THREADS", 128, 1, 1024)
+timeout = 120
+graceful_timeout = 20  # open event streams end at shutdown; browsers reconnect
+keepalive = 5
+control_socket_disable = True  # no shared control socket under $HOME between deployments/tests
+accesslog = "-"
+errorlog = "-"
+# Uploads up to MAX_UPLOAD_MB arrive as one request; no request-line or header games.
+limit_request_line = 8190
+
+
+def on_starting(server: object) -> None:
+    """Refuse to start with a clear message (no login, bad SHARED_DIR...) instead of
+    workers that die while booting."""
+    from server1 import appconfig
+    from studio.storage import open_storage
+
+    try:
+        settings = appconfig.load()
+        open_storage(settings["SHARED_DIR"])
+    except ConfigError as e:
+        print(f"server1: cannot start: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)

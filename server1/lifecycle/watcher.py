@@ -1,0 +1,197 @@
+"""The resized/ watcher: finds every user's pending jobs and invokes the endpoint once per job.
+
+Cheap when idle: one listing of each user's resized/ per scan (studio.jobs.Scanner reads a
+status record only for jobs it has not yet seen final). Once per job, even across restarts:
+after a successful invocation a small record (layout.invocation) keeps the job file's mtime,
+so a restarted Server1 does not invoke it again, while a job re-queued by a retry (new
+mtime) is invoked anew. A failed invocation is tried again later with a growing pause; the
+job protocol's claims make a duplicate harmless in the rare crash between invoking and
+writing the record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import boto3
+import requests
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from studio import layout
+from studio.jobs import Jobs, Scanner, iso
+from studio.storage import NotFound, Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+# SageMaker cuts a real-time invocation at 60 s; a little more lets its answer arrive.
+RUNTIME_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 2}, connect_timeout=5, read_timeout=65)
+MAX_RETRY_PAUSE = 300.0
+
+
+class InvokeError(Exception):
+    """The endpoint (or INFERENCE_URL) did not accept the job; the message says why."""
+
+
+class Invoker(Protocol):
+    target: str
+
+    def invoke(self, user: str, image_id: str) -> None: ...
+
+
+def _body(user: str, image_id: str) -> bytes:
+    return json.dumps({"user": user, "image": image_id}).encode()
+
+
+class SageMakerInvoker:
+    """sagemaker-runtime InvokeEndpoint; AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is honoured by boto3."""
+
+    def __init__(self, endpoint: str, component: str | None = None, client: object | None = None) -> None:
+        self.endpoint, self.component = endpoint, component
+        self.client = client or boto3.client("sagemaker-runtime", config=RUNTIME_CONFIG)
+        self.target = f"endpoint {endpoint!r}" + (f" (inference component {component!r})" if component else "")
+
+    def invoke(self, user: str, image_id: str) -> None:
+        extra = {"InferenceComponentName": self.component} if self.component else {}
+        try:
+            answer = self.client.invoke_endpoint(
+                EndpointName=self.endpoint,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=_body(user, image_id),
+                **extra,
+            )
+            answer["Body"].read()
+        except (ClientError, BotoCoreError) as e:
+            raise InvokeError(str(e)) from e
+
+
+class HttpInvoker:
+    """Local mode: POST INFERENCE_URL/invocations on Server2 directly."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = base_url.rstrip("/") + "/invocations"
+        self.target = self.url
+        self.session = requests.Session()
+
+    def invoke(self, user: str, image_id: str) -> None:
+        try:
+            answer = self.session.post(
+                self.url, data=_body(user, image_id), headers={"Content-Type": "application/json"}, timeout=(5, 65)
+            )
+        except requests.RequestException as e:
+            raise InvokeError(str(e)) from e
+        if answer.status_code >= 400:
+            raise InvokeError(f"HTTP {answer.status_code}: {answer.text[:200]}")
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    user: str
+    image_id: str
+    mtime: float  # of the job file: a retry re-publishes it with a new one
+
+
+class Watcher:
+    def __init__(
+        self,
+        storage: Storage,
+        users: list[str],
+        invoker: Invoker | None,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self.storage = storage
+        self.users = list(users)
+        self.invoker = invoker
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.scanner = Scanner(Jobs(storage, owner="server1-watcher", clock=clock))
+        self.invocations = 0
+        self.error: str | None = None
+        self._invoked: dict[tuple[str, str], float] = {}  # job -> job-file mtime it was invoked for
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # job -> (failures, retry at)
+
+    def scan(self) -> list[PendingJob]:
+        """Every user's unfinished jobs, oldest first per user."""
+        pending: list[PendingJob] = []
+        scanned: set[str] = set()
+        for user in self.users:
+            try:
+                entries = self.scanner.pending_entries(user)
+            except StorageError as e:
+                self._error(f"cannot list the jobs of {user!r}: {e}")
+                continue
+            scanned.add(user)
+            pending.extend(PendingJob(user, image_id, entry.mtime) for image_id, entry in entries)
+        self._forget_finished(scanned, {(j.user, j.image_id) for j in pending})
+        return pending
+
+    def _forget_finished(self, scanned: set[str], pending: set[tuple[str, str]]) -> None:
+        """Drop the records of jobs that finished (or were deleted) since we invoked them."""
+        for job in [j for j in self._invoked if j[0] in scanned and j not in pending]:
+            try:
+                self.storage.delete(layout.invocation(*job))
+            except StorageError as e:
+                log.warning("cannot remove the invocation record of %s/%s: %s", *job, e)
+                continue
+            del self._invoked[job]
+        for job in [j for j in self._failures if j[0] in scanned and j not in pending]:
+            del self._failures[job]
+
+    def invoke(self, pending: list[PendingJob]) -> None:
+        """Invoke the endpoint for each pending job not yet invoked (or due for another try)."""
+        if self.invoker is None:
+            return  # local mode without INFERENCE_URL: Server2's poller takes the jobs
+        for job in pending:
+            key = (job.user, job.image_id)
+            if self._invoked.get(key) == job.mtime:
+                continue
+            failures, retry_at = self._failures.get(key, (0, 0.0))
+            if self.clock() < retry_at:
+                continue
+            try:
+                if self._recorded(job):
+                    self._invoked[key] = job.mtime
+                    continue
+                self.invoker.invoke(job.user, job.image_id)
+            except (InvokeError, StorageError) as e:
+                pause = min(self.poll_seconds * 2**failures, MAX_RETRY_PAUSE)
+                self._failures[key] = (failures + 1, self.clock() + pause)
+                self._error(f"cannot invoke {self.invoker.target} for {job.user}/{job.image_id}: {e}")
+                continue
+            self.invocations += 1
+            self._failures.pop(key, None)
+            self._invoked[key] = job.mtime
+            self.error = None
+            try:
+                self.storage.write_json(layout.invocation(*key), {"mtime": job.mtime, "invoked_at": iso(self.clock())})
+            except StorageError as e:
+                log.warning("cannot record the invocation of %s/%s: %s", *key, e)
+
+    def _recorded(self, job: PendingJob) -> bool:
+        """Was this job (this version of its file) invoked before, maybe by an earlier process?"""
+        try:
+            record = self.storage.read_json(layout.invocation(job.user, job.image_id))
+        except NotFound:
+            return False
+        except ValueError:
+            return False  # unreadable record: invoking again is harmless
+        return isinstance(record, dict) and record.get("mtime") == job.mtime
+
+    def _error(self, message: str) -> None:
+        if message != self.error:
+            log.warning("%s", message)
+        self.error = message
+
+    def health(self) -> dict:
+        return {
+            "target": self.invoker.target if self.invoker else None,
+            "invocations": self.invocations,
+            "error": self.error,
+        }

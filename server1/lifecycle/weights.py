@@ -1,0 +1,295 @@
+"""Model weights at start-up (DESIGN.md "Model weights"): download what is missing from MODELS_DIR.
+
+Each missing file streams into a hidden partial file, resumes with an HTTP Range request
+after a dropped connection, is checked (size, and hash where an authoritative one is
+known), then appears under its name only when complete: link(2) on a filesystem (which
+never replaces an existing file), an upload after an existence check on S3. A file that
+fails leaves nothing behind and shows in health(); the web UI does not wait for any of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from studio import layout
+from studio.errors import ConfigError
+from studio.storage import FileStorage, Storage, StorageError, open_storage
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+PROGRESS_SECONDS = 5.0
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+
+# Only hashes from an authoritative source: a wrong one would make every download fail.
+BUILTIN = (
+    ModelFile("vit_l.pth", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"),
+    # The md5 rembg 2.0.86 itself checks for this file (rembg/sessions/birefnet_dis.py).
+    ModelFile(
+        "birefnet-dis.onnx",
+        "https://github.com/danielgatis/rembg/releases/download/v0.0.0/BiRefNet-DIS-epoch_590.onnx",
+        md5="2d4d44102b446f33a4ebb2e56c051f2b",
+    ),
+    # The release ultralytics 8.4 downloads its assets from (ultralytics/utils/downloads.py).
+    ModelFile("yolov8n.pt", "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n.pt"),
+    ModelFile("yolov8n-seg.pt", "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-seg.pt"),
+)
+
+
+class DownloadError(Exception):
+    """A model file could not be fetched or failed its check; the message says why."""
+
+
+class _Retry(Exception):
+    """A transient failure: try again (resuming where possible)."""
+
+
+def _hex(value: object, length: int, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != length or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise ConfigError(f"MODEL_MANIFEST: {what} must be {length} hex digits, got {value!r}")
+    return value.lower()
+
+
+def read_manifest(path: str) -> list[ModelFile]:
+    """MODEL_MANIFEST: {"files": [{"name", "url", "sha256" | "md5", "size"}]}; ConfigError says what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"MODEL_MANIFEST {path!r} cannot be read: {e.strerror or e}") from e
+    except ValueError as e:
+        raise ConfigError(f"MODEL_MANIFEST {path!r} is not valid JSON: {e}") from e
+    entries = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f'MODEL_MANIFEST {path!r} must be {{"files": [...]}}')
+    files = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"MODEL_MANIFEST: files[{i}] must be an object")
+        try:
+            name = layout.check_name(entry.get("name"), "model file name")
+        except layout.BadName as e:
+            raise ConfigError(f"MODEL_MANIFEST: files[{i}]: {e}") from None
+        url, size = entry.get("url"), entry.get("size")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            raise ConfigError(f"MODEL_MANIFEST: {name}: url must be an http(s) URL, got {url!r}")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise ConfigError(f"MODEL_MANIFEST: {name}: size must be a positive whole number, got {size!r}")
+        sha256 = _hex(entry.get("sha256"), 64, f"{name}: sha256")
+        files.append(ModelFile(name, url, size, sha256, _hex(entry.get("md5"), 32, f"{name}: md5")))
+    return files
+
+
+def model_files(manifest: str | None, base_url: str | None) -> list[ModelFile]:
+    """The manifest (or the built-in list), every URL replaced by $MODEL_BASE_URL/<name> when set."""
+    files = read_manifest(manifest) if manifest else list(BUILTIN)
+    if base_url:
+        files = [ModelFile(f.name, f"{base_url.rstrip('/')}/{f.name}", f.size, f.sha256, f.md5) for f in files]
+    return files
+
+
+def _safe_url(url: str) -> str:
+    """The URL without credentials or query (signed mirror URLs) for logs and /healthz."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+class Weights:
+    """ensure() checks and fetches every file; run it with start() in a background thread."""
+
+    def __init__(
+        self,
+        models_dir: str,
+        files: list[ModelFile],
+        skip_download: bool = False,
+        attempts: int = ATTEMPTS,
+        backoff: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.models_dir = models_dir
+        self.files = files
+        self.skip_download = skip_download
+        self.attempts = attempts
+        self.backoff = backoff
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.state: dict[str, dict] = {f.name: {"state": "unchecked", "error": None} for f in files}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.ensure, name="model-weights", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def ensure(self) -> None:
+        try:
+            storage = open_storage(self.models_dir)
+        except ConfigError as e:
+            for name in self.state:
+                self._set(name, "failed", f"MODELS_DIR unusable: {e}")
+            log.error("model weights: MODELS_DIR %s is unusable: %s", self.models_dir, e)
+            return
+        for f in self.files:
+            if self._stop.is_set():
+                return
+            try:
+                if storage.exists(f.name):
+                    self._set(f.name, "present")
+                elif self.skip_download:
+                    self._set(f.name, "missing", "not present and SKIP_MODEL_DOWNLOAD=1")
+                    log.warning("model weights: %s is missing from %s (SKIP_MODEL_DOWNLOAD=1)", f.name, storage.root)
+                else:
+                    self._set(f.name, "downloading")
+                    self._fetch(storage, f)
+                    self._set(f.name, "present")
+            except (DownloadError, StorageError) as e:
+                self._set(f.name, "failed", str(e))
+                log.error("model weights: %s", e)
+
+    def _set(self, name: str, state: str, error: str | None = None) -> None:
+        self.state[name] = {"state": state, "error": error}
+
+    def _partial(self, storage: Storage, name: str) -> Path:
+        # Beside the final file on a filesystem (link needs the same filesystem; '.' names are
+        # never listed), else in a local temporary folder before the upload.
+        if isinstance(storage, FileStorage):
+            folder = storage.path
+        else:
+            folder = Path(tempfile.gettempdir()) / "sam-studio-weights"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f".{name}.part"
+
+    def _fetch(self, storage: Storage, f: ModelFile) -> None:
+        part = self._partial(storage, f.name)
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    self._download(f, part)
+                    break
+                except (_Retry, requests.RequestException, OSError) as e:
+                    if attempt == self.attempts or self._stop.is_set():
+                        raise DownloadError(f"{f.name}: download from {_safe_url(f.url)} failed: {e}") from e
+                    pause = self.backoff * 2 ** (attempt - 1)
+                    log.warning(
+                        "model weights: %s: %s; try %d of %d in %.0f s", f.name, e, attempt + 1, self.attempts, pause
+                    )
+                    self.sleep(pause)
+            self._check(f, part)
+            self._publish(storage, f.name, part)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def _download(self, f: ModelFile, part: Path) -> None:
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with self.session.get(f.url, headers=headers, stream=True, timeout=(10, 60)) as answer:
+            if answer.status_code == 206 and have:
+                total = int(answer.headers.get("Content-Range", "").rpartition("/")[2] or 0) or None
+                mode = "ab"
+                log.info("model weights: %s: resuming at %.1f MB", f.name, have / 1e6)
+            elif answer.status_code == 200:
+                have, mode = 0, "wb"
+                length = answer.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            elif answer.status_code == 416 and have:
+                part.unlink()  # the partial file does not fit what the server has: start over
+                raise _Retry("the server refused to resume; starting over")
+            elif answer.status_code in (408, 429) or answer.status_code >= 500:
+                raise _Retry(f"HTTP {answer.status_code}")
+            else:
+                raise DownloadError(f"{f.name}: {_safe_url(f.url)} answered HTTP {answer.status_code}")
+            if f.size is not None and total is not None and total != f.size:
+                raise DownloadError(f"{f.name}: the server offers {total} bytes, expected {f.size}")
+            self._stream(f.name, answer, part, mode, have, total)
+
+    def _stream(
+        self, name: str, answer: requests.Response, part: Path, mode: str, have: int, total: int | None
+    ) -> None:
+        started, last, start_size = time.monotonic(), time.monotonic(), have
+        with open(part, mode) as out:
+            for chunk in answer.iter_content(CHUNK):
+                if self._stop.is_set():
+                    raise _Retry("stopped")
+                out.write(chunk)
+                have += len(chunk)
+                now = time.monotonic()
+                if now - last >= PROGRESS_SECONDS:
+                    last = now
+                    rate = (have - start_size) / max(now - started, 1e-6) / 1e6
+                    percent = f"{100 * have / total:.0f}%" if total else f"{have / 1e6:.1f} MB"
+                    log.info("model weights: %s %s at %.1f MB/s", name, percent, rate)
+        if total is not None and have < total:
+            raise _Retry(f"connection closed after {have} of {total} bytes")
+        elapsed = max(time.monotonic() - started, 1e-6)
+        log.info(
+            "model weights: %s downloaded (%.1f MB, %.1f MB/s)", name, have / 1e6, (have - start_size) / elapsed / 1e6
+        )
+
+    def _check(self, f: ModelFile, part: Path) -> None:
+        size = part.stat().st_size
+        if f.size is not None and size != f.size:
+            raise DownloadError(f"{f.name}: got {size} bytes, expected {f.size}")
+        for algo, expected in (("sha256", f.sha256), ("md5", f.md5)):
+            if expected:
+                digest = hashlib.new(algo, usedforsecurity=False)
+                with open(part, "rb") as src:
+                    for block in iter(lambda src=src: src.read(CHUNK), b""):
+                        digest.update(block)
+                if digest.hexdigest() != expected:
+                    raise DownloadError(f"{f.name}: {algo} {digest.hexdigest()} does not match {expected}")
+
+    def _publish(self, storage: Storage, name: str, part: Path) -> None:
+        """Make the checked file visible under its name, never replacing one that appeared meanwhile."""
+        if isinstance(storage, FileStorage):
+            try:
+                os.link(part, storage.path / name)
+            except FileExistsError:
+                log.info("model weights: %s appeared meanwhile; keeping that one", name)
+            return
+        if storage.exists(name):
+            return
+        from studio.storage.s3 import S3Storage  # only S3 is left; boto3's transfer does multipart
+
+        assert isinstance(storage, S3Storage)
+        try:
+            storage.client.upload_file(str(part), storage.bucket, storage.prefix + name)
+        except Exception as e:  # boto3's transfer raises its own S3UploadFailedError besides botocore's
+            raise StorageError(f"cannot upload {name} to {storage.root}: {e}") from e
+
+    def health(self) -> dict:
+        return {
+            "models_dir": self.models_dir,
+            "ok": all(s["state"] == "present" for s in self.state.values()),
+            "files": dict(self.state),
+        }

@@ -1,0 +1,31 @@
+"""The long-lived objects of one app instance, reachable from any request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+from studio.jobs import Jobs
+from studio.storage import Storage
+
+if TYPE_CHECKING:
+    from server1.albums import Albums
+    from server1.events import EventHub
+    from server1.lifecycle import Lifecycle
+    from server1.sessions import Sessions
+
+
+@dataclass
+class Services:
+    storage: Storage
+    jobs: Jobs
+    lifecycle: Lifecycle
+    sessions: Sessions
+    albums: Albums
+    events: EventHub
+
+
+def services() -> Services:
+    return current_app.extensions["server1"]

@@ -1,0 +1,83 @@
+// The settings panel: the server validates; its messages are shown beside the fields.
+
+import { api } from './api.js';
+import { wireDialog } from './ui.js';
+
+const dialog = () => document.getElementById('settings');
+const form = () => document.getElementById('settings-form');
+
+export function initSettings() {
+  wireDialog(dialog());
+  document.getElementById('open-settings').addEventListener('click', openSettings);
+  form().addEventListener('submit', saveSettings);
+}
+
+async function openSettings() {
+  clearErrors();
+  document.getElementById('settings-saved').textContent = '';
+  dialog().showModal();
+  try {
+    const data = await api('GET', '/api/settings');
+    fill(data.settings ?? data);
+  } catch (error) {
+    showError(`Could not load your settings: ${error.message}`);
+  }
+}
+
+function fill(settings) {
+  for (const field of form().elements) {
+    if (field.name && field.name in settings) field.value = String(settings[field.name]);
+  }
+}
+
+function collect() {
+  const changes = {};
+  for (const field of form().elements) {
+    if (!field.name) continue;
+    const raw = field.value.trim();
+    // Send what was typed; a number only when it reads as one, so the server judges the rest.
+    if (field.dataset.kind && raw !== '' && Number.isFinite(Number(raw))) changes[field.name] = Number(raw);
+    else changes[field.name] = raw;
+  }
+  return changes;
+}
+
+async function saveSettings(event) {
+  event.preventDefault();
+  clearErrors();
+  const button = form().querySelector('button[type="submit"]');
+  button.disabled = true;
+  try {
+    const data = await api('POST', '/api/settings', collect());
+    fill(data.settings ?? data);
+    document.getElementById('settings-saved').textContent = 'Settings saved.';
+  } catch (error) {
+    const errors = error.body?.errors;
+    let summary = error.message;
+    if (errors && typeof errors === 'object') {
+      summary = 'Some settings were not accepted; see the messages below.';
+      for (const [name, message] of Object.entries(errors)) {
+        const slot = form().querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+        const input = form().elements.namedItem(name);
+        if (slot) slot.textContent = message;
+        if (input) input.setAttribute('aria-invalid', 'true');
+        if (!slot) summary = error.message; // a message for a field the form does not show
+      }
+    }
+    showError(summary);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showError(message) {
+  const box = document.getElementById('settings-error');
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function clearErrors() {
+  document.getElementById('settings-error').hidden = true;
+  for (const slot of form().querySelectorAll('[data-error-for]')) slot.textContent = '';
+  for (const input of form().querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+}

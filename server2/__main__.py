@@ -1,0 +1,30 @@
+"""`python -m server2` (and server2/serve): Server2 under gunicorn with server2/gunicorn.conf.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError
+
+from server2.idle_guard import IdleGuard
+from server2.service import Config
+from studio.errors import ConfigError
+
+GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
+
+
+def main() -> None:
+    try:  # every variable checked here, with a clear message, before gunicorn starts
+        Config.from_env()
+        IdleGuard.from_env()
+    except (ConfigError, BotoCoreError) as e:
+        sys.exit(f"server2: cannot start: {e}")
+    from gunicorn.app.wsgiapp import WSGIApplication
+
+    sys.argv = [sys.argv[0], "--config", str(GUNICORN_CONF), "server2.app:app"]
+    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()  # returns only by exiting the process
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""gunicorn settings for Server2 (server2/serve, python -m server2).
+
+ONE worker process: it holds the models in (GPU) memory. Its threads serve /ping while
+invocations wait for their jobs; the jobs themselves run one at a time in the dispatcher.
+"""
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from server2.service import Config
+
+_config = Config.from_env()
+
+bind = f"0.0.0.0:{_config.port}"
+workers = 1
+worker_class = "gthread"
+threads = 16
+# The worker's main loop reports alive every second whatever the requests do; only a hung
+# process trips this.
+timeout = 120
+# SIGTERM: the running job gets STOP_GRACE_SECONDS, then is released; requests drain meanwhile.
+graceful_timeout = int(_config.stop_grace) + 10
+chdir = str(Path(__file__).resolve().parent.parent)
+loglevel = "info"
+# No gunicornc control socket: nothing uses it, and two servers on one host would share its path.
+control_socket_disable = True
+
+
+def post_worker_init(worker: object) -> None:
+    """On SIGTERM stop taking work at once, before gunicorn drains the open requests."""
+    from server2.app import service  # already imported by the worker: this is the running one
+
+    drain = worker.handle_exit  # type: ignore[attr-defined]
+
+    def on_term(sig: int, frame: object) -> None:
+        service.begin_stop()
+        drain(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Before the worker process ends: the running job is finished or released, never cut off."""
+    app = sys.modules.get("server2.app")  # absent when the app failed to import
+    if app is not None and app.service.stop():
+        # The released job's thread is still inside torch: leave now, before the interpreter's
+        # teardown destroys native threads under it (which aborts the process).
+        logging.shutdown()
+        os._exit(0)

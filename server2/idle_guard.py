@@ -1,0 +1,127 @@
+"""The dead-man's switch: the GPU goes to zero even when Server1 is gone.
+
+Server1 normally scales the endpoint down after SCALE_DOWN_AFTER_SECONDS without work. If Server1
+dies while the GPU is up, nobody would, and the instance would bill by the hour. So Server2 watches
+its own work too and, after the same idle time, scales itself to zero: the inference component's
+copy count (SAGEMAKER_INFERENCE_COMPONENT; managed instance scaling then removes the instance), or
+else the variant's instance count (SAGEMAKER_ENDPOINT / SAGEMAKER_VARIANT). The IAM role of the
+deployed model allows exactly that call and nothing else on SageMaker.
+
+Use (server2's poller and request handlers)::
+
+    guard = IdleGuard.from_env()          # None in local mode (no SageMaker endpoint)
+    guard.note_work()                     # pending jobs seen / a job claimed or finished
+    with guard.working():                 # a job in progress never counts as idle
+        ...
+    guard.tick()                          # call every poll; scales down once idle long enough
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import boto3
+from botocore.config import Config
+
+from studio.config import env_float, env_str
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 30.0  # after a failed scale-down call (throttled, endpoint Updating, ...)
+
+
+class IdleGuard:
+    """Calls `scale_down()` once `idle_seconds` have passed with no work, and again every
+    `idle_seconds` while it stays idle (re-asserting zero is harmless and undoes a stray scale-up);
+    a failed call is retried after `retry_seconds`. Thread-safe; `clock` is injectable for tests."""
+
+    def __init__(
+        self,
+        scale_down: Callable[[], None],
+        idle_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
+        if idle_seconds <= 0:
+            raise ValueError("idle_seconds must be positive")
+        self._scale_down = scale_down
+        self._idle_seconds = idle_seconds
+        self._retry_seconds = min(retry_seconds, idle_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_progress = 0
+        self._due = clock() + idle_seconds  # a fresh container counts as idle from its start
+
+    @classmethod
+    def from_env(cls, clock: Callable[[], float] = time.monotonic) -> IdleGuard | None:
+        """The guard for this deployment, or None in local mode (nothing to scale)."""
+        scale_down = scale_down_from_env()
+        if scale_down is None:
+            return None
+        idle = env_float("SCALE_DOWN_AFTER_SECONDS", 300.0, 1.0, 7 * 24 * 3600.0)
+        return cls(scale_down, idle, clock)
+
+    def note_work(self) -> None:
+        """There is work (pending jobs seen, a job claimed or finished): restart the idle timer."""
+        with self._lock:
+            self._due = self._clock() + self._idle_seconds
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Mark a job in progress: however long it takes, the guard does not fire meanwhile."""
+        with self._lock:
+            self._in_progress += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_progress -= 1
+                self._due = self._clock() + self._idle_seconds
+
+    def tick(self) -> bool:
+        """Scale down if idle long enough; True when a scale-down call succeeded now."""
+        with self._lock:
+            now = self._clock()
+            if self._in_progress or now < self._due:
+                return False
+            # Claim this firing before calling out, so concurrent ticks do not call twice.
+            self._due = now + self._retry_seconds
+        try:
+            self._scale_down()
+        except Exception as e:  # any failure: log it and try again later, never kill the poller
+            log.warning("idle guard: scale-down failed, retrying in %.0fs: %s", self._retry_seconds, e)
+            return False
+        with self._lock:  # work noted during the call already moved _due later
+            self._due = max(self._due, now + self._idle_seconds)
+        log.info("idle guard: no work for %.0fs, scaled this endpoint to zero", self._idle_seconds)
+        return True
+
+
+def scale_down_from_env() -> Callable[[], None] | None:
+    """The scale-to-zero call for SAGEMAKER_INFERENCE_COMPONENT, else for the variant
+    SAGEMAKER_VARIANT of SAGEMAKER_ENDPOINT; None when neither is configured (local mode)."""
+    component = env_str("SAGEMAKER_INFERENCE_COMPONENT")
+    endpoint = env_str("SAGEMAKER_ENDPOINT")
+    if not component and not endpoint:
+        return None
+    client = boto3.client("sagemaker", config=Config(retries={"mode": "adaptive", "max_attempts": 5}))
+    if component:
+
+        def scale_component() -> None:
+            client.update_inference_component_runtime_config(
+                InferenceComponentName=component, DesiredRuntimeConfig={"CopyCount": 0}
+            )
+
+        return scale_component
+    variant = env_str("SAGEMAKER_VARIANT", "AllTraffic")
+
+    def scale_variant() -> None:
+        client.update_endpoint_weights_and_capacities(
+            EndpointName=endpoint, DesiredWeightsAndCapacities=[{"VariantName": variant, "DesiredInstanceCount": 0}]
+        )
+
+    return scale_variant

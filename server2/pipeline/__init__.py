@@ -1,0 +1,122 @@
+"""The segmentation pipeline (DESIGN.md "Segmentation pipeline"): one call, segment(), per image.
+
+    classify -> (photo) YOLO points -> SAM automatic + point masks -> BiRefNet refinement of a one-colour
+                largest mask                                                    \\
+             -> (drawing) BiRefNet                                               -> keep masks -> clippings
+
+settings["mode"] (auto | sam | birefnet) overrides the classification. Masks are at the resized image's
+size; clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from server2.pipeline import classify, clippings, detect, masks, refine
+from server2.pipeline import sam
+from studio.settings import DEFAULTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Clipping:
+    mask_index: int  # index into Result.masks
+    component: int  # 0-based connected component of that mask, largest first
+    image: Image.Image  # RGBA, at the original's resolution, cropped tight
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # where the image lies in the original: x0, y0, x1, y1
+
+
+@dataclass
+class Result:
+    method: str  # "sam" | "birefnet"
+    masks: list[np.ndarray]  # bool HxW at the resized image's size, largest first
+    clippings: list[Clipping]  # largest first, at most settings["max_clippings"]
+    points: dict  # JSON-able: {"points": [[x, y]], "labels": [1|0], "boxes": [{"box", "label", "score", "source"}]}
+    boxes: dict[str, Image.Image]  # suffix ("det", "seg") -> debug image of that YOLO model's boxes
+    timings: dict[str, float]  # seconds per stage
+    refined: bool = False  # SAM's one-colour largest mask was refined with BiRefNet
+    model_type: str = ""  # the SAM size used ("" for BiRefNet)
+    details: dict = field(default_factory=dict)  # encoder_runs, mask counts: for logs and the benchmark
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 4)
+
+
+EMPTY_POINTS = {"points": [], "labels": [], "boxes": []}
+
+
+def segment(
+    models: object,
+    resized: Image.Image,
+    original: Image.Image,
+    settings: dict,
+    *,
+    shared_embedding: bool = True,
+    batched_points: bool = True,
+    autocast: bool = True,
+) -> Result:
+    """Segment one image.
+
+    models: server2.models.Models. resized: the queued image (longest side <= 1024). original: the upload
+    (the resized image again when there is none). settings: the user's (studio.settings), missing keys
+    take the defaults.
+    Flags (defaults are the production pipeline; the benchmark turns them off for its naive baseline):
+    shared_embedding: the automatic generator reuses the point prompts' image embedding (else SAM's
+    encoder runs twice); batched_points: all point prompts in one decoder call (else one call each);
+    autocast: SAM's image encoder in bf16/fp16 on CUDA (no effect on CPU).
+    """
+    settings = {**DEFAULTS, **settings}
+    timer = _Timer()
+    rgb = resized.convert("RGB")
+    image = np.asarray(rgb)
+    mode = settings["mode"]
+    with timer("classify"):
+        drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "birefnet"
+    points, boxes, refined, model_type, details = EMPTY_POINTS, {}, False, "", {}
+    if drawing:
+        with timer("birefnet"):
+            found = [refine.birefnet_mask(models.birefnet, rgb)]
+    else:
+        with timer("detect"):
+            detections = detect.run_yolo(models, rgb)
+            prompts = detect.merge(detections["seg"] + detections["det"])
+            points = detect.points_record(prompts)
+            boxes = {source: detect.draw_boxes(rgb, found) for source, found in detections.items()}
+        model_type, model = models.sam_for(str(settings["model_type"]))
+        predictor = sam.StudioPredictor(
+            model, reuse=shared_embedding, dtype=sam.autocast_dtype(models.device, autocast)
+        )
+        with timer("sam_points"):
+            found = sam.point_masks(predictor, image, points["points"], points["labels"], batched=batched_points)
+        with timer("sam_auto"):
+            found += sam.automatic_masks(predictor, image, settings)
+        details = {"encoder_runs": predictor.encoder_runs, "sam_masks": len(found)}
+        with timer("refine"):
+            found, refined = refine.refine_largest(found, image, lambda: refine.birefnet_mask(models.birefnet, rgb))
+    with timer("masks"):
+        kept = masks.keep_masks(found, int(settings["min_area"]))
+    with timer("clippings"):
+        full = ImageOps.exif_transpose(original)
+        parts = clippings.select(kept, int(settings["min_area"]), int(settings["max_clippings"]))
+        cut = [Clipping(p.mask_index, p.component, *clippings.cut(full, p, rgb.size)) for p in parts]
+    method = "birefnet" if drawing else "sam"
+    log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
+    return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details)

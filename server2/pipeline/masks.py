@@ -1,0 +1,36 @@
+"""Which masks to keep: not the background, not tiny, not a near copy of a bigger one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BORDER_SHARE = 0.5  # a mask touching more than this share of the image border is the background
+COVER_SHARE = 0.9  # ... as is one covering more than this share of the image
+DUPLICATE_IOU = 0.9
+
+
+def border_share(mask: np.ndarray) -> float:
+    edge = np.concatenate([mask[0, :], mask[-1, :], mask[1:-1, 0], mask[1:-1, -1]])
+    return float(edge.mean())
+
+
+def is_background(mask: np.ndarray) -> bool:
+    return border_share(mask) > BORDER_SHARE or float(mask.mean()) > COVER_SHARE
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def keep_masks(masks: list[np.ndarray], min_area: int) -> list[np.ndarray]:
+    """Masks that are neither background, nor under min_area pixels, nor a duplicate; largest first."""
+    sized = sorted(((int(m.sum()), m) for m in masks), key=lambda pair: -pair[0])
+    kept: list[tuple[int, np.ndarray]] = []
+    for area, m in sized:
+        if area < max(min_area, 1) or is_background(m):
+            continue
+        # IoU >= t needs the smaller area >= t * the larger: only those pairs are compared.
+        if all(area < DUPLICATE_IOU * k_area or iou(m, k) < DUPLICATE_IOU for k_area, k in kept):
+            kept.append((area, m))
+    return [m for _, m in kept]

@@ -1,0 +1,120 @@
+"""SAM: automatic masks with the user's settings plus point-prompted masks, sharing one image embedding.
+
+The automatic generator embeds each crop with set_image; its crop 0 is the whole image, the same one the
+point prompts need. StudioPredictor keeps the whole image's embedding, so the generator's crop 0 reuses it
+instead of running the encoder (most of SAM's time) a second time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import numpy as np
+import torch
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from segment_anything.utils.amg import MaskData
+
+
+class StudioPredictor(SamPredictor):
+    """SamPredictor that can keep the last image's embedding and run the encoder under autocast.
+
+    reuse: set_image of an image identical to the kept one (same pixels) restores its embedding.
+    dtype: reduced precision (torch.float16/bfloat16) for the image encoder only; the embedding is stored
+    as float32, so the mask decoder and the generator's filtering run in full precision.
+    """
+
+    def __init__(self, sam: torch.nn.Module, reuse: bool = True, dtype: torch.dtype | None = None) -> None:
+        super().__init__(sam)
+        self.reuse = reuse
+        self.dtype = dtype
+        self.encoder_runs = 0
+        self._kept: tuple[bytes, torch.Tensor, tuple, tuple] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest() + repr(image.shape).encode()
+        if self.reuse and self._kept is not None and self._kept[0] == key:
+            self.reset_image()
+            _, self.features, self.original_size, self.input_size = self._kept
+            self.is_image_set = True
+            return
+        super().set_image(image, image_format)
+        if self.reuse:
+            self._kept = (key, self.features, self.original_size, self.input_size)
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        self.encoder_runs += 1
+        context = (
+            torch.autocast(device_type=self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        )
+        with context:
+            super().set_torch_image(transformed_image, original_image_size)
+        self.features = self.features.float()
+
+
+def autocast_dtype(device: str, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it, else fp16; none on CPU (slower there, not faster)."""
+    if not enabled or device != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class _Generator(SamAutomaticMaskGenerator):
+    """segment_anything's generator, fixed for crops that yield no mask.
+
+    Upstream stores such a crop's crop_boxes as shape (0,) instead of (0, 4), and with crop_n_layers > 0
+    an image where no crop yields a mask then fails in box_area.
+    """
+
+    def _process_crop(self, *args: object, **kwargs: object) -> MaskData:
+        data = super()._process_crop(*args, **kwargs)
+        if len(data["rles"]) == 0:
+            data["crop_boxes"] = torch.zeros((0, 4))
+        return data
+
+
+def automatic_masks(predictor: StudioPredictor, image: np.ndarray, settings: dict) -> list[np.ndarray]:
+    """SamAutomaticMaskGenerator with the user's settings, driven through the shared predictor."""
+    generator = _Generator(
+        predictor.model,
+        points_per_side=int(settings["points_per_side"]),
+        pred_iou_thresh=float(settings["pred_iou_thresh"]),
+        stability_score_thresh=float(settings["stability_score_thresh"]),
+        crop_n_layers=int(settings["crop_n_layers"]),
+        output_mode="binary_mask",
+    )
+    generator.predictor = predictor
+    return [ann["segmentation"] for ann in generator.generate(image)]
+
+
+def point_masks(
+    predictor: StudioPredictor, image: np.ndarray, points: list, labels: list, batched: bool = True
+) -> list[np.ndarray]:
+    """One mask per positive point (SAM's best of three), each prompt carrying every negative point.
+
+    batched: every prompt in one predict_torch call; else one predict call per point (the naive way).
+    """
+    positives = [p for p, label in zip(points, labels, strict=True) if label == 1]
+    negatives = [p for p, label in zip(points, labels, strict=True) if label == 0]
+    if not positives:
+        return []
+    predictor.set_image(image)
+    prompts = np.array([[p, *negatives] for p in positives], dtype=np.float32)  # B x (1 + negatives) x 2
+    prompt_labels = np.array([[1] + [0] * len(negatives)] * len(positives), dtype=np.int64)
+    if batched:
+        coords = predictor.transform.apply_coords(prompts, image.shape[:2])
+        with torch.no_grad():
+            masks, scores, _ = predictor.predict_torch(
+                torch.as_tensor(coords, device=predictor.device),
+                torch.as_tensor(prompt_labels, device=predictor.device),
+                multimask_output=True,
+            )
+        best = scores.argmax(dim=1)
+        chosen = masks[torch.arange(len(best), device=masks.device), best]
+        return list(chosen.cpu().numpy())
+    out = []
+    for coords, point_labels in zip(prompts, prompt_labels, strict=True):
+        masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels, multimask_output=True)
+        out.append(masks[int(scores.argmax())])
+    return out

@@ -1,0 +1,163 @@
+"""Server2's moving parts wired together: configuration, loading in the background, start and stop.
+
+One Service lives in the gunicorn worker process (server2.app creates it at import). It opens
+the storage and loads the models in a thread, so /ping can answer 503 with the reason until
+everything is ready; a missing weight file or unreachable storage is retried (Server1 may still
+be downloading the weights), any other loading error is final and shown by /ping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from server2.idle_guard import IdleGuard
+from studio import config
+from studio.errors import ConfigError
+from studio.jobs import Jobs, Scanner
+from studio.storage import Storage, StorageError, open_storage
+
+if TYPE_CHECKING:
+    from server2.dispatch import Dispatcher
+    from server2.models import Models
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cuda", "cpu")
+# How often loading is tried again while weights are missing or storage is unreachable.
+LOAD_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    shared_dir: str
+    models_dir: str
+    device: str
+    poll_seconds: float
+    worker_id: str
+    invocation_wait: float  # longest an /invocations request waits for its job (SageMaker stops at 60 s)
+    stop_grace: float  # on SIGTERM, how long the current job may take to finish before it is released
+    port: int  # SageMaker's SAGEMAKER_BIND_TO_PORT, else 8080
+
+    @classmethod
+    def from_env(cls) -> Config:
+        device = (config.env_str("DEVICE", "auto") or "auto").lower()
+        if device not in DEVICES:
+            raise ConfigError(f"DEVICE must be auto, cuda or cpu, got {device!r}")
+        return cls(
+            shared_dir=config.shared_dir(),
+            models_dir=config.models_dir(),
+            device=device,
+            poll_seconds=config.env_float("POLL_SECONDS", 2.0, 0.05, 3600),
+            worker_id=config.env_str("WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            invocation_wait=config.env_float("INVOCATION_WAIT_SECONDS", 50.0, 0, 55),
+            stop_grace=config.env_float("STOP_GRACE_SECONDS", 10.0, 0, 600),
+            port=config.env_int("SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+        )
+
+
+class Stopping(Exception):
+    """The service is shutting down and takes no new work."""
+
+
+class Service:
+    def __init__(self, cfg: Config, guard: IdleGuard | None = None) -> None:
+        self.config = cfg
+        self.guard = guard
+        self.state = "loading"  # loading | error | ready
+        self.reason = "loading the models"
+        self.stopping = threading.Event()
+        self.jobs: Jobs | None = None  # these two once ready
+        self.dispatcher: Dispatcher | None = None
+        self._stopper: threading.Thread | None = None
+        self.abandoned = False  # a job was released on shutdown while its thread still runs
+
+    # -- start -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._spawn(self._load, "server2-load")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _set(self, state: str, reason: str) -> None:
+        if (state, reason) != (self.state, self.reason):
+            (log.info if state != "error" else log.error)("server2 %s: %s", state, reason)
+        self.state, self.reason = state, reason
+
+    def _load(self) -> None:
+        # Imported here: torch and friends take seconds, and the process must answer /ping meanwhile.
+        from server2.models import Models, ModelsMissing, local_models_dir, pick_device
+
+        retry = True
+        while not self.stopping.is_set():
+            if retry:
+                try:
+                    storage = open_storage(self.config.shared_dir)
+                    device = pick_device(self.config.device)
+                    models = Models.load(local_models_dir(self.config.models_dir), device)
+                except (ModelsMissing, ConfigError, StorageError) as e:
+                    self._set("error", f"{e} (trying again every {LOAD_RETRY_SECONDS:g} s)")
+                except Exception as e:
+                    log.exception("loading the models failed")
+                    self._set("error", f"cannot load the models: {type(e).__name__}: {e}")
+                    retry = False
+                else:
+                    self._run(storage, models)
+                    return
+            if self.guard:  # no work can happen while not ready: let the GPU go if Server1 is gone
+                self.guard.tick()
+            self.stopping.wait(LOAD_RETRY_SECONDS)
+
+    def _run(self, storage: Storage, models: Models) -> None:
+        from server2.dispatch import Dispatcher
+        from server2.poller import Poller
+        from server2.worker import Worker
+
+        self.jobs = Jobs(storage, owner=self.config.worker_id)
+        self.dispatcher = Dispatcher(Worker(storage, self.jobs, models), self.stopping, self.guard)
+        poller = Poller(Scanner(self.jobs), self.dispatcher, self.config.poll_seconds, self.stopping, self.guard)
+        self._spawn(self.dispatcher.run, "server2-dispatch")
+        self._spawn(poller.run, "server2-poll")
+        self._set("ready", f"models on {models.device}; worker {self.config.worker_id}")
+
+    # -- use ---------------------------------------------------------------------------
+    def health(self) -> tuple[int, dict]:
+        if self.stopping.is_set():
+            return 503, {"status": "stopping", "reason": "the server is shutting down"}
+        if self.state != "ready":
+            return 503, {"status": self.state, "reason": self.reason}
+        return 200, {"status": "ready"}
+
+    def submit(self, user: str, image_id: str, resized_key: str) -> Future:
+        """Hand a job to the dispatcher ahead of the poller's; raises Stopping once stopping."""
+        if self.dispatcher is None:
+            raise Stopping("not ready")
+        return self.dispatcher.submit(user, image_id, resized_key, urgent=True)
+
+    # -- stop ----------------------------------------------------------------------------
+    def begin_stop(self) -> None:
+        """Stop taking work at once (from the SIGTERM handler); the current job gets stop_grace
+        seconds to finish, else its claim is released uncounted, in a thread of its own."""
+        if self._stopper is None:
+            self.stopping.set()
+            self._stopper = threading.Thread(target=self._finish_or_release, name="server2-stop", daemon=True)
+            self._stopper.start()
+
+    def stop(self) -> bool:
+        """begin_stop() and wait until the current job has ended one way or the other; True when
+        it was released and its thread is still inside the models."""
+        self.begin_stop()
+        assert self._stopper is not None
+        self._stopper.join()
+        return self.abandoned
+
+    def _finish_or_release(self) -> None:
+        if self.dispatcher is not None:
+            self.abandoned = self.dispatcher.stop(self.config.stop_grace)
+        log.info("server2 stopped")

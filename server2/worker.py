@@ -1,0 +1,253 @@
+"""Processing one job under the job protocol (studio.jobs): claim, segment, stage, complete.
+
+Every change to the held claim (heartbeat renewals, complete, fail, a shutdown's release) happens
+under one lock, so they never race each other for the claim's version. Outputs are written to
+the claim's staging prefix and published by jobs.complete(); a job released on shutdown writes
+nothing, whatever its segmentation thread does later.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+from ultralytics.utils import patches as ultralytics_patches
+
+from server2 import pipeline
+from server2.models import Models
+from studio import layout, settings
+from studio.jobs import Claim, Jobs
+from studio.storage import Storage, StorageError
+
+log = logging.getLogger(__name__)
+pillow_heif.register_heif_opener()  # originals may be HEIC/HEIF from phones
+# ultralytics wraps PIL.Image.open: on a file Pillow cannot identify it tries to install and import
+# pi-heif at run time (an error naming pi_heif, or a download). HEIF is registered just above, which
+# is what its flag records, so a file that is no image fails plainly.
+ultralytics_patches._pil_plugins_registered = True
+
+THUMB_SIZE = 256
+
+
+class BadImage(Exception):
+    """The image cannot be decoded; the message says why in words."""
+
+
+@dataclass
+class Outcome:
+    """How a job run ended. state: done | failed (final) | retry (failed, attempts remain) |
+    in-progress (another worker holds it) | already-processed | stopped | error (storage)."""
+
+    state: str
+    error: str | None = None
+    status: dict | None = field(default=None)
+
+
+def open_image(data: bytes, name: str) -> Image.Image:
+    """Decode to RGB, turned upright by its EXIF orientation; BadImage with a readable reason."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return upright.convert("RGB")
+    except UnidentifiedImageError:
+        raise BadImage(f"{name} is not an image file or its format is not supported") from None
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"{name} is too large to process ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadImage(f"{name} is damaged and cannot be read ({e})") from None
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def thumbnail(image: Image.Image) -> Image.Image:
+    small = image.copy()
+    small.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    return small
+
+
+class Worker:
+    def __init__(self, storage: Storage, jobs: Jobs, models: Models) -> None:
+        self.storage = storage
+        self.jobs = jobs
+        self.models = models
+        self._lock = threading.Lock()
+        self._current: Claim | None = None  # the claim held now; None once ended or abandoned
+
+    # -- the job -----------------------------------------------------------------------
+    def run(self, user: str, image_id: str, resized_key: str) -> Outcome:
+        claim = self.jobs.claim(user, image_id)
+        if claim is None:
+            status = self.jobs.read_status(user, image_id)
+            final = bool(status and status["state"] in ("done", "failed"))
+            return Outcome("already-processed" if final else "in-progress", status=status)
+        with self._lock:
+            self._current = claim
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(claim, beat_stop), name="server2-lease", daemon=True)
+        beat.start()
+        try:
+            return self._process(claim, resized_key)
+        finally:
+            beat_stop.set()
+            beat.join()
+
+    def _process(self, claim: Claim, resized_key: str) -> Outcome:
+        user, image_id = claim.user, claim.image_id
+        log.info("%s/%s: processing (attempt %d)", user, image_id, claim.attempt)
+        started = time.perf_counter()
+        try:
+            resized, original, source = self._read(claim, resized_key)
+            read_s = time.perf_counter() - started
+            prefs = settings.load(self.storage, user)
+            result = pipeline.segment(self.models, resized, original, prefs)
+        except BadImage as e:
+            return self._fail(claim, str(e))
+        except StorageError as e:
+            return self._fail(claim, f"storage error: {e}")
+        except Exception as e:
+            log.exception("%s/%s: segmentation failed", user, image_id)
+            return self._fail(claim, f"segmentation failed: {type(e).__name__}: {e}")
+
+        with self._lock:
+            if self._current is not claim:
+                return Outcome("stopped", "released on shutdown")
+            try:
+                write_started = time.perf_counter()
+                staged, names = self._stage(claim, result, original)
+                timings = {
+                    **result.timings,
+                    "read": read_s,
+                    "write": time.perf_counter() - write_started,
+                    "total": time.perf_counter() - started,
+                }
+                fields = {
+                    "clippings": names,
+                    "method": result.method,
+                    "timings": {k: round(v, 4) for k, v in timings.items()},
+                    "width": original.width,
+                    "height": original.height,
+                    "source": source,
+                    "masks": len(result.masks),
+                    "device": self.models.device,
+                    **({"model_type": result.model_type, "refined": result.refined} if result.model_type else {}),
+                }
+                if not self.jobs.complete(claim, staged, **fields):
+                    log.warning(
+                        "%s/%s: lost the claim before publishing; the new holder's result stands", user, image_id
+                    )
+                    return Outcome("in-progress", "another worker took the job over")
+            except Exception as e:
+                log.exception("%s/%s: writing the results failed", user, image_id)
+                return self._fail_locked(claim, f"writing the results failed: {type(e).__name__}: {e}")
+            finally:
+                self._current = None
+        log.info("%s/%s: done in %.2fs, %d clippings (%s)", user, image_id, timings["total"], len(names), result.method)
+        return Outcome("done", status=self.jobs.read_status(user, image_id))
+
+    def _read(self, claim: Claim, resized_key: str) -> tuple[Image.Image, Image.Image, str]:
+        """(resized, original, source): the original from input/<id>.*, else the resized image."""
+        resized = open_image(self.storage.read(resized_key), resized_key.rsplit("/", 1)[-1])
+        folder = layout.input_dir(claim.user)
+        for entry in self.storage.list(folder + claim.image_id):
+            if layout.owned_by(claim.image_id, folder, entry.name):
+                try:
+                    return resized, open_image(self.storage.read(entry.key), entry.name), "input"
+                except BadImage as e:
+                    log.warning(
+                        "%s/%s: original unusable, clipping from the resized image: %s", claim.user, claim.image_id, e
+                    )
+        return resized, resized, "resized"
+
+    def _stage(self, claim: Claim, result: pipeline.Result, original: Image.Image) -> tuple[dict[str, str], list[str]]:
+        """Write every output under the claim's staging prefix: ({staging key: final key}, clipping names)."""
+        user, image_id = claim.user, claim.image_id
+        staged: dict[str, str] = {}
+
+        def put(final_key: str, data: bytes) -> None:
+            temp = f"{claim.staging}{len(staged)}"
+            self.storage.write(temp, data)
+            staged[temp] = final_key
+
+        for n, mask in enumerate(result.masks):
+            put(layout.mask(user, image_id, n), png(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)))
+        names = []
+        for clip in result.clippings:
+            name = layout.crop_name(image_id, clip.mask_index, clip.component)
+            put(layout.crop(user, name), png(clip.image))
+            put(layout.crop_thumb(user, name), png(thumbnail(clip.image)))
+            names.append(name)
+        put(layout.points(user, image_id), json.dumps(result.points).encode())
+        for suffix, image in result.boxes.items():
+            put(layout.boxes(user, image_id, suffix), png(image))
+        if not self._has_thumb(user, image_id):  # a job dropped into resized/ by other means has none
+            out = io.BytesIO()
+            thumbnail(original).save(out, format="JPEG", quality=85)
+            put(layout.thumb(user, image_id, ".jpg"), out.getvalue())
+        return staged, names
+
+    def _has_thumb(self, user: str, image_id: str) -> bool:
+        folder = layout.output_dir(user, "thumbs")
+        return any(
+            layout.owned_by(image_id, folder, e.name) and not e.name.startswith("crop-")
+            for e in self.storage.list(folder + image_id)
+        )
+
+    # -- endings -------------------------------------------------------------------------
+    def _fail(self, claim: Claim, reason: str) -> Outcome:
+        with self._lock:
+            if self._current is not claim:
+                return Outcome("stopped", "released on shutdown")
+            try:
+                return self._fail_locked(claim, reason)
+            finally:
+                self._current = None
+
+    def _fail_locked(self, claim: Claim, reason: str) -> Outcome:
+        log.warning("%s/%s: attempt %d failed: %s", claim.user, claim.image_id, claim.attempt, reason)
+        state = self.jobs.fail(claim, reason)
+        if state == "lost":
+            return Outcome("in-progress", "another worker took the job over")
+        return Outcome(
+            "retry" if state == "queued" else "failed", reason, self.jobs.read_status(claim.user, claim.image_id)
+        )
+
+    def abandon(self) -> bool:
+        """Give the current job back without using up an attempt (shutdown). True if there was one."""
+        with self._lock:
+            claim, self._current = self._current, None
+            if claim is None:
+                return False
+            try:
+                if self.jobs.renew(claim):  # still ours: show it queued again, then let go
+                    self.jobs.write_status(claim.user, claim.image_id, "queued", claim.attempt - 1)
+                    self.jobs.release(claim, counted=False)
+            except StorageError as e:
+                log.warning(
+                    "%s/%s: could not release on shutdown (its lease will run out): %s", claim.user, claim.image_id, e
+                )
+            return True
+
+    def _heartbeat(self, claim: Claim, done: threading.Event) -> None:
+        """Renew the lease every quarter lease while the job runs."""
+        while not done.wait(self.jobs.lease_seconds / 4):
+            with self._lock:
+                if self._current is not claim:
+                    return
+                try:
+                    if not self.jobs.renew(claim):
+                        log.warning("%s/%s: lease lost to another worker", claim.user, claim.image_id)
+                        return
+                except StorageError as e:
+                    log.warning("%s/%s: lease renewal failed, trying again: %s", claim.user, claim.image_id, e)

@@ -1,0 +1,371 @@
+"""The job protocol (studio.jobs) on both backends, with an injected clock for leases."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from studio import layout
+from studio.jobs import Jobs, Scanner
+from studio.storage import FileStorage, Storage
+
+USER = "alice"
+LEASE = 30.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Recorder:
+    """Wraps a storage and notes every change made through it, in order."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.changes: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.storage, name)
+        if name not in ("write", "move", "delete", "delete_prefix", "create_exclusive", "replace_if"):
+            return method
+
+        def recorded(key: str, *args, **kwargs):
+            target = args[0] if name == "move" else key
+            self.changes.append((name, target))
+            return method(key, *args, **kwargs)
+
+        return recorded
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def workers(storage: Storage, clock: Clock, n: int = 2, max_attempts: int = 3) -> list[Jobs]:
+    return [Jobs(storage, f"w{i}", lease_seconds=LEASE, max_attempts=max_attempts, clock=clock) for i in range(n)]
+
+
+def add_job(storage: Storage, image_id: str = "img", user: str = USER) -> str:
+    key = layout.resized(user, image_id)
+    storage.write(key, b"png")
+    return key
+
+
+def stage(jobs: Jobs, claim, n: int = 1) -> dict[str, str]:
+    staged = {}
+    for i in range(1, n + 1):
+        key = claim.staging + f"mask{i}.png"
+        jobs.storage.write(key, claim.token.encode())
+        staged[key] = layout.mask(claim.user, claim.image_id, i)
+    return staged
+
+
+def test_claim_is_exclusive_while_the_lease_lives(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    a, b = workers(storage, clock)
+    claim = a.claim(USER, "img")
+    assert claim is not None and (claim.owner, claim.attempt) == ("w0", 1)
+    assert b.claim(USER, "img") is None
+    assert a.claim(USER, "img") is None  # not even the holder claims twice
+    status = a.read_status(USER, "img")
+    assert status is not None
+    assert (status["state"], status["attempts"], status["owner"]) == ("processing", 1, "w0")
+    clock.advance(LEASE - 1)
+    assert b.claim(USER, "img") is None
+
+
+def test_renew_extends_the_lease(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    a, b = workers(storage, clock)
+    claim = a.claim(USER, "img")
+    clock.advance(LEASE - 1)
+    assert a.renew(claim)
+    clock.advance(LEASE - 1)  # past the first lease, inside the renewed one
+    assert b.claim(USER, "img") is None
+    assert a.complete(claim, stage(a, claim))
+
+
+def test_stale_claim_is_taken_over_and_the_old_holder_loses(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    a, b, c = workers(storage, clock, 3)
+    old = a.claim(USER, "img")
+    old_staged = stage(a, old)
+    clock.advance(LEASE + 1)
+    new = b.claim(USER, "img")
+    assert new is not None and (new.owner, new.attempt) == ("w1", 2)
+    assert c.claim(USER, "img") is None  # one taker only
+    assert not list(storage.list(old.staging))  # the dead holder's staged files are gone
+    assert not a.renew(old)
+    assert a.fail(old, "late") == "lost"
+    assert not a.complete(old, old_staged)
+    assert not storage.exists(layout.mask(USER, "img", 1))  # the loser published nothing
+    assert b.complete(new, stage(b, new))
+    assert storage.read(layout.mask(USER, "img", 1)) == new.token.encode()
+    status = b.read_status(USER, "img")
+    assert (status["state"], status["attempts"], status["owner"]) == ("done", 2, "w1")
+
+
+def test_only_one_of_several_takers_wins_a_stale_claim(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    takers = workers(storage, clock, 6)
+    assert takers[0].claim(USER, "img") is not None
+    clock.advance(LEASE + 1)
+    with ThreadPoolExecutor(5) as pool:
+        claims = list(pool.map(lambda jobs: jobs.claim(USER, "img"), takers[1:]))
+    assert sum(claim is not None for claim in claims) == 1
+
+
+def test_complete_publishes_staged_outputs_and_writes_the_status_last(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    recorder = Recorder(storage)
+    (a,) = workers(recorder, clock, 1)  # type: ignore[arg-type]
+    claim = a.claim(USER, "img")
+    staged = stage(a, claim, 2)
+    staged[claim.staging + "p.json"] = layout.points(USER, "img")
+    storage.write(claim.staging + "p.json", b"{}")
+    for final in staged.values():
+        assert not storage.exists(final)  # staged outputs are invisible before complete()
+    recorder.changes.clear()
+    assert a.complete(claim, staged, clippings=["img_mask1_1.png"], method="sam", timings={"sam": 1.5})
+    for final in staged.values():
+        assert storage.exists(final)
+    assert not list(storage.list(claim.staging))
+    status_key = layout.status(USER, "img")
+    changes = recorder.changes
+    last_move = max(i for i, (op, _) in enumerate(changes) if op == "move")
+    status_write = changes.index(("write", status_key))
+    assert status_write > last_move
+    # After the status only the claim is released and the (now empty) staging removed.
+    assert changes[status_write + 1 :] == [
+        ("replace_if", layout.claim(USER, "img")),
+        ("delete_prefix", claim.staging),
+    ]
+    status = a.read_status(USER, "img")
+    assert status["state"] == "done" and status["error"] is None and status["attempts"] == 1
+    assert status["clippings"] == ["img_mask1_1.png"] and status["method"] == "sam"
+    assert status["timings"] == {"sam": 1.5}
+    assert status["updated_at"] == "2023-11-14T22:13:20.000Z"
+    assert a.claim(USER, "img") is None  # done is final
+
+
+def test_complete_replaces_the_outputs_of_an_earlier_run(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    (a,) = workers(storage, clock, 1)
+    old = [
+        layout.mask(USER, "img", 3),
+        layout.crop(USER, "img_mask3_1.png"),
+        layout.crop_thumb(USER, "img_mask3_1.png"),
+        layout.boxes(USER, "img", "yolo"),
+    ]
+    kept = [layout.thumb(USER, "img"), layout.input_file(USER, "img", ".jpg"), layout.mask(USER, "img2", 3)]
+    for key in old + kept:
+        storage.write(key, b"old")
+    claim = a.claim(USER, "img")
+    assert a.complete(claim, stage(a, claim, 1))
+    assert [k for k in old if storage.exists(k)] == []
+    assert all(storage.exists(k) for k in kept)
+
+
+def test_failures_are_retried_a_bounded_number_of_times(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    a, b = workers(storage, clock, 2, max_attempts=3)
+    first = a.claim(USER, "img")
+    stage(a, first)
+    assert a.fail(first, "decoder error") == "queued"
+    assert not list(storage.list(first.staging))
+    status = a.read_status(USER, "img")
+    assert (status["state"], status["attempts"], status["error"]) == ("queued", 1, "decoder error")
+    second = b.claim(USER, "img")  # released: no need to wait for the lease
+    assert second.attempt == 2
+    assert b.fail(second, "decoder error") == "queued"
+    third = a.claim(USER, "img")
+    assert third.attempt == 3
+    assert a.fail(third, "decoder error: truncated file") == "failed"
+    status = a.read_status(USER, "img")
+    assert (status["state"], status["attempts"]) == ("failed", 3)
+    assert status["error"] == "decoder error: truncated file"
+    assert a.claim(USER, "img") is None and b.claim(USER, "img") is None
+
+
+def test_a_job_that_kills_its_workers_ends_failed(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    takers = workers(storage, clock, 4, max_attempts=3)
+    for attempt, jobs in enumerate(takers[:3], start=1):
+        claim = jobs.claim(USER, "img")
+        assert claim is not None and claim.attempt == attempt
+        clock.advance(LEASE + 1)  # the worker died holding it
+    assert takers[3].claim(USER, "img") is None
+    status = takers[3].read_status(USER, "img")
+    assert status["state"] == "failed" and status["attempts"] == 3
+    assert status["error"] == "gave up after 3 attempts: the worker stopped while processing it"
+
+
+def test_the_last_failure_reason_is_kept_when_a_worker_dies_after_it(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    a, b = workers(storage, clock, 2, max_attempts=1)
+    claim = a.claim(USER, "img")
+    a.release(claim, error="out of memory")  # e.g. a worker that gives up on the job
+    assert b.claim(USER, "img") is None
+    status = b.read_status(USER, "img")
+    assert (status["state"], status["attempts"]) == ("failed", 1)
+    assert status["error"] == "gave up after 1 attempts: out of memory"
+
+
+def test_release_uncounted_does_not_use_an_attempt(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    a, b = workers(storage, clock, 2, max_attempts=1)
+    claim = a.claim(USER, "img")
+    stage(a, claim)
+    assert a.release(claim, counted=False)  # e.g. the worker was asked to stop
+    assert not list(storage.list(claim.staging))
+    again = b.claim(USER, "img")
+    assert again is not None and again.attempt == 1
+    assert b.complete(again, stage(b, again))
+
+
+def test_a_final_status_written_by_a_dead_holder_is_respected(storage: Storage, clock: Clock) -> None:
+    """A worker that wrote `done` and died before releasing its claim: nobody redoes the job."""
+    add_job(storage)
+    a, b = workers(storage, clock)
+    claim = a.claim(USER, "img")
+    a.write_status(USER, "img", "done", claim.attempt, clippings=[])
+    clock.advance(LEASE + 1)
+    assert b.claim(USER, "img") is None
+    assert b.read_status(USER, "img")["state"] == "done"
+
+
+def test_retry_queues_a_finished_job_again(storage: Storage, clock: Clock) -> None:
+    key = add_job(storage)
+    a, b = workers(storage, clock, 2, max_attempts=1)
+    scanner = Scanner(b)
+    assert scanner.pending(USER) == [("img", key)]
+    claim = a.claim(USER, "img")
+    assert a.fail(claim, "boom") == "failed"
+    assert scanner.pending(USER) == []
+    b.retry(USER, "img", key)
+    status = b.read_status(USER, "img")
+    assert (status["state"], status["attempts"], status["error"]) == ("queued", 0, None)
+    assert storage.read(key) == b"png"
+    # The same scanner (a poller that cached the job as final) sees it again.
+    assert scanner.pending(USER) == [("img", key)]
+    again = b.claim(USER, "img")
+    assert again is not None and again.attempt == 1
+    assert b.complete(again, stage(b, again))
+    assert scanner.pending(USER) == []
+
+
+def test_unreadable_records_do_not_block_a_job(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    (a,) = workers(storage, clock, 1)
+    storage.write(layout.status(USER, "img"), b"{not json")
+    storage.write(layout.claim(USER, "img"), b"[1, 2]")
+    assert a.read_status(USER, "img") is None  # = queued
+    claim = a.claim(USER, "img")
+    assert claim is not None and claim.attempt == 1
+    assert a.complete(claim, {})
+
+
+def test_scanner_finds_pending_jobs(storage: Storage, clock: Clock) -> None:
+    a, b = workers(storage, clock)
+    for image_id in ["queued", "done", "held", "failed-once"]:
+        add_job(storage, image_id)
+    add_job(storage, "other", user="bob")
+    storage.write(layout.resized_dir(USER) + "notes.txt", b"not a job")
+    storage.write(layout.resized_dir(USER) + "bad..name.png", b"not a job")
+    storage.write(layout.model("vit_b.pth"), b"weights")
+    storage.write(layout.system("secret"), b"key")
+    done = a.claim(USER, "done")
+    assert a.complete(done, {})
+    assert a.claim(USER, "held") is not None
+    once = a.claim(USER, "failed-once")
+    assert a.fail(once, "boom") == "queued"
+    scanner = Scanner(b)
+    assert scanner.users() == ["alice", "bob"]
+    assert sorted(scanner.pending(USER)) == [(i, layout.resized(USER, i)) for i in ["failed-once", "held", "queued"]]
+    assert scanner.pending("bob") == [("other", layout.resized("bob", "other"))]
+
+
+def test_delete_image_removes_exactly_that_image(storage: Storage, clock: Clock) -> None:
+    ids = ["a", "a.1", "a_mask1", "a-x", "b"]
+    for image_id in ids:
+        crop = layout.crop_name(image_id, 1, 1)
+        for key in [
+            layout.input_file(USER, image_id, ".jpg"),
+            layout.resized(USER, image_id),
+            layout.thumb(USER, image_id),
+            layout.mask(USER, image_id, 1),
+            layout.mask(USER, image_id, 12),
+            layout.crop(USER, crop),
+            layout.crop_thumb(USER, crop),
+            layout.points(USER, image_id),
+            layout.boxes(USER, image_id, "yolo"),
+            layout.boxes(USER, image_id, "seg_2"),
+            layout.status(USER, image_id),
+            layout.claim(USER, image_id),
+            layout.staging(USER, image_id, "tok") + "mask1.png",
+        ]:
+            storage.write(key, image_id.encode())
+    before = {e.key: storage.read(e.key) for e in storage.list("")}
+    (a,) = workers(storage, clock, 1)
+
+    a.delete_outputs(USER, "a")
+    gone = {k for k, v in before.items() if v == b"a" and "/output/" in k and "/thumbs/a.jpg" not in k}
+    gone -= {layout.status(USER, "a"), layout.claim(USER, "a"), layout.staging(USER, "a", "tok") + "mask1.png"}
+    after = {e.key for e in storage.list("")}
+    assert after == set(before) - gone
+    assert gone >= {layout.crop_thumb(USER, "a_mask1_1.png"), layout.boxes(USER, "a", "seg_2")}
+
+    a.delete_image(USER, "a")
+    after = {e.key: storage.read(e.key) for e in storage.list("")}
+    assert after == {k: v for k, v in before.items() if v != b"a"}
+    assert "a" not in storage.list_dir(layout.output_dir(USER, "staging"))[0]
+
+
+def test_status_records_are_json_with_the_contract_fields(storage: Storage, clock: Clock) -> None:
+    (a,) = workers(storage, clock, 1)
+    a.write_status(USER, "img", "queued", 0)
+    record = json.loads(storage.read(layout.status(USER, "img")))
+    assert record == {
+        "state": "queued",
+        "attempts": 0,
+        "error": None,
+        "updated_at": "2023-11-14T22:13:20.000Z",
+        "clippings": [],
+    }
+
+
+class CountingStorage(FileStorage):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def read(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().read(key)
+
+
+def test_scanner_reads_a_final_status_once(tmp_path: Path, clock: Clock) -> None:
+    storage = CountingStorage(tmp_path)
+    (a,) = workers(storage, clock, 1)
+    for image_id in ["finished", "waiting"]:
+        path = storage.local_path(add_job(storage, image_id))
+        os.utime(path, (time.time() - 60, time.time() - 60))  # an old job file
+    assert a.complete(a.claim(USER, "finished"), {})
+    scanner = Scanner(a)
+    assert scanner.pending(USER) == [("waiting", layout.resized(USER, "waiting"))]
+    storage.reads.clear()
+    assert scanner.pending(USER) == [("waiting", layout.resized(USER, "waiting"))]
+    assert storage.reads == [layout.status(USER, "waiting")]

@@ -1,0 +1,83 @@
+"""Exactly one scheduler per deployment: the storage lease, in-process and across real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from server1.lifecycle.scheduler import Lease
+from tests.conftest import REPO
+from tests.lifecycle.support import Clock
+
+
+def test_lease_has_one_holder_and_passes_on_when_it_runs_out_or_is_released(storage):
+    clock = Clock()
+    a, b = Lease(storage, "a", ttl=60, clock=clock), Lease(storage, "b", ttl=60, clock=clock)
+    assert a.hold() and not b.hold()
+    clock.advance(30)
+    assert a.hold() and not b.hold()  # renewed at ttl/3
+    clock.advance(61)  # a stalled past its lease: b takes over, and a learns it lost
+    assert b.hold()
+    assert not a.hold() and not a.held
+    b.release()
+    assert a.hold()
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from server1.lifecycle import Lifecycle
+    from server1.lifecycle.config import LifecycleConfig
+    from studio.storage import FileStorage
+
+    root, log = sys.argv[1], sys.argv[2]
+    config = LifecycleConfig(models_dir=root + "/models", skip_model_download=True, poll_seconds=0.05)
+    life = Lifecycle(FileStorage(root + "/shared"), ["alice"], config=config, lease_seconds=1.0)
+    tick = life.tick
+    def logged_tick():
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {time.time()}\\n")
+        return tick()
+    life.scheduler.tick = logged_tick
+    life.start()
+    time.sleep(60)
+    """
+)
+
+
+def _ticks(log) -> list[tuple[int, float]]:
+    if not log.exists():
+        return []
+    return [(int(p), float(t)) for p, t in (line.split() for line in log.read_text().splitlines())]
+
+
+def test_two_processes_run_one_scheduler_and_a_standby_takes_over(tmp_path):
+    log = tmp_path / "ticks.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), str(log)], env=env, cwd=REPO) for _ in range(2)
+    ]
+    try:
+        time.sleep(4)
+        ticks = _ticks(log)
+        leaders = {pid for pid, _ in ticks}
+        assert len(ticks) > 20 and len(leaders) == 1  # many ticks, all from one process
+        leader = leaders.pop()
+        os.kill(leader, signal.SIGKILL)  # dies without releasing its lease
+        killed_at = time.time()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(pid != leader for pid, _ in _ticks(log)):
+            time.sleep(0.1)
+        after = [(pid, t) for pid, t in _ticks(log) if pid != leader]
+        assert after, "the standby never took over"
+        assert after[0][1] - killed_at < 2.5  # within about 1.5 x the lease
+        assert all(t > killed_at for _, t in after)  # never two schedulers at once
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)

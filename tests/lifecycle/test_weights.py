@@ -1,0 +1,223 @@
+"""Model weights from a local HTTP server: resume, checks, no partial files, never overwrite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+
+from server1.lifecycle import Lifecycle
+from server1.lifecycle.config import LifecycleConfig
+from server1.lifecycle.weights import BUILTIN, ModelFile, Weights, model_files, read_manifest
+from studio.errors import ConfigError
+from studio.storage import FileStorage
+from tests.conftest import free_port
+
+
+@dataclass
+class Mirror:
+    url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    drop_once: set[str] = field(default_factory=set)  # close the connection halfway, once
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
+
+
+@pytest.fixture
+def mirror() -> Iterator[Mirror]:
+    m = Mirror()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            name = self.path.rsplit("/", 1)[-1]
+            m.requests.append((self.path, self.headers.get("Range")))
+            data = m.files.get(name)
+            if data is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            start = 0
+            if self.headers.get("Range"):
+                start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            body = data[start:]
+            if name in m.drop_once:
+                m.drop_once.discard(name)
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    m.url = f"http://127.0.0.1:{server.server_port}"
+    yield m
+    server.shutdown()
+
+
+def blob(n: int, seed: int = 1) -> bytes:
+    return bytes((i * 31 + seed) % 251 for i in range(n))
+
+
+def entry(mirror: Mirror, name: str, data: bytes, **override: object) -> ModelFile:
+    mirror.files[name] = data
+    fields = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), **override}
+    return ModelFile(name, f"{mirror.url}/weights/{name}", **fields)  # type: ignore[arg-type]
+
+
+def all_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def fetch(models: Path, files: list[ModelFile], **kw: object) -> Weights:
+    weights = Weights(str(models), files, backoff=0.01, **kw)  # type: ignore[arg-type]
+    weights.ensure()
+    return weights
+
+
+def test_downloads_what_is_missing_and_leaves_existing_files_untouched(tmp_path, mirror):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "vit_l.pth").write_bytes(b"pre-populated")
+    os.utime(models / "vit_l.pth", (1_000_000, 1_000_000))
+    files = [entry(mirror, "vit_l.pth", blob(5000)), entry(mirror, "yolov8n.pt", blob(300_000, 7))]
+    weights = fetch(models, files)
+    assert weights.health()["ok"]
+    assert (models / "vit_l.pth").read_bytes() == b"pre-populated"
+    assert (models / "vit_l.pth").stat().st_mtime == 1_000_000
+    assert (models / "yolov8n.pt").read_bytes() == blob(300_000, 7)
+    assert all_files(models) == ["vit_l.pth", "yolov8n.pt"]  # no partial or temporary file
+    assert [p for p, _ in mirror.requests] == ["/weights/yolov8n.pt"]
+
+
+def test_resumes_with_a_range_request_after_a_dropped_connection(tmp_path, mirror):
+    data = blob(3 << 20)
+    mirror.drop_once.add("birefnet-dis.onnx")
+    weights = fetch(tmp_path / "models", [entry(mirror, "birefnet-dis.onnx", data)])
+    assert weights.state["birefnet-dis.onnx"]["state"] == "present"
+    assert (tmp_path / "models" / "birefnet-dis.onnx").read_bytes() == data
+    assert mirror.requests[0][1] is None
+    resumed_at = int(mirror.requests[1][1].removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at <= len(data) // 2  # picked up from what had reached the disk
+    assert len(mirror.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"sha256": "0" * 64}, "sha256 .* does not match"),
+        ({"sha256": None, "md5": "f" * 32}, "md5 .* does not match"),
+        ({"size": 999}, "offers 4000 bytes, expected 999"),
+    ],
+)
+def test_a_wrong_hash_or_size_is_rejected_and_leaves_nothing(tmp_path, mirror, override, message):
+    weights = fetch(tmp_path / "models", [entry(mirror, "yolov8n-seg.pt", blob(4000), **override)])
+    state = weights.state["yolov8n-seg.pt"]
+    assert state["state"] == "failed"
+    assert __import__("re").search(message, state["error"])
+    assert not weights.health()["ok"]
+    assert all_files(tmp_path / "models") == []
+
+
+def test_a_missing_file_upstream_fails_at_once_and_a_dead_mirror_after_retries(tmp_path, mirror):
+    dead = f"http://127.0.0.1:{free_port()}"
+    files = [ModelFile("yolov8n.pt", f"{mirror.url}/nothing/yolov8n.pt"), ModelFile("vit_l.pth", f"{dead}/vit_l.pth")]
+    weights = fetch(tmp_path / "models", files, attempts=3)
+    assert "answered HTTP 404" in weights.state["yolov8n.pt"]["error"]
+    assert len(mirror.requests) == 1  # a 404 is not retried
+    assert weights.state["vit_l.pth"]["state"] == "failed"
+    assert "download from http://127.0.0.1" in weights.state["vit_l.pth"]["error"]
+    assert all_files(tmp_path / "models") == []
+
+
+def test_a_dead_mirror_does_not_hold_up_the_app(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_BASE_URL", f"http://127.0.0.1:{free_port()}/mirror")
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
+    for name in ("SAGEMAKER_ENDPOINT", "INFERENCE_URL", "MODEL_MANIFEST", "SKIP_MODEL_DOWNLOAD"):
+        monkeypatch.delenv(name, raising=False)
+    life = Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], lease_seconds=1.0)
+    assert all(f.url.startswith(os.environ["MODEL_BASE_URL"] + "/") for f in life.weights.files)
+    started = time.monotonic()
+    life.start()
+    try:
+        assert time.monotonic() - started < 0.5
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and life.health().get("role") != "leader":
+            time.sleep(0.05)
+        health = life.health()  # answers while the downloads are still failing and retrying
+        assert health["role"] == "leader" and life.worker_status() == "ready"
+        assert {s["state"] for s in health["weights"]["files"].values()} <= {"unchecked", "downloading", "failed"}
+        assert not health["weights"]["ok"]
+    finally:
+        life.stop()
+
+
+def test_skip_model_download_reports_missing_files_without_fetching(tmp_path, mirror):
+    weights = fetch(tmp_path / "models", [entry(mirror, "vit_l.pth", blob(10))], skip_download=True)
+    assert weights.state["vit_l.pth"] == {"state": "missing", "error": "not present and SKIP_MODEL_DOWNLOAD=1"}
+    assert mirror.requests == []
+
+
+def test_an_s3_models_dir_gets_the_file_uploaded_after_its_check(s3_root, tmp_path, mirror):
+    data = blob(200_000, 3)
+    weights = Weights(s3_root + "/models", [entry(mirror, "yolov8n.pt", data)])
+    weights.ensure()
+    assert weights.state["yolov8n.pt"]["state"] == "present"
+    bucket, _, prefix = s3_root.removeprefix("s3://").partition("/")
+    obj = boto3.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/models/yolov8n.pt")
+    assert obj["Body"].read() == data
+
+
+def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"files": [{"name": "vit_b.pth", "url": "https://example.org/v.pth", "size": 3}]}))
+    assert model_files(str(manifest), None) == [ModelFile("vit_b.pth", "https://example.org/v.pth", 3)]
+    mirrored = model_files(None, "http://mirror.local/w/")
+    assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in BUILTIN]
+    assert [f.md5 for f in mirrored] == [f.md5 for f in BUILTIN]
+    assert {f.name for f in BUILTIN} == {"vit_l.pth", "birefnet-dis.onnx", "yolov8n.pt", "yolov8n-seg.pt"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "is not valid JSON"),
+        ('{"files": {}}', 'must be {"files": \\[...\\]}'),
+        ('{"files": [{"name": "../x", "url": "https://a/b"}]}', "invalid model file name"),
+        ('{"files": [{"name": "a.pt", "url": "ftp://a/b"}]}', "url must be an http"),
+        ('{"files": [{"name": "a.pt", "url": "https://a/b", "sha256": "xyz"}]}', "sha256 must be 64 hex digits"),
+        ('{"files": [{"name": "a.pt", "url": "https://a/b", "size": -1}]}', "size must be a positive"),
+    ],
+)
+def test_a_bad_manifest_gets_a_clear_error(tmp_path, content, message):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        read_manifest(str(manifest))
+
+
+def test_a_missing_manifest_file_stops_start_up_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_MANIFEST", str(tmp_path / "nope.json"))
+    with pytest.raises(ConfigError, match="MODEL_MANIFEST .* cannot be read"):
+        Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], config=LifecycleConfig.from_env())

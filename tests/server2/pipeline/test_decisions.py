@@ -1,0 +1,180 @@
+"""The pipeline's decisions on drawn masks and images: background, size, duplicates, components,
+clippings cut at the original's resolution, BiRefNet refinement, YOLO detections as prompts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from ultralytics.engine.results import Results
+
+from server2.pipeline import clippings, detect, masks, refine
+
+
+def rect(shape: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    m = np.zeros(shape, dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+# --- masks -------------------------------------------------------------------------------------------
+
+
+def test_background_masks_are_recognised() -> None:
+    shape = (100, 200)
+    assert masks.is_background(~rect(shape, 50, 30, 150, 70))  # everything but an object: the whole border
+    assert masks.is_background(rect(shape, 0, 0, 200, 95))  # 95% of the image
+    assert masks.is_background(rect(shape, 0, 0, 200, 60))  # top, both sides down to 60%: 56% of the border
+    assert not masks.is_background(rect(shape, 50, 30, 150, 70))  # an object in the middle
+    assert not masks.is_background(rect(shape, 0, 40, 60, 100))  # an object cut by two edges
+
+
+def test_keep_masks_drops_background_small_and_duplicates_largest_first() -> None:
+    shape = (100, 200)
+    big = rect(shape, 20, 20, 80, 80)  # 3600 px
+    near_copy = big.copy()
+    near_copy[20, 20:40] = False  # IoU 0.994 with big
+    small = rect(shape, 120, 20, 150, 50)  # 900 px
+    tiny = rect(shape, 170, 80, 175, 85)  # 25 px
+    background = ~big
+    kept = masks.keep_masks([small, tiny, near_copy, background, big], min_area=100)
+    assert [int(m.sum()) for m in kept] == [3600, 900]
+    assert [int(m.sum()) for m in masks.keep_masks([small, tiny], min_area=0)] == [900, 25]
+
+
+# --- components and clippings --------------------------------------------------------------------------
+
+
+def test_components_split_largest_first_and_join_diagonals() -> None:
+    m = rect((60, 60), 0, 0, 10, 10) | rect((60, 60), 30, 30, 50, 50)
+    m[10, 10] = True  # touches the first square's corner diagonally: same component
+    m[55, 55] = True  # a speck
+    parts = clippings.components(m, mask_index=3, min_area=2)
+    assert [(p.mask_index, p.component, p.area, p.box) for p in parts] == [
+        (3, 0, 400, (30, 30, 50, 50)),
+        (3, 1, 101, (0, 0, 11, 11)),
+    ]
+    assert parts[1].pixels.shape == (11, 11) and parts[1].pixels.sum() == 101
+
+
+def test_select_orders_all_masks_components_and_caps_them() -> None:
+    shape = (50, 50)
+    a = rect(shape, 0, 0, 10, 10) | rect(shape, 20, 20, 22, 22)
+    b = rect(shape, 30, 30, 45, 45)
+    picked = clippings.select([a, b], min_area=1, max_clippings=2)
+    assert [(p.mask_index, p.component, p.area) for p in picked] == [(1, 0, 225), (0, 0, 100)]
+
+
+def test_clipping_is_cut_from_the_original_at_its_resolution() -> None:
+    rng = np.random.default_rng(0)
+    original = Image.fromarray(rng.integers(0, 256, (400, 800, 3), dtype=np.uint8))  # 4x the mask's size
+    mask = np.zeros((100, 200), dtype=bool)
+    yy, xx = np.mgrid[0:100, 0:200]
+    mask |= (xx - 60) ** 2 + (yy - 50) ** 2 <= 20**2  # a disc of radius 20 at (60, 50)
+    (part,) = clippings.components(mask, 0, min_area=1)
+    clip, (x0, y0, x1, y1) = clippings.cut(original, part, (200, 100))
+    assert clip.mode == "RGBA" and clip.size == (x1 - x0, y1 - y0)
+    assert abs(clip.width - 41 * 4) <= 6 and abs(clip.height - 41 * 4) <= 6  # the disc at 4x, tight
+    assert abs((x0 + x1) / 2 - (60 * 4 + 2)) <= 3 and abs((y0 + y1) / 2 - (50 * 4 + 2)) <= 3
+    pixels = np.asarray(clip)
+    alpha = pixels[..., 3]
+    assert alpha[0, 0] == 0 and alpha[-1, -1] == 0  # corners of a disc's box: transparent
+    # Inside, the original's own pixels, unscaled and unchanged.
+    inner = alpha == 255
+    assert inner.sum() > 0.7 * np.pi * 80**2
+    np.testing.assert_array_equal(pixels[..., :3][inner], np.asarray(original)[y0:y1, x0:x1][inner])
+    # Transparent wherever the scaled-up disc is not (allowing the soft edge of one mask pixel).
+    ys, xs = np.nonzero(alpha)
+    assert np.hypot(xs + x0 - (60 * 4 + 2), ys + y0 - (50 * 4 + 2)).max() <= 20 * 4 + 6
+
+
+def test_clipping_at_the_image_edge_stays_inside() -> None:
+    original = Image.new("RGB", (300, 150), (10, 20, 30))
+    mask = rect((100, 200), 0, 0, 30, 100)  # on the left edge, full height
+    (part,) = clippings.components(mask, 0, min_area=1)
+    clip, box = clippings.cut(original, part, (200, 100))
+    assert box[:2] == (0, 0) and clip.height == 150 and 45 <= clip.width <= 47
+    assert np.asarray(clip)[:, :44, 3].min() == 255
+
+
+# --- refinement ------------------------------------------------------------------------------------------
+
+
+def test_nearly_one_colour() -> None:
+    rng = np.random.default_rng(0)
+    paper = np.clip(rng.normal(230, 6, (100, 100, 3)), 0, 255).astype(np.uint8)
+    everything = np.ones((100, 100), dtype=bool)
+    assert refine.nearly_one_colour(paper, everything)
+    paper[:, 50:] = (200, 30, 30)  # half red
+    assert not refine.nearly_one_colour(paper, everything)
+    assert refine.nearly_one_colour(paper, rect((100, 100), 60, 0, 100, 100))  # only the red half
+
+
+def test_one_colour_largest_mask_is_replaced_by_its_salient_part() -> None:
+    image = np.full((100, 100, 3), 235, dtype=np.uint8)
+    image[40:60, 40:60] = (20, 120, 40)  # a green object on paper
+    paper = rect((100, 100), 5, 5, 95, 95) & ~rect((100, 100), 40, 40, 60, 60)
+    paper[45:55, 45:55] = True  # SAM's paper mask spilling into the object: still mostly one colour
+    obj = rect((100, 100), 40, 40, 60, 60)
+    calls = []
+
+    def salient() -> np.ndarray:
+        calls.append(1)
+        return obj
+
+    out, refined = refine.refine_largest([obj, paper], image, salient)
+    assert refined and calls == [1]
+    assert len(out) == 2 and out[0].sum() == 100 and (out[0] & ~obj).sum() == 0 and out[1] is obj
+    # A colourful largest mask is left alone and BiRefNet is not run.
+    varied = image.copy()
+    varied[5:95, 5:50] = (200, 30, 30)
+    out, refined = refine.refine_largest([obj, paper], varied, salient)
+    assert not refined and calls == [1] and out[1] is paper
+
+
+# --- YOLO detections as prompts -------------------------------------------------------------------------
+
+
+def yolo_result(boxes: list[list[float]], masks_: torch.Tensor | None = None) -> Results:
+    image = np.zeros((100, 200, 3), dtype=np.uint8)
+    return Results(image, "test.png", {0: "person", 1: "cup"}, boxes=torch.tensor(boxes), masks=masks_)
+
+
+def test_detections_give_box_centres_and_people_are_negative() -> None:
+    found = detect.detections(yolo_result([[10, 10, 50, 90, 0.9, 0], [100, 20, 160, 60, 0.8, 1]]), "det")
+    assert [(d.label, d.positive, d.point, d.source) for d in found] == [
+        ("person", False, (30.0, 50.0), "det"),
+        ("cup", True, (130.0, 40.0), "det"),
+    ]
+    record = detect.points_record(found)
+    assert json.loads(json.dumps(record)) == record
+    assert record["points"] == [[30.0, 50.0], [130.0, 40.0]] and record["labels"] == [0, 1]
+    debug = detect.draw_boxes(Image.new("RGB", (200, 100)), found)
+    assert debug.size == (200, 100) and np.asarray(debug)[10, 30].tolist() == [220, 0, 0]
+
+
+def test_segmentation_detections_prompt_inside_the_object() -> None:
+    """An L-shaped object: its box centre lies outside it, the interior point does not."""
+    mask = torch.zeros(1, 100, 200)
+    mask[0, 10:90, 20:40] = 1  # vertical bar
+    mask[0, 70:90, 20:120] = 1  # foot
+    (found,) = detect.detections(yolo_result([[20, 10, 120, 90, 0.9, 1]], mask), "seg")
+    x, y = found.point
+    assert mask[0, round(y), round(x)] == 1
+    assert mask[0, 50, 70] == 0  # the box centre
+
+
+def test_merge_keeps_one_detection_per_object() -> None:
+    seg = detect.Detection("cup", 0.9, (10, 10, 50, 50), (20, 20), "seg")
+    det_same = detect.Detection("cup", 0.8, (12, 10, 52, 50), (32, 30), "det")
+    det_other_label = detect.Detection("bowl", 0.8, (12, 10, 52, 50), (32, 30), "det")
+    det_elsewhere = detect.Detection("cup", 0.7, (100, 10, 150, 50), (125, 30), "det")
+    assert detect.merge([seg, det_same, det_other_label, det_elsewhere]) == [seg, det_other_label, det_elsewhere]
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [((0, 0, 10, 10), (5, 0, 15, 10), 1 / 3), ((0, 0, 1, 1), (2, 2, 3, 3), 0)])
+def test_box_iou(a: tuple, b: tuple, expected: float) -> None:
+    assert detect.box_iou(a, b) == pytest.approx(expected)

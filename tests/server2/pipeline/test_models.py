@@ -1,0 +1,113 @@
+"""server2.models: loading through the real code path, SAM's shape read from checkpoints, devices, S3 cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import boto3
+import pytest
+import torch
+from rembg.sessions.birefnet_dis import BiRefNetSessionDIS
+from segment_anything import sam_model_registry
+
+from server2.models import REQUIRED, Models, ModelsMissing, build_sam, local_models_dir, pick_device, sam_config
+from studio.errors import ConfigError
+from tests.weights import TEST_SAM
+
+# The encoders segment_anything's own builders make (build_sam.py).
+REGISTRY = {
+    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+def test_models_load_from_the_test_weights(models: Models) -> None:
+    assert models.device == "cpu"
+    assert set(models.sam) == {"vit_l"}
+    assert sam_config(models.sam["vit_l"].state_dict()) == TEST_SAM
+    assert models.yolo_det.task == "detect" and models.yolo_seg.task == "segment"
+    assert models.yolo_det.names[0] == "person"
+    assert isinstance(models.birefnet, BiRefNetSessionDIS)
+    assert models.birefnet.inner_session.get_providers() == ["CPUExecutionProvider"]
+    assert [i.shape for i in models.birefnet.inner_session.get_inputs()] == [[1, 3, 1024, 1024]]
+
+
+@pytest.mark.parametrize("size", sorted(REGISTRY))
+def test_sam_shape_is_read_from_a_real_architecture(size: str) -> None:
+    """The real vit_b/l/h checkpoints' shapes give back segment_anything's configurations (meta tensors: no RAM)."""
+    with torch.device("meta"):
+        real = sam_model_registry[size]().state_dict()
+        config = sam_config(real)
+        rebuilt = build_sam(config).state_dict()
+    embed_dim, depth, heads, global_blocks = REGISTRY[size]
+    assert (config.embed_dim, config.depth, config.num_heads, config.global_attn_indexes) == (
+        embed_dim,
+        depth,
+        heads,
+        global_blocks,
+    )
+    assert (config.window_size, config.patch_size, config.img_size) == (14, 16, 1024)
+    assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in real.items()}
+
+
+def test_not_a_sam_checkpoint_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a SAM checkpoint"):
+        sam_config({"weight": torch.zeros(3)})
+
+
+def test_missing_weights_are_named(tmp_path: Path, test_models_dir: Path) -> None:
+    with pytest.raises(ModelsMissing) as empty:
+        Models.load(tmp_path, "cpu")
+    assert empty.value.missing == list(REQUIRED)
+    for name in REQUIRED:
+        assert name in str(empty.value)
+    for name in ("yolov8n.pt", "birefnet-dis.onnx"):
+        shutil.copy(test_models_dir / name, tmp_path / name)
+    with pytest.raises(ModelsMissing, match=r"vit_l\.pth, yolov8n-seg\.pt$") as partial:
+        Models.load(tmp_path, "cpu")
+    assert partial.value.missing == ["vit_l.pth", "yolov8n-seg.pt"]
+
+
+def test_other_sam_sizes_load_when_present_and_vit_l_stands_in(tmp_path: Path, test_models_dir: Path) -> None:
+    for name in REQUIRED:
+        (tmp_path / name).symlink_to(test_models_dir / name)
+    (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")
+    models = Models.load(tmp_path, "cpu")
+    assert set(models.sam) == {"vit_b", "vit_l"}
+    assert models.sam_for("vit_b") == ("vit_b", models.sam["vit_b"])
+    assert models.sam_for("vit_h") == ("vit_l", models.sam["vit_l"])
+
+
+def test_pick_device() -> None:
+    assert pick_device("cpu") == "cpu"
+    assert pick_device(" AUTO ") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="DEVICE must be auto, cuda or cpu"):
+        pick_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            pick_device("cuda")
+
+
+def test_local_models_dir_is_the_path_itself(tmp_path: Path) -> None:
+    assert local_models_dir(str(tmp_path)) == tmp_path
+
+
+def test_s3_models_are_copied_once_into_the_cache(s3_root: str, tmp_path: Path) -> None:
+    bucket, prefix = s3_root.removeprefix("s3://").split("/", 1)
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/models/yolov8n.pt", Body=b"weights-1")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/models/vit_l.pth", Body=b"weights-2")
+    cache = tmp_path / "cache"
+    folder = local_models_dir(f"{s3_root}/models", cache)
+    assert folder == cache
+    assert sorted(p.name for p in cache.iterdir()) == ["vit_l.pth", "yolov8n.pt"]
+    assert (cache / "yolov8n.pt").read_bytes() == b"weights-1"
+    # A file already cached is not fetched again (weights never change under a name).
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/models/yolov8n.pt", Body=b"changed")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/models/yolov8n-seg.pt", Body=b"weights-3")
+    local_models_dir(f"{s3_root}/models", cache)
+    assert (cache / "yolov8n.pt").read_bytes() == b"weights-1"
+    assert (cache / "yolov8n-seg.pt").read_bytes() == b"weights-3"
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,136 @@
+"""segment() end to end with the real libraries and the small test weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from server2.models import Models
+from server2.pipeline import Result, segment
+from server2.pipeline import sam
+from tests.server2.pipeline.conftest import FAST, line_art, photo, photographed
+
+
+def check_clippings(result: Result, resized: Image.Image, original: Image.Image, settings: dict) -> None:
+    """Every clipping is its mask's component, cut from the original at the original's scale."""
+    scale_x, scale_y = original.width / resized.width, original.height / resized.height
+    assert len(result.clippings) <= settings.get("max_clippings", 50)
+    areas = [int(np.asarray(c.image)[..., 3].astype(bool).sum()) for c in result.clippings]
+    assert areas == sorted(areas, reverse=True) or len(set(areas)) < len(areas)  # largest first (ties aside)
+    grown: dict[int, np.ndarray] = {}
+    for clip in result.clippings:
+        assert clip.image.mode == "RGBA"
+        x0, y0, x1, y1 = clip.box
+        assert clip.image.size == (x1 - x0, y1 - y0)
+        alpha = np.asarray(clip.image)[..., 3] > 0
+        # The mask grown by one mask pixel (the soft edge), scaled up to the original.
+        if clip.mask_index not in grown:
+            wider = ndimage.binary_dilation(result.masks[clip.mask_index], np.ones((3, 3), dtype=bool))
+            grown[clip.mask_index] = np.asarray(Image.fromarray(wider).resize(original.size, Image.Resampling.NEAREST))
+        assert not (alpha & ~grown[clip.mask_index][y0:y1, x0:x1]).any(), "opaque outside the object"
+        assert alpha.any() and (~alpha).any() or alpha.all()
+        opaque = np.asarray(clip.image)[..., 3] == 255
+        np.testing.assert_array_equal(
+            np.asarray(clip.image)[..., :3][opaque], np.asarray(original.convert("RGB"))[y0:y1, x0:x1][opaque]
+        )
+    assert scale_x == pytest.approx(scale_y, rel=0.02)
+
+
+def test_a_photo_goes_through_sam(models: Models) -> None:
+    resized = photo("astronaut", 256)
+    original = resized.resize((768, 768), Image.Resampling.LANCZOS)  # a 3x "upload"
+    result = segment(models, resized, original, FAST)
+    assert result.method == "sam" and result.model_type == "vit_l"
+    assert result.details["encoder_runs"] == 1
+    assert set(result.timings) == {"classify", "detect", "sam_points", "sam_auto", "refine", "masks", "clippings"}
+    assert all(t >= 0 for t in result.timings.values())
+    assert set(result.boxes) == {"det", "seg"} and all(b.size == resized.size for b in result.boxes.values())
+    assert json.loads(json.dumps(result.points)) == result.points
+    assert result.masks and result.clippings
+    for m in result.masks:
+        assert m.dtype == bool and m.shape == (resized.height, resized.width) and m.sum() >= FAST["min_area"]
+    check_clippings(result, resized, original, FAST)
+    # A clipping is at the original's scale: 3x its mask component.
+    biggest = result.clippings[0]
+    assert max(biggest.image.size) >= 3 * 5
+
+
+def test_max_clippings_and_min_area_are_obeyed(models: Models) -> None:
+    resized = photo("coffee", 256)
+    few = segment(models, resized, resized, {**FAST, "max_clippings": 2})
+    assert len(few.clippings) == 2
+    strict = segment(models, resized, resized, {**FAST, "min_area": 2000})
+    assert all(m.sum() >= 2000 for m in strict.masks)
+    assert all(np.asarray(c.image)[..., 3].astype(bool).sum() >= 2000 * 0.9 for c in strict.clippings)
+
+
+def test_a_line_drawing_goes_through_birefnet(models: Models) -> None:
+    resized = line_art((400, 300))
+    original = line_art((800, 600))
+    result = segment(models, resized, original, {"min_area": 200})
+    assert result.method == "birefnet"
+    assert set(result.timings) == {"classify", "birefnet", "masks", "clippings"}
+    assert result.points == {"points": [], "labels": [], "boxes": []} and result.boxes == {}
+    # The four drawn figures, apart from each other: four clippings, each opaque on its strokes.
+    assert len(result.clippings) == 4
+    check_clippings(result, resized, original, {})
+    circle = max(result.clippings, key=lambda c: c.image.width * c.image.height)
+    # The circle at 2x (120..400), grown by the stand-in's few pixels.
+    assert 90 <= circle.box[0] <= 120 and 400 <= circle.box[2] <= 430
+    stroke = np.asarray(circle.image)[..., 3][:, circle.image.width // 2]
+    assert stroke[:10].max() == 255  # its top stroke is opaque
+    assert stroke[circle.image.height // 2] == 0  # the paper inside the circle is not
+
+
+def test_mode_overrides_the_choice(models: Models) -> None:
+    drawing = line_art((256, 192))
+    assert segment(models, drawing, drawing, {**FAST, "mode": "sam"}).method == "sam"
+    picture = photo("chelsea", 256)
+    assert segment(models, picture, picture, {**FAST, "mode": "birefnet"}).method == "birefnet"
+
+
+def test_the_naive_flags_give_the_same_masks(models: Models) -> None:
+    resized = photo("rocket", 256)
+    fast = segment(models, resized, resized, FAST)
+    naive = segment(models, resized, resized, FAST, shared_embedding=False, batched_points=False, autocast=False)
+    assert len(fast.masks) == len(naive.masks)
+    assert all((a == b).all() for a, b in zip(fast.masks, naive.masks, strict=True))
+
+
+def test_point_prompts_share_the_embedding_and_batch(models: Models) -> None:
+    image = np.asarray(photo("chelsea", 256))
+    points, labels = [[60.0, 80.0], [180.0, 100.0], [120.0, 40.0]], [1, 1, 0]
+    shared = sam.StudioPredictor(models.sam["vit_l"])
+    batched = sam.point_masks(shared, image, points, labels, batched=True)
+    auto = sam.automatic_masks(shared, image, FAST)
+    assert shared.encoder_runs == 1
+    naive = sam.StudioPredictor(models.sam["vit_l"], reuse=False)
+    one_by_one = sam.point_masks(naive, image, points, labels, batched=False)
+    auto_again = sam.automatic_masks(naive, image, FAST)
+    assert naive.encoder_runs == 2
+    assert len(batched) == 2 and all(m.shape == image.shape[:2] for m in batched)
+    assert all((a == b).all() for a, b in zip(batched, one_by_one, strict=True))
+    assert len(auto) == len(auto_again) and all((a == b).all() for a, b in zip(auto, auto_again, strict=True))
+    assert sam.point_masks(shared, image, [[10.0, 10.0]], [0]) == []  # only negative points: nothing to cut
+
+
+def test_reduced_precision_encoder_keeps_a_float32_embedding(models: Models) -> None:
+    """The autocast path (CUDA in production) run on the CPU's bfloat16 autocast."""
+    image = np.asarray(photo("astronaut", 128))
+    predictor = sam.StudioPredictor(models.sam["vit_l"], dtype=torch.bfloat16)
+    masks = sam.point_masks(predictor, image, [[64.0, 64.0]], [1])
+    assert predictor.features.dtype == torch.float32 and masks[0].shape == (128, 128)
+    assert sam.autocast_dtype("cpu", True) is None and sam.autocast_dtype("cuda", False) is None
+
+
+def test_generator_survives_crops_without_masks(models: Models) -> None:
+    """segment_anything fails when no crop yields a mask and crop_n_layers > 0; the pipeline does not."""
+    blank = Image.new("RGB", (128, 96), (128, 128, 128))
+    settings = {**FAST, "crop_n_layers": 1, "pred_iou_thresh": 0.99, "stability_score_thresh": 0.99, "mode": "sam"}
+    result = segment(models, blank, blank, settings)
+    assert result.method == "sam" and result.clippings == []

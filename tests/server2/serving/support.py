@@ -1,0 +1,167 @@
+"""Real Server2 processes (server2/serve or python -m server2 under gunicorn) on 127.0.0.1, and the
+images and storage helpers the serving tests share."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from PIL import Image, ImageDraw
+
+from studio import layout, settings
+from studio.jobs import Jobs
+from studio.storage import Storage
+from tests.conftest import REPO, free_port
+
+USER = "alice"
+# Fast jobs on a CPU: the fewest SAM points, no crop layers.
+FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
+# A real long job: SAM's automatic generator with the densest point grid and three crop layers.
+SLOW = {"mode": "sam", "points_per_side": 128, "crop_n_layers": 3}
+
+
+class Server2:
+    """One server process; its output goes to a log file the tests read."""
+
+    def __init__(self, folder: Path, env: dict[str, str], module: bool = False) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / f"server2-{self.port}.log"
+        command = [sys.executable, "-m", "server2"] if module else [sys.executable, str(REPO / "server2" / "serve")]
+        full_env = {
+            **os.environ,
+            "DEVICE": "cpu",
+            "POLL_SECONDS": "0.2",
+            "OMP_NUM_THREADS": "1",  # the machine's few cores are shared
+            "PYTHONUNBUFFERED": "1",
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port}",
+            "WORKER_ID": f"server2-{self.port}",
+            **env,
+        }
+        with open(self.log_path, "wb") as log:
+            # serve runs from any folder; python -m needs the repository on its path.
+            self.proc = subprocess.Popen(
+                command, env=full_env, cwd=REPO if module else folder, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._wait_answering(timeout=60)
+
+    def _wait_answering(self, timeout: float) -> None:
+        """Until /ping answers at all (503 while loading is fine); the worker may take seconds to boot."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited with {self.proc.returncode}:\n{self.log()}"
+            try:
+                requests.get(self.url + "/ping", timeout=5)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.url} did not answer within {timeout}s:\n{self.log()}")
+
+    @property
+    def worker_id(self) -> str:
+        return f"server2-{self.port}"
+
+    def ping(self) -> requests.Response:
+        return requests.get(self.url + "/ping", timeout=5)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited:\n{self.log()}"
+            if self.ping().status_code == 200:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"/ping not 200 within {timeout}s: {self.ping().text}\n{self.log()}")
+
+    def invoke(self, body: object, timeout: float = 70) -> requests.Response:
+        data = body if isinstance(body, bytes) else None
+        return requests.post(self.url + "/invocations", json=None if data else body, data=data, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+class Servers:
+    """Starts servers; kills whatever is still running at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[Server2] = []
+
+    def start(self, module: bool = False, **env: str) -> Server2:
+        server = Server2(self.folder, env, module)
+        self.started.append(server)
+        return server
+
+    def kill_all(self) -> None:
+        for server in self.started:
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait(10)
+
+
+# -- images and storage -------------------------------------------------------------------
+def drawing(width: int = 400, height: int = 300, box: tuple[int, int, int, int] = (100, 75, 300, 225)) -> Image.Image:
+    """A dark rectangle on white, filled with one-pixel stripes: detail only the full-size image has."""
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    x0, y0, x1, y1 = box
+    for x in range(x0, x1):
+        draw.line([(x, y0), (x, y1 - 1)], fill=(40, 40, 160) if x % 2 else (10, 10, 60))
+    return image
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def add_image(storage: Storage, image_id: str, original: Image.Image | None, user: str = USER) -> None:
+    """Upload as Server1 does: the original in input/, then the half-size job file in resized/."""
+    base = original or drawing()
+    if original is not None:
+        storage.write(layout.input_file(user, image_id, ".png"), encode(original))
+    resized = base.resize((base.width // 2, base.height // 2), Image.Resampling.LANCZOS)
+    storage.write(layout.resized(user, image_id), encode(resized))
+
+
+def set_settings(storage: Storage, changes: dict, user: str = USER) -> None:
+    settings.save(storage, user, changes)
+
+
+def wait_status(
+    storage: Storage,
+    image_id: str,
+    states: tuple[str, ...] = ("done", "failed"),
+    timeout: float = 120,
+    user: str = USER,
+) -> dict:
+    jobs = Jobs(storage, "test")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = jobs.read_status(USER, image_id)
+        if record and record["state"] in states:
+            return record
+        time.sleep(0.1)
+    raise TimeoutError(f"{image_id}: no status in {states} within {timeout}s (last: {record})")
+
+
+def outputs_of(storage: Storage, image_id: str, user: str = USER) -> list[str]:
+    """Every worker-made file of the image: masks, crops, thumbnails, points, boxes."""
+    found = []
+    for folder in layout.image_folders(user):
+        if folder.endswith(("/masks/", "/crops/", "/points/", "/boxes/", "/thumbs/")):
+            found += [e.key for e in storage.list(folder) if layout.owned_by(image_id, folder, e.name)]
+    return sorted(found)

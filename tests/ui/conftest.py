@@ -1,0 +1,156 @@
+"""Fixtures of the browser suite: a real Server1 process, Debian's Chromium, a fake worker.
+
+Server1 runs as `python -m server1` on 127.0.0.1 with a temporary SHARED_DIR in local
+mode (no SAGEMAKER_ENDPOINT, no INFERENCE_URL): nobody processes jobs but the test's
+FakeWorker, which uses the real job protocol, so every state change is the test's doing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from studio.storage import Storage, open_storage
+from tests.conftest import REPO, free_port, wait_http
+from tests.ui.fake_worker import FakeWorker
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+USER, PASSWORD = "alice", "correct horse battery"
+DESKTOP = {"width": 1360, "height": 860}
+
+
+@dataclass
+class Server:
+    url: str
+    shared: Path
+    proc: subprocess.Popen
+    log: Path
+    storage: Storage = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.storage = open_storage(str(self.shared))
+
+    def worker(self) -> FakeWorker:
+        return FakeWorker(self.storage, USER)
+
+
+def start_server(tmp: Path) -> Server:
+    shared = tmp / "shared"
+    log = tmp / "server1.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "APP_", "INFERENCE_"))}
+    env.update(
+        SHARED_DIR=str(shared),
+        PORT=str(port),
+        HOST="127.0.0.1",
+        APP_USER1=USER,
+        APP_PASS1=PASSWORD,
+        SKIP_MODEL_DOWNLOAD="1",
+        EVENTS_POLL_SECONDS="0.3",
+        PYTHONUNBUFFERED="1",
+    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server1"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", timeout=60, proc=proc)
+    except Exception:
+        proc.kill()
+        raise RuntimeError(f"server1 did not start:\n{log.read_text()[-4000:]}") from None
+    return Server(url, shared, proc, log)
+
+
+def stop_server(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("ui"))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@dataclass
+class Problems:
+    """Console errors and failed page loads: a CSP violation (inline script, inline style
+    attribute, a CDN) shows up here, so every test ends by checking there were none."""
+
+    messages: list[str] = field(default_factory=list)
+    allowed: list[str] = field(default_factory=list)  # substrings of errors a test provokes on purpose
+
+    def add(self, text: str) -> None:
+        if not any(a in text for a in self.allowed):
+            self.messages.append(text)
+
+
+@pytest.fixture
+def problems() -> Problems:
+    return Problems()
+
+
+@pytest.fixture
+def page(browser: Browser, problems: Problems) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    page = context.new_page()
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.add(f"console: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.add(f"page error: {error}"))
+    yield page
+    context.close()
+    assert not problems.messages, "the page reported problems:\n" + "\n".join(problems.messages)
+
+
+@pytest.fixture
+def login(server: Server) -> Callable[[Page], None]:
+    def do(page: Page) -> None:
+        page.goto(server.url + "/login")
+        page.get_by_label("Username").fill(USER)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(server.url + "/")
+        page.locator("#album-summary").filter(has_not_text="Loading").wait_for()
+
+    return do
