@@ -60,6 +60,8 @@ class Poller:
             except Exception:
                 failures += 1
                 log.exception("polling failed (%d in a row), waiting", failures)
+            if self.guard:
+                self.guard.tick()
             delay = (
                 min(self.poll_seconds * 2 ** min(failures, 10), MAX_BACKOFF_SECONDS) if failures else self.poll_seconds
             )

@@ -44,6 +44,7 @@ class Config:
     invocation_wait: float  # longest an /invocations request waits for its job (SageMaker stops at 60 s)
     stop_grace: float  # on SIGTERM, how long the current job may take to finish before it is released
     port: int  # SageMaker's SAGEMAKER_BIND_TO_PORT, else 8080
+    lease_seconds: float  # a claim of a worker that died is taken over after this long
 
     @classmethod
     def from_env(cls) -> Config:
@@ -59,6 +60,7 @@ class Config:
             invocation_wait=config.env_float("INVOCATION_WAIT_SECONDS", 50.0, 0, 55),
             stop_grace=config.env_float("STOP_GRACE_SECONDS", 10.0, 0, 600),
             port=config.env_int("SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            lease_seconds=config.env_float("LEASE_SECONDS", 120.0, 2, 3600),
         )
 
 
@@ -119,7 +121,7 @@ class Service:
         from server2.poller import Poller
         from server2.worker import Worker
 
-        self.jobs = Jobs(storage, owner=self.config.worker_id)
+        self.jobs = Jobs(storage, owner=self.config.worker_id, lease_seconds=self.config.lease_seconds)
         self.dispatcher = Dispatcher(Worker(storage, self.jobs, models), self.stopping, self.guard)
         poller = Poller(Scanner(self.jobs), self.dispatcher, self.config.poll_seconds, self.stopping, self.guard)
         self._spawn(self.dispatcher.run, "server2-dispatch")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -48,6 +47,23 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+# moto_server, except that it answers one request at a time: moto checks a conditional write
+# (If-None-Match / If-Match) and then writes, so two threads could both win; S3 itself is atomic.
+SERIAL_MOTO = """
+import sys, threading
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import run_simple
+
+app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
+
+def serial(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+
+run_simple("127.0.0.1", int(sys.argv[1]), serial, threaded=True, request_handler=MotoRequestHandler)
+"""
+
+
 class MotoServer:
     def __init__(self) -> None:
         self.port = free_port()
@@ -55,9 +71,9 @@ class MotoServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
         self.proc = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-c", SERIAL_MOTO, str(self.port)],
+            env={**os.environ, "MOTO_PORT": str(self.port)},  # as moto_server sets it
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

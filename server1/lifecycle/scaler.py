@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # boto3's adaptive mode: exponential backoff on throttling/5xx plus client-side rate limiting.
 BOTO_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 6}, connect_timeout=5, read_timeout=30)
 TRANSITIONS = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
-REFRESH_SECONDS = 60.0  # re-read a settled endpoint this often (it can change behind our back)
+REFRESH_SECONDS = 120.0  # re-read a settled endpoint this often (it can change behind our back)
 MAX_PAUSE_SECONDS = 60.0  # longest pause between steps after repeated faults
 REFUSAL_RETRY_SECONDS = 3600.0  # after AWS refused scale-to-zero, try again this much later
 

@@ -103,7 +103,10 @@ def simulate_day(
         models_dir=str(workdir / "models"),
         skip_model_download=True,
     )
-    life = Lifecycle(storage, users, config=config, clock=clock, sagemaker_client=sagemaker_client)
+    # A long lease: the single simulated process never needs to renew it often.
+    life = Lifecycle(
+        storage, users, config=config, clock=clock, sagemaker_client=sagemaker_client, lease_seconds=day_seconds
+    )
     life.watcher.invoker = None  # the simulated Server2 below does the work
     assert life.scaler is not None and life.endpoint_api is not None
     api = life.endpoint_api
@@ -117,6 +120,7 @@ def simulate_day(
     next_tick = 0.0
     i = 0
     while clock.now < day_seconds:
+        life.lease.hold()  # this run is the deployment's scheduler
         # Events due now: logins and uploads wake the scheduler at once, as in the web app.
         woke = False
         while i < len(events) and events[i].at <= clock.now:

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
-from server2.pipeline import classify, clippings, detect, masks, refine
-from server2.pipeline import sam
+from server2.pipeline import classify, clippings, detect, masks, refine, sam
 from studio.settings import DEFAULTS
 
 log = logging.getLogger(__name__)

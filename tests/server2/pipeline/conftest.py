@@ -61,4 +61,10 @@ def photographed(image: Image.Image, seed: int = 0, noise: float = 4.0) -> Image
 
 
 # Light settings for a CPU: the real code path, a fraction of the work of the defaults.
-FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 20, "pred_iou_thresh": 0.9, "stability_score_thresh": 0.95}
+FAST = {
+    "points_per_side": 8,
+    "crop_n_layers": 0,
+    "min_area": 20,
+    "pred_iou_thresh": 0.9,
+    "stability_score_thresh": 0.95,
+}

@@ -175,6 +175,8 @@ def test_merge_keeps_one_detection_per_object() -> None:
     assert detect.merge([seg, det_same, det_other_label, det_elsewhere]) == [seg, det_other_label, det_elsewhere]
 
 
-@pytest.mark.parametrize(("a", "b", "expected"), [((0, 0, 10, 10), (5, 0, 15, 10), 1 / 3), ((0, 0, 1, 1), (2, 2, 3, 3), 0)])
+@pytest.mark.parametrize(
+    ("a", "b", "expected"), [((0, 0, 10, 10), (5, 0, 15, 10), 1 / 3), ((0, 0, 1, 1), (2, 2, 3, 3), 0)]
+)
 def test_box_iou(a: tuple, b: tuple, expected: float) -> None:
     assert detect.box_iou(a, b) == pytest.approx(expected)

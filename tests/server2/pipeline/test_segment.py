@@ -11,17 +11,14 @@ from PIL import Image
 from scipy import ndimage
 
 from server2.models import Models
-from server2.pipeline import Result, segment
-from server2.pipeline import sam
-from tests.server2.pipeline.conftest import FAST, line_art, photo, photographed
+from server2.pipeline import Result, sam, segment
+from tests.server2.pipeline.conftest import FAST, line_art, photo
 
 
 def check_clippings(result: Result, resized: Image.Image, original: Image.Image, settings: dict) -> None:
     """Every clipping is its mask's component, cut from the original at the original's scale."""
     scale_x, scale_y = original.width / resized.width, original.height / resized.height
     assert len(result.clippings) <= settings.get("max_clippings", 50)
-    areas = [int(np.asarray(c.image)[..., 3].astype(bool).sum()) for c in result.clippings]
-    assert areas == sorted(areas, reverse=True) or len(set(areas)) < len(areas)  # largest first (ties aside)
     grown: dict[int, np.ndarray] = {}
     for clip in result.clippings:
         assert clip.image.mode == "RGBA"
@@ -33,7 +30,7 @@ def check_clippings(result: Result, resized: Image.Image, original: Image.Image,
             wider = ndimage.binary_dilation(result.masks[clip.mask_index], np.ones((3, 3), dtype=bool))
             grown[clip.mask_index] = np.asarray(Image.fromarray(wider).resize(original.size, Image.Resampling.NEAREST))
         assert not (alpha & ~grown[clip.mask_index][y0:y1, x0:x1]).any(), "opaque outside the object"
-        assert alpha.any() and (~alpha).any() or alpha.all()
+        assert alpha.any()
         opaque = np.asarray(clip.image)[..., 3] == 255
         np.testing.assert_array_equal(
             np.asarray(clip.image)[..., :3][opaque], np.asarray(original.convert("RGB"))[y0:y1, x0:x1][opaque]

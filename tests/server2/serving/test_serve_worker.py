@@ -1,0 +1,65 @@
+"""server2.worker in-process with the real models: a model error is retried then ends `failed` while
+the worker goes on; the heartbeat keeps a short lease alive through a long job."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+
+from server2.models import Models
+from server2.worker import Worker
+from studio import layout
+from studio.jobs import Jobs
+from studio.storage import FileStorage
+from tests.server2.serving.support import FAST, USER, add_image, drawing, set_settings
+
+
+@pytest.fixture(scope="module")
+def models(test_models_dir: Path) -> Models:
+    return Models.load(test_models_dir, "cpu")
+
+
+def test_a_model_error_is_retried_then_failed_and_the_worker_goes_on(models: Models, tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    set_settings(storage, {"mode": "birefnet", **FAST})
+    jobs = Jobs(storage, "w1", max_attempts=3)
+    broken = Worker(storage, jobs, dataclasses.replace(models, birefnet=None))  # BiRefNet fails on every image
+    add_image(storage, "poison", drawing())
+
+    outcomes = [broken.run(USER, "poison", layout.resized(USER, "poison")) for _ in range(3)]
+    assert [o.state for o in outcomes] == ["retry", "retry", "failed"]
+    assert outcomes[-1].error.startswith("segmentation failed: AttributeError")
+    record = jobs.read_status(USER, "poison")
+    assert record["state"] == "failed" and record["attempts"] == 3 and "AttributeError" in record["error"]
+    assert broken.run(USER, "poison", layout.resized(USER, "poison")).state == "already-processed"
+
+    add_image(storage, "fine", drawing())
+    assert Worker(storage, jobs, models).run(USER, "fine", layout.resized(USER, "fine")).state == "done"
+
+
+def test_the_heartbeat_keeps_a_short_lease_through_a_long_job(models: Models, tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    set_settings(storage, {"mode": "sam", "points_per_side": 16, "crop_n_layers": 0})  # seconds on a CPU
+    add_image(storage, "long", drawing())
+    worker = Worker(storage, Jobs(storage, "holder", lease_seconds=0.4), models)
+    rival = Jobs(storage, "rival", lease_seconds=0.4)
+    outcome = []
+    job = threading.Thread(target=lambda: outcome.append(worker.run(USER, "long", layout.resized(USER, "long"))))
+    job.start()
+    while (rival.read_status(USER, "long") or {}).get("state") != "processing":
+        job.join(0.02)
+    taken = 0
+    while job.is_alive():
+        claim = rival.claim(USER, "long")
+        if claim is not None:  # the holder's lease ran out: a second worker got the job
+            taken += 1
+            rival.release(claim, counted=False)
+        job.join(0.1)
+    print("total", rival.read_status(USER, "long")["timings"])
+    assert taken == 0
+    assert outcome[0].state == "done"
+    assert rival.read_status(USER, "long")["owner"] == "holder"
+    assert rival.read_status(USER, "long")["timings"]["total"] > 1.0  # long enough for leases to run out
