@@ -61,6 +61,11 @@ class Row:
         return {**asdict(self), "ratio": self.ratio}
 
 
+def verdict(ok: bool) -> bool | None:
+    """Whether a target is met; not judged on BENCH_QUICK's small inputs."""
+    return None if QUICK else ok
+
+
 def reps(full: int, quick: int = 1) -> int:
     return quick if QUICK else full
 
@@ -137,6 +142,7 @@ def moto() -> MotoServer:
         server = MotoServer()
         server.start()
         _moto = server
+        os.environ["AWS_ENDPOINT_URL"] = server.url  # as the moto_server fixture does
     return _moto
 
 
@@ -145,6 +151,7 @@ def stop_servers() -> None:
     if _moto is not None:
         _moto.stop()
         _moto = None
+        os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
 def new_bucket(endpoint: str) -> str:
@@ -220,3 +227,21 @@ class CountingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def make_endpoint(sagemaker: object, instances: int = 0) -> str:
+    """A SageMaker endpoint (one variant 'AllTraffic') on the moto server, at `instances`."""
+    name = f"sam-{uuid.uuid4().hex[:10]}"
+    sagemaker.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/server2:latest"},
+    )
+    variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"}
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if instances != 1:
+        sagemaker.update_endpoint_weights_and_capacities(
+            EndpointName=name, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}]
+        )
+    return name

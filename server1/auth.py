@@ -52,7 +52,7 @@ def load_user() -> Response | tuple[Response, int] | None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str | tuple[str, int]:
-    if request.method == "GET":
+    if request.method != "POST":  # GET or HEAD (Flask routes HEAD here too): the form, never a login attempt
         if g.user:
             return redirect(url_for("pages.index"))
         return render_template("login.html", error=None)

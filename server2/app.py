@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from concurrent.futures import wait
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from server2.idle_guard import IdleGuard
-from server2.service import Config, Service, Stopping
+from server2.service import HTTP_THREADS, Config, Service, Stopping
 from studio import layout
 from studio.storage import Storage, StorageError
 
@@ -99,6 +100,7 @@ def find_job(storage: Storage, user: str, image_id: str) -> str:
 def create_app(service: Service) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    waiting = threading.BoundedSemaphore(HTTP_THREADS // 2)  # the other threads stay free for /ping
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> tuple[Response, int]:
@@ -131,7 +133,12 @@ def create_app(service: Service) -> Flask:
             return jsonify(state="error", error=f"storage unavailable: {e}"), 503
         except Stopping:
             return jsonify(state="stopping", error="the server is shutting down; try again"), 503
-        done, _ = wait([future], timeout=service.config.invocation_wait)
+        if not waiting.acquire(blocking=False):
+            return jsonify(state="accepted", user=user, image=image_id), 200
+        try:
+            done, _ = wait([future], timeout=service.config.invocation_wait)
+        finally:
+            waiting.release()
         if not done:
             return jsonify(state="accepted", user=user, image=image_id), 200
         outcome = future.result()

@@ -10,14 +10,14 @@ import signal
 import sys
 from pathlib import Path
 
-from server2.service import Config
+from server2.service import HTTP_THREADS, Config
 
 _config = Config.from_env()
 
 bind = f"0.0.0.0:{_config.port}"
 workers = 1
 worker_class = "gthread"
-threads = 16
+threads = HTTP_THREADS
 # The worker's main loop reports alive every second whatever the requests do; only a hung
 # process trips this.
 timeout = 120

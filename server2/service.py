@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
+# gunicorn threads of the one worker process. At most half of them wait for jobs in /invocations,
+# so /ping always finds a free thread.
+HTTP_THREADS = 16
 # How often loading is tried again while weights are missing or storage is unreachable.
 LOAD_RETRY_SECONDS = 5.0
 

@@ -32,6 +32,10 @@ class FileStorage(Storage):
         base = Path(os.path.realpath(self.path))
         if real != base and base not in real.parents:
             raise StorageError(f"storage key leads outside the root: {key!r}")
+        # Nor into another top-level folder: a link in bob/ never reads or writes alice's files.
+        top = base / key.split("/", 1)[0]
+        if real != top and top not in real.parents:
+            raise StorageError(f"storage key leads outside its folder {top.name!r}: {key!r}")
         return path
 
     def local_path(self, key: str) -> Path | None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.hardening.support import TALLY
-from tests.server1.support import Server
 
 # The lifecycle suite's fault-injecting proxy in front of moto's SageMaker API, reused as is.
 from tests.lifecycle.conftest import fault_proxy, make_endpoint, sagemaker  # noqa: F401
+from tests.server1.support import Server
 from tests.weights import build_test_models
 
 

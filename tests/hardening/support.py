@@ -79,7 +79,7 @@ TALLY = Tally()
 
 @dataclass
 class RawAnswer:
-    status: int
+    status_code: int
     head: str
     body: bytes
 

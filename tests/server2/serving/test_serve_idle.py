@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 
 from studio.storage import open_storage
-from tests.server2.serving.support import SLOW, Servers, add_image, drawing, set_settings, wait_status
+from tests.server2.serving.support import SLOW, USER, Servers, add_image, drawing, set_settings, wait_status
 
 IDLE_SECONDS = 2
 
@@ -38,6 +38,7 @@ def test_an_idle_server_scales_its_endpoint_to_zero_but_never_mid_job(
         SAGEMAKER_ENDPOINT=name,
         SCALE_DOWN_AFTER_SECONDS=str(IDLE_SECONDS),
         STOP_GRACE_SECONDS="0",
+        INVOCATION_WAIT_SECONDS="1",
     )
     server.wait_ready()
 
@@ -50,6 +51,8 @@ def test_an_idle_server_scales_its_endpoint_to_zero_but_never_mid_job(
     set_settings(storage, SLOW)
     add_image(storage, "long", drawing(800, 600, (200, 150, 600, 450)))
     wait_status(storage, "long", ("processing",))
+    answer = server.invoke({"user": USER, "image": "long"})
+    assert answer.status_code == 200 and answer.json()["state"] == "accepted"  # longer than the wait: answered
     sm.update_endpoint_weights_and_capacities(  # as Server1 does when work appears
         EndpointName=name, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 1}]
     )
