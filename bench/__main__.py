@@ -46,7 +46,7 @@ def table(rows: list[Row]) -> str:
         (
             r.figure,
             r.measure,
-            f"{_number(r.value)} {r.unit}",
+            f"{_number(r.value)} {r.unit}".strip(),
             f"{_number(r.baseline)} {r.unit}" if r.baseline is not None else "-",
             f"{r.ratio:.1f}x" if r.ratio is not None else "-",
             r.target or "-",

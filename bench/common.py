@@ -44,7 +44,7 @@ class Row:
 
     figure: str
     measure: str
-    value: float
+    value: float | None  # None: not measured here (the note says why)
     unit: str
     baseline: float | None = None
     target: str = ""
@@ -53,7 +53,7 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline is None or self.value <= 0:
+        if self.baseline is None or not self.value:
             return None
         return self.baseline / self.value
 

@@ -44,7 +44,10 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def shared_dir() -> str:
-    return env_str("SHARED_DIR", "/mnt/s3") or "/mnt/s3"
+    """SHARED_DIR; else s3://$S3_BUCKET when only the bucket is named (native S3 is the
+    backend with atomic claims across hosts); else the mount point /mnt/s3."""
+    bucket = env_str("S3_BUCKET")
+    return env_str("SHARED_DIR") or (f"s3://{bucket}" if bucket else "/mnt/s3")
 
 
 def models_dir() -> str:

@@ -168,7 +168,11 @@ def test_env_bool(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_shared_and_models_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHARED_DIR", raising=False)
     monkeypatch.delenv("MODELS_DIR", raising=False)
+    monkeypatch.delenv("S3_BUCKET", raising=False)
     assert config.shared_dir() == "/mnt/s3"
+    monkeypatch.setenv("S3_BUCKET", "my-bucket")  # only the bucket named: native S3
+    assert config.shared_dir() == "s3://my-bucket"
+    monkeypatch.delenv("S3_BUCKET")
     assert config.models_dir() == "/mnt/s3/models"
     monkeypatch.setenv("SHARED_DIR", "s3://bucket/prefix/")
     assert config.shared_dir() == "s3://bucket/prefix/"
