@@ -237,11 +237,17 @@ def make_endpoint(sagemaker: object, instances: int = 0) -> str:
         ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
         PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/server2:latest"},
     )
-    variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"}
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": name,
+        "InitialInstanceCount": 1,
+        "InstanceType": "ml.g4dn.xlarge",
+    }
     sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
     if instances != 1:
         sagemaker.update_endpoint_weights_and_capacities(
-            EndpointName=name, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}]
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}],
         )
     return name

@@ -7,8 +7,9 @@ the scheduler's wake event is replaced by one that advances an injected clock by
 the loop asks for instead of sleeping. Scene: both users' albums hold finished images; both
 log in at the start of the hour and then do nothing (QUEUE_POLL_SECONDS=5,
 SCALE_DOWN_AFTER_SECONDS=300), counted over one whole simulated hour after a 10-minute
-warm-up. Baseline: a naive watcher that lists resized/ and status/ and reads every status
-record each poll, measured for a few polls and multiplied by 720 polls/h (5-s polls).
+warm-up (BENCH_QUICK: 10 minutes after 1, scaled to an hour). Baseline: a naive watcher that
+lists resized/ and status/ and reads every status record each poll, measured for a few polls
+and multiplied by 720 polls/h (5-s polls).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ IMAGES = 10 if QUICK else 50  # finished images per user
 POLL_SECONDS = 5.0
 HOUR = 3600.0
 MEASURED = 600.0 if QUICK else HOUR  # simulated seconds counted (the quick run scales 10 minutes up)
+WARM_UP = 60.0 if QUICK else 600.0
 
 
 class SimulatedWake:
@@ -165,7 +167,7 @@ def _measure_loop(
     life.scheduler.tick = counted_tick
     life.start()
     try:
-        clock.run_to(clock.now + 600)  # warm-up: lease taken, albums cached, endpoint state read
+        clock.run_to(clock.now + WARM_UP)  # warm-up: lease taken, albums cached, endpoint state read
         proxy.reset()
         ticks[0] = 0
         start = clock.now

@@ -21,7 +21,7 @@ import zipfile
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from server1.responses import current_user, json_error
+from server1.responses import current_user, json_body, json_error
 from server1.services import services
 from studio import layout, settings
 from studio.storage import NotFound
@@ -54,7 +54,7 @@ def get_settings() -> Response:
 
 @bp.post("/settings")
 def save_settings() -> Response | tuple[Response, int]:
-    changes = request.get_json(silent=True)
+    changes = json_body()
     if changes is None:
         return json_error("send the settings as a JSON object", 400, errors={"settings": "must be a JSON object"})
     try:
@@ -117,10 +117,13 @@ def put_canvas() -> Response | tuple[Response, int]:
     limit = current_app.config["CANVAS_MAX_BYTES"]
     if (request.content_length or 0) > limit:
         return json_error(f"the canvas is too large (limit {limit // 1000} kB)", 413)
-    canvas = request.get_json(silent=True)
+    canvas = json_body()
     if not isinstance(canvas, dict):
         return json_error("send the canvas as a JSON object", 400)
-    data = json.dumps(canvas, separators=(",", ":")).encode()
+    try:  # NaN/Infinity parse here but are no JSON: the page could not read the canvas back
+        data = json.dumps(canvas, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        return json_error("the canvas may hold only plain JSON numbers (no NaN or Infinity)", 400)
     if len(data) > limit:
         return json_error(f"the canvas is too large (limit {limit // 1000} kB)", 413)
     services().storage.write(layout.canvas(current_user()), data)

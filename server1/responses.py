@@ -15,6 +15,14 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
+def json_body() -> object | None:
+    """The request's JSON; None when it is missing, malformed or nested too deeply to parse."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:  # json raises it, not ValueError, for a body like [[[[...]]]]
+        return None
+
+
 def json_error(message: str, status: int, **extra: object) -> tuple[Response, int]:
     return jsonify(error=message, **extra), status
 

@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from server2.idle_guard import IdleGuard
 from server2.service import HTTP_THREADS, Config, Service, Stopping
 from studio import layout
+from studio.jobs import FINAL
 from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def create_app(service: Service) -> Flask:
             user, image_id = job_of(body, service.jobs.storage)
             resized_key = find_job(service.jobs.storage, user, image_id)
             status = service.jobs.read_status(user, image_id)
-            if status and status["state"] in ("done", "failed"):
+            if status and status["state"] in FINAL:
                 return jsonify(state="already-processed", user=user, image=image_id, status=status), 200
             future = service.submit(user, image_id, resized_key)
         except StorageError as e:

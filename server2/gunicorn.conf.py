@@ -25,7 +25,7 @@ timeout = 120
 graceful_timeout = int(_config.stop_grace) + 10
 chdir = str(Path(__file__).resolve().parent.parent)
 loglevel = "info"
-# No gunicornc control socket: nothing uses it, and two servers on one host would share its path.
+# No gunicorn control socket: nothing uses it, and two servers on one host would share its path.
 control_socket_disable = True
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
@@ -23,7 +23,7 @@ from ultralytics.utils import patches as ultralytics_patches
 from server2 import pipeline
 from server2.models import Models
 from studio import layout, settings
-from studio.jobs import Claim, Jobs
+from studio.jobs import FINAL, Claim, Jobs
 from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Outcome:
 
     state: str
     error: str | None = None
-    status: dict | None = field(default=None)
+    status: dict | None = None
 
 
 def open_image(data: bytes, name: str) -> Image.Image:
@@ -90,7 +90,7 @@ class Worker:
         claim = self.jobs.claim(user, image_id)
         if claim is None:
             status = self.jobs.read_status(user, image_id)
-            final = bool(status and status["state"] in ("done", "failed"))
+            final = bool(status and status["state"] in FINAL)
             return Outcome("already-processed" if final else "in-progress", status=status)
         with self._lock:
             self._current = claim
@@ -113,7 +113,7 @@ class Worker:
             prefs = settings.load(self.storage, user)
             result = pipeline.segment(self.models, resized, original, prefs)
         except BadImage as e:
-            return self._fail(claim, str(e))
+            return self._fail(claim, str(e), final=True)  # retrying cannot help
         except StorageError as e:
             return self._fail(claim, f"storage error: {e}")
         except Exception as e:
@@ -205,18 +205,18 @@ class Worker:
         )
 
     # -- endings -------------------------------------------------------------------------
-    def _fail(self, claim: Claim, reason: str) -> Outcome:
+    def _fail(self, claim: Claim, reason: str, final: bool = False) -> Outcome:
         with self._lock:
             if self._current is not claim:
                 return Outcome("stopped", "released on shutdown")
             try:
-                return self._fail_locked(claim, reason)
+                return self._fail_locked(claim, reason, final)
             finally:
                 self._current = None
 
-    def _fail_locked(self, claim: Claim, reason: str) -> Outcome:
+    def _fail_locked(self, claim: Claim, reason: str, final: bool) -> Outcome:
         log.warning("%s/%s: attempt %d failed: %s", claim.user, claim.image_id, claim.attempt, reason)
-        state = self.jobs.fail(claim, reason)
+        state = self.jobs.fail(claim, reason, final=final)
         if state == "lost":
             return Outcome("in-progress", "another worker took the job over")
         return Outcome(

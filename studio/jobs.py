@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from studio import layout
 from studio.layout import BadName
-from studio.storage import Entry, NotFound, Storage
+from studio.storage import Entry, NotFound, Storage, StorageError
 
 FINAL = ("done", "failed")
 # Job files younger than this are re-checked on every scan (see Scanner.pending).
@@ -153,7 +153,13 @@ class Jobs:
             reason = previous.get("error") or "the worker stopped while processing it"
             self._finish(claim, "failed", error=f"gave up after {claim.attempt} attempts: {reason}")
             return None
-        self.write_status(user, image_id, "processing", claim.attempt, owner=self.owner)
+        try:
+            self.write_status(user, image_id, "processing", claim.attempt, owner=self.owner)
+        except StorageError:
+            # Storage failed under us: give the claim back rather than hold it for a whole lease.
+            with contextlib.suppress(StorageError):
+                self.release(claim, counted=False)
+            raise
         return claim
 
     def renew(self, claim: Claim) -> bool:
@@ -190,11 +196,12 @@ class Jobs:
         self._finish(claim, "done", **fields)
         return True
 
-    def fail(self, claim: Claim, error: str, **fields: object) -> str:
-        """Record a failure: `queued` again while attempts remain, else `failed`. Returns the state."""
+    def fail(self, claim: Claim, error: str, final: bool = False, **fields: object) -> str:
+        """Record a failure: `queued` again while attempts remain, else `failed` (at once when
+        final: an unreadable file stays unreadable). Returns the state."""
         if not self.renew(claim):
             return "lost"
-        if claim.attempt < self.max_attempts:
+        if claim.attempt < self.max_attempts and not final:
             self.write_status(claim.user, claim.image_id, "queued", claim.attempt, error=error, **fields)
             self.release(claim, error=error)
             return "queued"

@@ -58,7 +58,7 @@ def validate(changes: object, base: dict | None = None) -> dict[str, object]:
             lo, hi = FLOAT_RANGES[key]
             try:
                 number = float(value) if not isinstance(value, bool) else None
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: a huge JSON integer
                 number = None
             if number is None or not lo <= number <= hi:
                 errors[key] = f"must be a number from {lo} to {hi}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -42,17 +43,19 @@ class FileStorage(Storage):
         path = self._path(key)
         return path if path.is_file() else None
 
-    def _tmp(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-
     def _write_tmp(self, path: Path, data: bytes) -> Path:
-        tmp = self._tmp(path)
+        """data in a hidden temporary file beside path; StorageError when the folder is unusable
+        (e.g. a file stands where the folder should be), so no caller sees a bare OSError."""
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise StorageError(f"cannot write {path.name} in {path.parent}: {e.strerror}") from e
             raise
         return tmp
 
@@ -140,11 +143,13 @@ class FileStorage(Storage):
 
     def move(self, src: str, dst: str) -> None:
         target = self._path(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._path(src), target)
         except FileNotFoundError:
             raise NotFound(src) from None
+        except OSError as e:
+            raise StorageError(f"cannot move {src} to {dst}: {e.strerror}") from e
 
     # -- conditional operations --------------------------------------------------
     def read_versioned(self, key: str) -> tuple[bytes, str]:

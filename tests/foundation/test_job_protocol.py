@@ -200,6 +200,16 @@ def test_failures_are_retried_a_bounded_number_of_times(storage: Storage, clock:
     assert a.claim(USER, "img") is None and b.claim(USER, "img") is None
 
 
+def test_a_final_failure_is_not_retried(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    (a,) = workers(storage, clock, 1, max_attempts=3)
+    claim = a.claim(USER, "img")
+    assert a.fail(claim, "img.png is not an image file", final=True) == "failed"
+    status = a.read_status(USER, "img")
+    assert (status["state"], status["attempts"], status["error"]) == ("failed", 1, "img.png is not an image file")
+    assert a.claim(USER, "img") is None
+
+
 def test_a_job_that_kills_its_workers_ends_failed(storage: Storage, clock: Clock) -> None:
     add_job(storage)
     takers = workers(storage, clock, 4, max_attempts=3)

@@ -111,7 +111,7 @@ def test_corrupt_images_end_failed_with_a_readable_reason_and_the_worker_goes_on
     garbage = wait_status(storage, "garbage")
     assert garbage["state"] == "failed"
     assert garbage["error"] == "garbage.png is not an image file or its format is not supported"
-    assert garbage["attempts"] == 3  # retried, then given up
+    assert garbage["attempts"] == 1  # an unreadable file is not retried
     cut = wait_status(storage, "cut-short")
     assert cut["state"] == "failed"
     assert cut["error"].startswith("cut-short.jpg is damaged and cannot be read")
