@@ -38,7 +38,7 @@ def _image_id(image_id: str) -> str | None:
 
 @bp.get("/images")
 def images() -> Response:
-    return jsonify(images=services().albums.images(current_user()))
+    return Response(services().albums.images_json(current_user()), mimetype="application/json")
 
 
 @bp.get("/settings")

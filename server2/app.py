@@ -45,7 +45,7 @@ class Refused(Exception):
 def parse_body(data: bytes) -> dict:
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise Refused(400, f"the body is not valid JSON; {USAGE}") from None
     if not isinstance(body, dict):
         raise Refused(400, f"the body must be a JSON object; {USAGE}")

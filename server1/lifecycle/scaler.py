@@ -191,8 +191,10 @@ class Scaler:
                 cap = self._describe(now)
             except (ClientError, BotoCoreError, ScalerError):
                 cap = None
-            if cap is not None and cap.state in TRANSITIONS:
-                log.info("%s is %s; the update to %d waits (%s)", self.api.target, cap.state, want, what)
+            # "Cannot update in-progress endpoint": a transition that ended before we looked.
+            if (cap is not None and cap.state in TRANSITIONS) or "in-progress" in what.lower():
+                state = cap.state if cap else "busy"
+                log.info("%s is %s; the update to %d waits (%s)", self.api.target, state, want, what)
                 return
             if want == 0 and self.api.can_refuse_zero:
                 self.refusal = (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from studio import config
 from studio.errors import ConfigError
-from studio.storage.base import Entry, NotFound, Storage, StorageError
+from studio.storage.base import UNKNOWN, Entry, NotFound, Storage, StorageError
 from studio.storage.fs import FileStorage
 
-__all__ = ["Entry", "FileStorage", "NotFound", "Storage", "StorageError", "open_storage"]
+__all__ = ["UNKNOWN", "Entry", "FileStorage", "NotFound", "Storage", "StorageError", "open_storage"]
 
 
 def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:

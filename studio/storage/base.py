@@ -18,6 +18,9 @@ class NotFound(StorageError):
     """No object at that key."""
 
 
+UNKNOWN = -1.0  # Entry.mtime of a listing made with stat=False
+
+
 @dataclass(frozen=True)
 class Entry:
     key: str
@@ -59,8 +62,15 @@ class Storage(ABC):
         """Every object whose key starts with prefix, at any depth (paginated underneath)."""
 
     @abstractmethod
-    def list_dir(self, prefix: str) -> tuple[list[str], list[Entry]]:
-        """One level below prefix (a folder ending in '/'): (sub-folder names, files)."""
+    def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+        """One level below prefix (a folder ending in '/'): (sub-folder names, files).
+
+        stat=False lets a backend that pays per file for size and time (a filesystem) leave
+        them out: such entries have mtime UNKNOWN and size -1; info() gives them per key."""
+
+    @abstractmethod
+    def info(self, key: str) -> Entry:
+        """Size and time of one object; NotFound if there is none."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from studio.storage.base import Entry, NotFound, Storage, StorageError, check_key, content_version
+from studio.storage.base import UNKNOWN, Entry, NotFound, Storage, StorageError, check_key, content_version
 
 
 class FileStorage(Storage):
@@ -99,7 +99,16 @@ class FileStorage(Storage):
                         continue  # deleted while we listed
                     yield Entry(key, st.st_size, st.st_mtime)
 
-    def list_dir(self, prefix: str) -> tuple[list[str], list[Entry]]:
+    def info(self, key: str) -> Entry:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(key) from None
+        except OSError as e:
+            raise StorageError(f"cannot look up {key}: {e.strerror}") from e
+        return Entry(key, st.st_size, st.st_mtime)
+
+    def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
         base = self._path(prefix) if prefix else self.path
         dirs: list[str] = []
         files: list[Entry] = []
@@ -111,7 +120,9 @@ class FileStorage(Storage):
                     try:
                         if item.is_dir():
                             dirs.append(item.name)
-                        elif item.is_file():
+                        elif item.is_file() and not stat:
+                            files.append(Entry(prefix + item.name, -1, UNKNOWN))
+                        elif item.is_file():  # one stat(2) each: the cost of a big folder
                             st = item.stat()
                             files.append(Entry(prefix + item.name, st.st_size, st.st_mtime))
                     except FileNotFoundError:

@@ -93,7 +93,19 @@ class S3Storage(Storage):
             if not any(part.startswith(".") for part in entry.key[start:].split("/")):
                 yield entry
 
-    def list_dir(self, prefix: str) -> tuple[list[str], list[Entry]]:
+    def info(self, key: str) -> Entry:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            if _code(e) in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound(key) from None
+            raise self._error(e, "look up", key) from e
+        except BotoCoreError as e:
+            raise self._error(e, "look up", key) from e
+        return Entry(key, head["ContentLength"], head["LastModified"].timestamp())
+
+    def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+        """A listing carries size and time anyway: stat is ignored."""
         dirs: list[str] = []
         files: list[Entry] = []
         start = len(self.prefix + prefix)

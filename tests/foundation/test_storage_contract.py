@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from studio.storage import FileStorage, NotFound, Storage, StorageError
+from studio.storage import UNKNOWN, FileStorage, NotFound, Storage, StorageError
 from studio.storage.s3 import S3Storage
 
 BAD_KEYS = ["../x", "a/../../x", "a/..", "/etc/passwd", "a\\b", "a\x00b", "", "a//b", "./a", "a/./b"]
@@ -114,6 +114,7 @@ def test_temporary_files_of_writes_in_progress_are_not_listed(storage: Storage) 
             storage.write(f"u/w/{i % 5}.bin", b"z" * 100_000)
             i += 1
 
+    storage.write("u/w/0.bin", b"z")  # something to list even if the writer starts late
     thread = threading.Thread(target=writer)
     thread.start()
     names: set[str] = set()
@@ -125,6 +126,18 @@ def test_temporary_files_of_writes_in_progress_are_not_listed(storage: Storage) 
         stop.set()
         thread.join()
     assert names and names <= {f"{i}.bin" for i in range(5)}
+
+
+def test_info_and_listing_without_times(storage: Storage) -> None:
+    storage.write("u/f/a.png", b"12345")
+    info = storage.info("u/f/a.png")
+    assert (info.key, info.size) == ("u/f/a.png", 5) and info.mtime > 0
+    with pytest.raises(NotFound):
+        storage.info("u/f/missing.png")
+    _, files = storage.list_dir("u/f/", stat=False)
+    assert [e.key for e in files] == ["u/f/a.png"]
+    # Where a listing leaves the time out, info() supplies the same one.
+    assert files[0].mtime == UNKNOWN or files[0] == info
 
 
 def test_many_objects_are_listed_across_pages(storage: Storage) -> None:

@@ -3,6 +3,7 @@ whole (gunicorn master and worker) with SIGKILL, and watched through their logs.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -146,7 +147,7 @@ class Sampler:
             except Exception:
                 continue  # replaced or deleted meanwhile (a take-over's clean-up)
             try:
-                with Image.open(__import__("io").BytesIO(data)) as image:
+                with Image.open(io.BytesIO(data)) as image:
                     image.load()
             except Exception as e:
                 self.problems.append(f"{key} visible but not a complete PNG: {e}")

@@ -330,9 +330,9 @@ class CountingStorage(FileStorage):
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
 
-    def list_dir(self, prefix: str):
+    def list_dir(self, prefix: str, stat: bool = True):
         self._count("list")
-        return super().list_dir(prefix)
+        return super().list_dir(prefix, stat)
 
     def list(self, prefix: str):
         self._count("list")

@@ -1,0 +1,110 @@
+"""Load on the real Server1 (gunicorn): 2 users x 200 concurrent uploads while 50 event streams
+are open, twice; no errors, and the second round leaves no more threads or open files than the
+first (the thread pool is full after the first)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from tests.hardening.corpus import valid
+from tests.hardening.stack import children, wait_until
+from tests.hardening.support import TALLY
+from tests.server1.support import Server
+
+UPLOADS_PER_USER = 200
+STREAMS_PER_USER = 25
+
+
+def _usage(pid: int) -> tuple[int, int]:
+    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _round(server: Server, sessions: dict[str, requests.Session], area: str, label: str) -> None:
+    photo = valid()["tiny-1x1.png"] if False else valid()["photo.png"]
+    streams = []
+    for user, session in sessions.items():
+        for _ in range(STREAMS_PER_USER):
+            stream = session.get(server.url + "/events", stream=True, timeout=30)
+            streams.append((user, stream))
+    opened = [
+        s for _, s in streams if s.status_code == 200 and s.headers["Content-Type"].startswith("text/event-stream")
+    ]
+    TALLY.check(
+        area,
+        f"{label}: {len(streams)} event streams open",
+        len(opened) == len(streams),
+        str([s.status_code for _, s in streams]),
+    )
+    received = {id(s): [] for _, s in streams}
+
+    def read(stream: requests.Response) -> None:
+        try:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("event: image"):
+                    received[id(stream)].append(line)
+        except (requests.RequestException, AttributeError):
+            pass  # closed by the test
+
+    readers = [threading.Thread(target=read, args=(s,), daemon=True) for _, s in streams]
+    for reader in readers:
+        reader.start()
+    start = threading.Barrier(2 * UPLOADS_PER_USER)
+
+    def upload(job: tuple[str, int]) -> int:
+        user, n = job
+        start.wait(60)
+        answer = sessions[user].post(server.url + "/upload", files={"file": (f"{label}-{n}.png", photo)}, timeout=120)
+        return answer.status_code
+
+    jobs = [(user, n) for user in sessions for n in range(UPLOADS_PER_USER)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        statuses = list(pool.map(upload, jobs))
+    for (user, n), status in zip(jobs, statuses, strict=True):
+        TALLY.check(area, f"{label}: {user} upload #{n}", status == 200, str(status))
+    wait_until(lambda: all(received[id(s)] for _, s in streams), 30, "an image event on every stream")
+    TALLY.check(area, f"{label}: every stream got image events", all(received[id(s)] for _, s in streams))
+    for _, stream in streams:
+        stream.close()
+
+
+def test_two_users_200_concurrent_uploads_and_50_event_streams(tmp_path: Path) -> None:
+    area = "load"
+    server = Server(
+        str(tmp_path / "shared"), gunicorn=True, EVENTS_POLL_SECONDS="0.5", EVENTS_HEARTBEAT_SECONDS="1"
+    ).start()
+    try:
+        worker = children(server.proc.pid)[0]
+        sessions = {user: server.login(user) for user in ("alice", "bob")}
+        for session in sessions.values():
+            session.headers["Connection"] = "close"
+        before = _usage(worker)
+        _round(server, sessions, area, "round 1")
+        time.sleep(3)  # streams end at their next heartbeat; pollers with no stream end too
+        first = _usage(worker)
+        _round(server, sessions, area, "round 2")
+        time.sleep(3)
+        second = _usage(worker)
+        TALLY.check(
+            area, "no thread leak (round 2 vs round 1)", second[0] <= first[0] + 2, f"{before} {first} {second}"
+        )
+        TALLY.check(
+            area,
+            "no file-descriptor leak (round 2 vs round 1)",
+            second[1] <= first[1] + 2,
+            f"{before} {first} {second}",
+        )
+        TALLY.check(area, "open files back near the start", second[1] <= before[1] + 10, f"{before} {first} {second}")
+        TALLY.check(area, "same worker process (no crash)", children(server.proc.pid) == [worker])
+        TALLY.check(area, "no traceback in the log", "Traceback" not in server.output(), server.output()[-2000:])
+        TALLY.note(
+            area, f"threads/fds of the gunicorn worker: start {before}, after round 1 {first}, after round 2 {second}"
+        )
+    finally:
+        server.stop()
+    TALLY.assert_held(area, minimum=2 * 2 * UPLOADS_PER_USER)

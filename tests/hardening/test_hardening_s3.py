@@ -1,0 +1,166 @@
+"""An S3 outage: our own moto server is stopped while Server1 and Server2 work on an S3
+SHARED_DIR, then a new one is started with the old one's data (moto's own recorder replays
+every request it saw), the way S3 comes back with its objects after an outage.
+
+The servers reach moto through a small TCP forwarder on a fixed port, so the new moto process
+can load the old data before it is reachable: nobody sees a half-restored bucket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from studio.storage import open_storage
+from tests.conftest import free_port, wait_http
+from tests.hardening.corpus import valid
+from tests.hardening.stack import QUICK, Servers2, add_jobs, children, states, wait_until
+from tests.hardening.support import TALLY
+from tests.server1.support import Server
+from tests.server2.serving.support import set_settings
+
+
+class Moto:
+    """A moto_server process of our own that records every request to a file."""
+
+    def __init__(self, recording: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "MOTO_ENABLE_RECORDING": "True", "MOTO_RECORDER_FILEPATH": str(recording)}
+        exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+        self.proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_http(self.url + "/moto-api/", proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Forwarder(socketserver.ThreadingTCPServer):
+    """127.0.0.1:<port> -> the current moto (none while it is down: connections are cut)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        self.upstream: int | None = None
+        super().__init__(("127.0.0.1", 0), _Pipe)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _Pipe(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        port = self.server.upstream  # type: ignore[attr-defined]
+        if port is None:
+            return  # S3 is down: the connection is cut
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=30)
+        except OSError:
+            return
+        with upstream:
+            pump = threading.Thread(target=_copy, args=(upstream, self.request), daemon=True)
+            pump.start()
+            _copy(self.request, upstream)
+            pump.join(30)
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[tuple[Forwarder, Moto, Path]]:
+    recording = tmp_path / "moto-recording-1"
+    moto = Moto(recording)
+    forwarder = Forwarder()
+    forwarder.upstream = moto.port
+    boto3.client("s3", endpoint_url=forwarder.url).create_bucket(Bucket="hiccup")
+    yield forwarder, moto, recording
+    forwarder.shutdown()
+    moto.stop()
+
+
+def test_s3_stopped_and_restarted(s3, tmp_path: Path, hardening_models: Path, monkeypatch) -> None:
+    area = "storage hiccup (S3)"
+    forwarder, moto, recording = s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", forwarder.url)
+    shared = "s3://hiccup/shared"
+    storage = open_storage(shared)
+    set_settings(storage, QUICK, user="alice")
+    servers2 = Servers2(tmp_path, shared, hardening_models, POLL_SECONDS="0.3")
+    server2 = servers2.start()
+    server1 = Server(shared, gunicorn=True, AWS_ENDPOINT_URL=forwarder.url).start()
+    photo = valid()["photo.jpg"]
+    try:
+        pids = (server1.proc.pid, children(server1.proc.pid), server2.proc.pid, children(server2.proc.pid))
+        alice = server1.login("alice")
+        accepted = []
+        for n in range(3):
+            answer = alice.post(server1.url + "/upload", files={"file": (f"before-{n}.jpg", photo)}, timeout=60)
+            accepted += [i["id"] for i in answer.json()["images"]]
+        queued = add_jobs(storage, "alice", 6, "s")
+
+        moto.stop()  # S3 is gone
+        forwarder.upstream = None
+        outage = time.monotonic()
+        for n in range(3):
+            answer = alice.post(server1.url + "/upload", files={"file": (f"during-{n}.jpg", photo)}, timeout=120)
+            reply = answer.json() if answer.headers.get("Content-Type") == "application/json" else {}
+            held = answer.status_code == 503 and bool(reply.get("error"))
+            TALLY.check(area, f"upload during the outage -> 503 JSON #{n}", held, f"{answer.status_code} {reply}")
+        health = requests.get(server1.url + "/healthz", timeout=120)
+        TALLY.check(area, "/healthz says storage unavailable", health.status_code == 503, health.text[:200])
+        time.sleep(max(0.0, 4 - (time.monotonic() - outage)))
+
+        replacement = recording.with_name("moto-recording-2")
+        shutil.copy(recording, replacement)
+        moto = Moto(replacement)  # a new process, loaded with the old one's objects before it is reachable
+        requests.post(moto.url + "/moto-api/recorder/replay-recording", timeout=300).raise_for_status()
+        forwarder.upstream = moto.port
+
+        for n in range(2):
+            answer = alice.post(server1.url + "/upload", files={"file": (f"after-{n}.jpg", photo)}, timeout=120)
+            TALLY.check(area, f"upload after S3 is back #{n}", answer.status_code == 200, answer.text[:200])
+            accepted += [i["id"] for i in answer.json().get("images", [])]
+        everything = accepted + queued
+        with contextlib.suppress(TimeoutError):  # counted below, one case per image
+            wait_until(lambda: set(states(storage, "alice", everything).values()) == {"done"}, 150, "all done")
+        for image_id, state in states(storage, "alice", everything).items():
+            TALLY.check(area, f"{image_id} done after the outage (nothing lost)", state == "done", state)
+        during = [e.key for e in storage.list("alice/input/during-")]
+        TALLY.check(area, "refused uploads left nothing", not during, str(during))
+        now = (server1.proc.pid, children(server1.proc.pid), server2.proc.pid, children(server2.proc.pid))
+        TALLY.check(area, "no process restarted (no crash loop)", now == pids, f"{pids} -> {now}")
+        TALLY.check(area, "server1 logged the outage", "storage error on POST /upload" in server1.output())
+        TALLY.check(area, "server2 logged the outage", "polling failed" in server2.log(), server2.log()[-500:])
+        health = requests.get(server1.url + "/healthz", timeout=30)
+        TALLY.check(area, "server1 health ok again", health.status_code == 200, health.text[:200])
+    finally:
+        server1.stop()
+        servers2.stop()
+        moto.stop()
+    TALLY.note(area, "own moto_server killed for ~4 s while both servers work, restarted with its data (recorder)")
+    TALLY.assert_held(area, minimum=15)
