@@ -29,7 +29,7 @@ import skimage.data
 from PIL import Image
 
 from studio import config
-from tests.conftest import MotoServer
+from tests.conftest import MotoServer, create_endpoint
 
 pillow_heif.register_heif_opener()
 
@@ -231,23 +231,4 @@ class CountingProxy:
 
 def make_endpoint(sagemaker: object, instances: int = 0) -> str:
     """A SageMaker endpoint (one variant 'AllTraffic') on the moto server, at `instances`."""
-    name = f"sam-{uuid.uuid4().hex[:10]}"
-    sagemaker.create_model(
-        ModelName=name,
-        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
-        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/server2:latest"},
-    )
-    variant = {
-        "VariantName": "AllTraffic",
-        "ModelName": name,
-        "InitialInstanceCount": 1,
-        "InstanceType": "ml.g4dn.xlarge",
-    }
-    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    if instances != 1:
-        sagemaker.update_endpoint_weights_and_capacities(
-            EndpointName=name,
-            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}],
-        )
-    return name
+    return create_endpoint(sagemaker, instances)

@@ -88,6 +88,30 @@ class MotoServer:
         requests.post(self.url + "/moto-api/reset", timeout=10)
 
 
+def create_endpoint(sagemaker: object, instances: int = 1, prefix: str = "sam") -> str:
+    """A SageMaker endpoint with one variant 'AllTraffic' at `instances` on the moto server."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    sagemaker.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/server2:latest"},
+    )
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": name,
+        "InitialInstanceCount": 1,
+        "InstanceType": "ml.g4dn.xlarge",
+    }
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if instances != 1:
+        sagemaker.update_endpoint_weights_and_capacities(
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}],
+        )
+    return name
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """A real moto server process; AWS_ENDPOINT_URL points every boto3 client at it."""

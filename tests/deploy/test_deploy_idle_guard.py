@@ -14,6 +14,7 @@ import pytest
 
 from server2.idle_guard import IdleGuard, scale_down_from_env
 from studio.errors import ConfigError
+from tests.conftest import create_endpoint
 
 
 class Clock:
@@ -142,21 +143,7 @@ def test_bad_idle_time_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_variant_scaled_to_zero_on_moto(moto_server, monkeypatch: pytest.MonkeyPatch) -> None:
     sm = boto3.client("sagemaker", endpoint_url=moto_server.url)
-    name = f"guard-{uuid.uuid4().hex[:8]}"
-    role = "arn:aws:iam::123456789012:role/sagemaker"
-    sm.create_model(ModelName=name, ExecutionRoleArn=role, PrimaryContainer={"Image": "server2:latest"})
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "InstanceType": "ml.g4dn.xlarge",
-                "InitialInstanceCount": 1,
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    name = create_endpoint(sm, 1, prefix="guard")
     monkeypatch.delenv("SAGEMAKER_INFERENCE_COMPONENT", raising=False)
     monkeypatch.setenv("SAGEMAKER_ENDPOINT", name)
     monkeypatch.setenv("SAGEMAKER_VARIANT", "AllTraffic")

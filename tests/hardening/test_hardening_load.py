@@ -1,6 +1,7 @@
 """Load on the real Server1 (gunicorn): 2 users x 200 concurrent uploads while 50 event streams
-are open, twice; no errors, and the second round leaves no more threads or open files than the
-first (the thread pool is full after the first)."""
+are open; no errors, and afterwards no more threads or open files than before. The worker's
+thread pool (GUNICORN_THREADS) is filled by a burst of health checks first, so what is counted
+before and after is the same pool plus whatever the load leaked."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.server1.support import Server
 
 UPLOADS_PER_USER = 200
 STREAMS_PER_USER = 25
+POOL = 96  # gunicorn threads: room for the 50 streams and the uploads
 
 
 def _usage(pid: int) -> tuple[int, int]:
@@ -26,7 +28,7 @@ def _usage(pid: int) -> tuple[int, int]:
 
 
 def _round(server: Server, sessions: dict[str, requests.Session], area: str, label: str) -> None:
-    photo = valid()["tiny-1x1.png"] if False else valid()["photo.png"]
+    photo = valid()["photo.png"]
     streams = []
     for user, session in sessions.items():
         for _ in range(STREAMS_PER_USER):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from studio.storage import FileStorage
+from tests.conftest import create_endpoint
 from tests.lifecycle.support import TEST_BOTO_CONFIG, Clock
 
 
@@ -163,34 +163,7 @@ def sagemaker(moto_server):
 @pytest.fixture
 def make_endpoint(sagemaker) -> Callable[[int], str]:
     """An endpoint on the moto server with one variant 'AllTraffic' at `instances`."""
-
-    def make(instances: int = 0) -> str:
-        name = f"sam-{uuid.uuid4().hex[:10]}"
-        sagemaker.create_model(
-            ModelName=name,
-            ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
-            PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/server2:latest"},
-        )
-        sagemaker.create_endpoint_config(
-            EndpointConfigName=name,
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": name,
-                    "InitialInstanceCount": 1,
-                    "InstanceType": "ml.g4dn.xlarge",
-                }
-            ],
-        )
-        sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-        if instances != 1:
-            sagemaker.update_endpoint_weights_and_capacities(
-                EndpointName=name,
-                DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}],
-            )
-        return name
-
-    return make
+    return lambda instances=0: create_endpoint(sagemaker, instances)
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ idle server scales its own endpoint to zero; a job in progress keeps it up howev
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import boto3
 
 from studio.storage import open_storage
+from tests.conftest import create_endpoint
 from tests.server2.serving.support import SLOW, USER, Servers, add_image, drawing, set_settings, wait_status
 
 IDLE_SECONDS = 2
@@ -23,13 +23,7 @@ def test_an_idle_server_scales_its_endpoint_to_zero_but_never_mid_job(
     moto_server: object, servers: Servers, tmp_path: Path, test_models_dir: Path
 ) -> None:
     sm = boto3.client("sagemaker", endpoint_url=moto_server.url)
-    name = f"server2-{uuid.uuid4().hex[:8]}"
-    sm.create_model(
-        ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/sm", PrimaryContainer={"Image": "server2"}
-    )
-    variant = {"VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.g4dn.xlarge"}
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{**variant, "InitialInstanceCount": 1}])
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    name = create_endpoint(sm, 1, prefix="server2")
     shared = str(tmp_path / "shared")
     storage = open_storage(shared)
     server = servers.start(
