@@ -142,3 +142,11 @@ def storage_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def storage(storage_root: str) -> Storage:
     return open_storage(storage_root)
+
+
+@pytest.fixture(scope="session")
+def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vit_l.pth, yolov8n.pt, yolov8n-seg.pt and birefnet-dis.onnx, small (tests/weights.py), built once."""
+    from tests.weights import build_test_models  # torch and ultralytics only for suites that need them
+
+    return build_test_models(tmp_path_factory.mktemp("models"))

@@ -192,14 +192,7 @@ def test_server1_command_serves_healthz(tmp_path: Path, processes: list[subproce
     assert healthcheck(df, env, workdir) != 0  # a dead server is reported unhealthy
 
 
-@pytest.fixture(scope="module")
-def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.weights import build_test_models
-
-    return build_test_models(tmp_path_factory.mktemp("weights"))
-
-
-def test_server2_serve_answers_ping(tmp_path: Path, small_weights: Path, processes: list[subprocess.Popen]) -> None:
+def test_server2_serve_answers_ping(tmp_path: Path, test_models_dir: Path, processes: list[subprocess.Popen]) -> None:
     df = Dockerfile.read("Server2.Dockerfile")
     assert df.exec_form("CMD") == ["serve"]
     assert not df.all("ENTRYPOINT")  # SageMaker runs `docker run <image> serve`: serve must be the command
@@ -210,7 +203,7 @@ def test_server2_serve_answers_ping(tmp_path: Path, small_weights: Path, process
     bin_dir.mkdir()
     (bin_dir / Path(on_path).name).symlink_to(Path(target.replace(df.workdir(), str(workdir))))
     shared = tmp_path / "mnt-s3"
-    shutil.copytree(small_weights, shared / "models")  # MODELS_DIR unset: $SHARED_DIR/models
+    shutil.copytree(test_models_dir, shared / "models")  # MODELS_DIR unset: $SHARED_DIR/models
     port = free_port()
     env = image_env(df, workdir, bin_dir, SHARED_DIR=str(shared), SAGEMAKER_BIND_TO_PORT=str(port), YOLO_OFFLINE="1")
     assert env["MODELS_DIR"] == "" and env["DEVICE"] == "auto"
@@ -265,12 +258,12 @@ def bake_script(df: Dockerfile, weights: Path, models: Path) -> str:
 
 
 @pytest.mark.parametrize("bake", ["", "1", "0"])
-def test_bake_weights_build_arg(tmp_path: Path, small_weights: Path, bake: str) -> None:
+def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, bake: str) -> None:
     df = Dockerfile.read("Server2.Dockerfile")
     models = tmp_path / "opt-models"
     models.mkdir()
     result = subprocess.run(
-        ["sh", "-c", bake_script(df, small_weights, models)],
+        ["sh", "-c", bake_script(df, test_models_dir, models)],
         env={"BAKE_WEIGHTS": bake, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

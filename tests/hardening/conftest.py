@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,6 @@ from tests.hardening.support import TALLY
 # The lifecycle suite's fault-injecting proxy in front of moto's SageMaker API, reused as is.
 from tests.lifecycle.conftest import fault_proxy, make_endpoint, sagemaker  # noqa: F401
 from tests.server1.support import Server
-from tests.weights import build_test_models
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -21,12 +19,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("hardening: attacks tried / held / failed")
     for line in TALLY.lines():
         terminalreporter.write_line(line)
-
-
-@pytest.fixture(scope="session")
-def hardening_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Server2's four weight files, small (tests/weights.py), built once."""
-    return build_test_models(tmp_path_factory.mktemp("hardening-models"))
 
 
 @pytest.fixture(scope="module")

@@ -103,14 +103,14 @@ def s3(tmp_path: Path) -> Iterator[tuple[Forwarder, Moto, Path]]:
     moto.stop()
 
 
-def test_s3_stopped_and_restarted(s3, tmp_path: Path, hardening_models: Path, monkeypatch) -> None:
+def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, monkeypatch) -> None:
     area = "storage hiccup (S3)"
     forwarder, moto, recording = s3
     monkeypatch.setenv("AWS_ENDPOINT_URL", forwarder.url)
     shared = "s3://hiccup/shared"
     storage = open_storage(shared)
     set_settings(storage, QUICK, user="alice")
-    servers2 = Servers2(tmp_path, shared, hardening_models, POLL_SECONDS="0.3")
+    servers2 = Servers2(tmp_path, shared, test_models_dir, POLL_SECONDS="0.3")
     server2 = servers2.start()
     server1 = Server(shared, gunicorn=True, AWS_ENDPOINT_URL=forwarder.url).start()
     photo = valid()["photo.jpg"]

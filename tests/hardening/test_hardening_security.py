@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,23 +249,26 @@ def test_bob_never_gets_alices_bytes_or_files_outside_the_root(
 
     # 3. Symlinks planted in bob's folders, to alice's files and out of the root.
     links = _plant_symlinks(root, alice_files, outside)
-    for url in links:
-        answer = raw_get(server1.url, url.encode(), cookie)
-        held = answer.status_code in (404, 503) and not _leaks(answer.body, marks)
-        TALLY.check(area, f"symlink {url}", held, f"{answer.status_code} {answer.body[:100]!r}")
-    # Bob's own API answers must not be fed by the links either.
-    for url in ["/api/images", "/api/canvas", "/api/settings", "/api/status"]:
-        answer = raw_get(server1.url, url.encode(), cookie)
-        held = answer.status_code in (200, 503) and not _leaks(answer.body, marks)
-        TALLY.check(area, f"symlink-fed {url}", held, f"{answer.status_code} {answer.body[:200]!r}")
-    bob_album = bob.get(server1.url + "/api/images", timeout=10).json().get("images", [])
-    for image in bob_album:
-        for url in [image["original_url"], image["thumb_url"]] + [c["url"] for c in image["clippings"]]:
+    try:
+        for url in links:
             answer = raw_get(server1.url, url.encode(), cookie)
-            TALLY.check(area, f"bob's album link {url}", not _leaks(answer.body, marks), str(answer.status_code))
-    settings = bob.get(server1.url + "/api/settings", timeout=10).json().get("settings", {})
-    TALLY.check(area, "symlinked settings.json", settings.get("points_per_side") != 77, str(settings))
-    TALLY.note(area, f"{len(links)} symlinks planted in bob's folders (files, folders, /etc, outside the root)")
+            held = answer.status_code in (404, 503) and not _leaks(answer.body, marks)
+            TALLY.check(area, f"symlink {url}", held, f"{answer.status_code} {answer.body[:100]!r}")
+        # Bob's own API answers must not be fed by the links either.
+        for url in ["/api/images", "/api/canvas", "/api/settings", "/api/status"]:
+            answer = raw_get(server1.url, url.encode(), cookie)
+            held = answer.status_code in (200, 503) and not _leaks(answer.body, marks)
+            TALLY.check(area, f"symlink-fed {url}", held, f"{answer.status_code} {answer.body[:200]!r}")
+        bob_album = bob.get(server1.url + "/api/images", timeout=10).json().get("images", [])
+        for image in bob_album:
+            for url in [image["original_url"], image["thumb_url"]] + [c["url"] for c in image["clippings"]]:
+                answer = raw_get(server1.url, url.encode(), cookie)
+                TALLY.check(area, f"bob's album link {url}", not _leaks(answer.body, marks), str(answer.status_code))
+        settings = bob.get(server1.url + "/api/settings", timeout=10).json().get("settings", {})
+        TALLY.check(area, "symlinked settings.json", settings.get("points_per_side") != 77, str(settings))
+        TALLY.note(area, f"{len(links)} symlinks planted in bob's folders (files, folders, /etc, outside the root)")
+    finally:
+        shutil.rmtree(root / "bob")  # the links go (rmtree never follows them); bob starts clean again
     TALLY.assert_held(area, minimum=100)
 
 

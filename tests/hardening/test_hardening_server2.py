@@ -53,11 +53,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, hardening_models: Path) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, test_models_dir: Path) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("hardening-s2")
     shared = folder / "shared"
     storage = open_storage(str(shared))
-    servers = Servers2(folder, str(shared), hardening_models, POLL_SECONDS="0.2")
+    servers = Servers2(folder, str(shared), test_models_dir, POLL_SECONDS="0.2")
     found = Stack(folder, shared, storage, servers)
     found.current = servers.start()
     yield found
