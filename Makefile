@@ -9,10 +9,11 @@ REQS := requirements-server1.txt requirements-server2.txt requirements-server2-n
 
 .PHONY: run test lint bench venv chromium clean
 
+# ultralytics goes in without its dependencies (listed in requirements-server2.txt): it asks
+# for opencv-python, which would fight opencv-python-headless over cv2.
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-server1.txt -r requirements-server2.txt -r requirements-dev.txt
-	# ultralytics without its opencv-python dependency: one cv2 (headless) only.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-server2-nodeps.txt
 	touch $@
 
