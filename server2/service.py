@@ -100,11 +100,12 @@ class Service:
         from server2.models import Models, ModelsMissing, local_models_dir, pick_device
 
         retry = True
+        device: str | None = None
         while not self.stopping.is_set():
             if retry:
                 try:
                     storage = open_storage(self.config.shared_dir)
-                    device = pick_device(self.config.device)
+                    device = device or pick_device(self.config.device)  # decided (and logged) once
                     models = Models.load(local_models_dir(self.config.models_dir), device)
                 except (ModelsMissing, ConfigError, StorageError) as e:
                     self._set("error", f"{e} (trying again every {LOAD_RETRY_SECONDS:g} s)")
