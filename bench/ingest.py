@@ -33,7 +33,7 @@ def naive_ingest(storage: Storage, user: str, file_name: str, data: bytes) -> st
     resized = image.copy()
     resized.thumbnail((ingest.RESIZED_MAX, ingest.RESIZED_MAX), Image.Resampling.LANCZOS)
     thumb = resized.copy()
-    thumb.thumbnail((ingest.THUMB_MAX, ingest.THUMB_MAX), Image.Resampling.LANCZOS)
+    thumb.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX), Image.Resampling.LANCZOS)
     image_id = ingest.new_id(file_name)
     storage.write(layout.thumb(user, image_id), encode(thumb, "JPEG", quality=80))
     storage.write(layout.input_file(user, image_id, ".png"), encode(image, "PNG", optimize=True))

@@ -24,10 +24,11 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
+from studio import layout
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "stack.yaml"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-WEIGHT_FILES = ("vit_l.pth", "birefnet-dis.onnx", "yolov8n.pt", "yolov8n-seg.pt")
 IMAGES = {"server1": "Server1.Dockerfile", "server2": "Server2.Dockerfile"}
 WAIT = {"Delay": 15, "MaxAttempts": 480}  # stack waits: up to 2 hours (a first endpoint takes ~15 min)
 KEEP_IMAGES = 10  # per repository; older images are expired by an ECR lifecycle rule
@@ -108,10 +109,10 @@ def docker(*args: str, stdin: str | None = None) -> None:
 
 def stage_weights(source: Path) -> None:
     """Copy the four weight files into deploy/weights/, where Server2.Dockerfile bakes them."""
-    missing = [f for f in WEIGHT_FILES if not (source / f).is_file()]
+    missing = [f for f in layout.MODEL_FILES if not (source / f).is_file()]
     if missing:
         raise DeployError(f"--bake-weights {source}: missing {', '.join(missing)}")
-    for f in WEIGHT_FILES:
+    for f in layout.MODEL_FILES:
         target = WEIGHTS_DIR / f
         if not target.exists() or target.stat().st_size != (source / f).stat().st_size:
             shutil.copyfile(source / f, target)

@@ -39,7 +39,6 @@ FORMATS = {
 OPENERS = ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "HEIF"]  # Pillow opens MPO with its JPEG opener
 ACCEPTED = "JPEG, PNG, WebP, BMP, TIFF or HEIC/HEIF"
 RESIZED_MAX = 1024  # longest side of the work copy (DESIGN.md layout)
-THUMB_MAX = 320
 SHEET_PROBE_MAX = 512  # paper detection runs on a copy this small
 # EXIF orientation -> the transpose that makes the image upright.
 _ORIENTATION = {
@@ -66,7 +65,7 @@ class Prepared:
     original: bytes  # what goes under input/: the upload itself unless it was straightened
     ext: str  # extension of the original, from its content
     resized: bytes  # PNG, longest side <= RESIZED_MAX, upright
-    thumb: bytes  # JPEG, longest side <= THUMB_MAX
+    thumb: bytes  # JPEG, longest side <= layout.THUMB_MAX
     width: int  # of the upright original
     height: int
     straightened: bool
@@ -211,7 +210,7 @@ def prepare(data: bytes, max_pixels: int = 100_000_000, straighten_sheet: bool =
     except Exception:  # untrusted bytes: a decoder failure means a damaged file
         raise Rejected("the image is damaged or truncated and cannot be read") from None
     thumb = work.copy()
-    thumb.thumbnail((THUMB_MAX, THUMB_MAX), Image.Resampling.BILINEAR)
+    thumb.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX), Image.Resampling.BILINEAR)
     return Prepared(original, ext, _png(work), _jpeg(thumb, 80), width, height, corners is not None)
 
 

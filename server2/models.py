@@ -20,6 +20,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import torch  # noqa: E402  (torch before onnxruntime: its CUDA libraries are the ones onnxruntime finds)
 
+from studio import layout  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ SAM_DEFAULT = "vit_l"
 YOLO_DET = "yolov8n.pt"
 YOLO_SEG = "yolov8n-seg.pt"
 BIREFNET = "birefnet-dis.onnx"
-REQUIRED = (f"{SAM_DEFAULT}.pth", YOLO_DET, YOLO_SEG, BIREFNET)
 # SAM's prompt encoder and mask decoder are the same for every size.
 PROMPT_DIM = 256
 
@@ -80,7 +80,7 @@ def local_models_dir(models_dir: str, cache_dir: Path | None = None) -> Path:
     storage = open_storage(models_dir, check=False)  # reading is all this needs
     cache = cache_dir or Path(os.environ.get("MODELS_CACHE", "/tmp/sam-studio-models"))  # noqa: S108
     cache.mkdir(parents=True, exist_ok=True)
-    wanted = {*REQUIRED, *(f"{size}.pth" for size in SAM_SIZES)}
+    wanted = {*layout.MODEL_FILES, *(f"{size}.pth" for size in SAM_SIZES)}
     for entry in storage.list(""):
         target = cache / entry.name
         if entry.key not in wanted or target.exists():
@@ -213,7 +213,7 @@ class Models:
     @classmethod
     def load(cls, models_dir: Path, device: str) -> Models:
         models_dir = Path(models_dir)
-        missing = [name for name in REQUIRED if not (models_dir / name).is_file()]
+        missing = [name for name in layout.MODEL_FILES if not (models_dir / name).is_file()]
         if missing:
             raise ModelsMissing(missing, models_dir)
         from ultralytics import YOLO

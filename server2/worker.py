@@ -33,8 +33,6 @@ pillow_heif.register_heif_opener()  # originals may be HEIC/HEIF from phones
 # is what its flag records, so a file that is no image fails plainly.
 ultralytics_patches._pil_plugins_registered = True
 
-THUMB_SIZE = 256
-
 
 class BadImage(Exception):
     """The image cannot be decoded; the message says why in words."""
@@ -73,7 +71,7 @@ def png(image: Image.Image) -> bytes:
 
 def thumbnail(image: Image.Image) -> Image.Image:
     small = image.copy()
-    small.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    small.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX))
     return small
 
 

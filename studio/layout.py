@@ -15,6 +15,9 @@ MODELS = "models"
 # Server-private state (the generated SECRET_KEY, the watcher's memory); never a user.
 SYSTEM = ".studio"
 RESERVED = {MODELS, SYSTEM}
+# The weights every Server2 needs in models/ (vit_b.pth / vit_h.pth are optional extras).
+MODEL_FILES = ("vit_l.pth", "yolov8n.pt", "yolov8n-seg.pt", "birefnet-dis.onnx")
+THUMB_MAX = 320  # longest side of every image in output/thumbs (originals' and clippings')
 
 
 class BadName(ValueError):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from server2.pipeline import classify, clippings, detect, masks, refine, sam
 from studio.settings import DEFAULTS
@@ -74,8 +74,9 @@ def segment(
 ) -> Result:
     """Segment one image.
 
-    models: server2.models.Models. resized: the queued image (longest side <= 1024). original: the upload
-    (the resized image again when there is none). settings: the user's (studio.settings), missing keys
+    models: server2.models.Models. resized: the queued image (longest side <= 1024). original: the upload,
+    already upright (server2.worker.open_image applies its EXIF orientation), or the resized image
+    again when there is none. settings: the user's (studio.settings), missing keys
     take the defaults.
     Flags (defaults are the production pipeline; the benchmark turns them off for its naive baseline):
     shared_embedding: the automatic generator reuses the point prompts' image embedding (else SAM's
@@ -113,9 +114,8 @@ def segment(
     with timer("masks"):
         kept = masks.keep_masks(found, int(settings["min_area"]))
     with timer("clippings"):
-        full = ImageOps.exif_transpose(original)
         parts = clippings.select(kept, int(settings["min_area"]), int(settings["max_clippings"]))
-        cut = [Clipping(p.mask_index, p.component, *clippings.cut(full, p, rgb.size)) for p in parts]
+        cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
     method = "birefnet" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
     return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.deploy import WEIGHT_FILES
+from studio import layout
 from tests.conftest import REPO, free_port
 from tests.deploy.dockerfiles import Dockerfile
 
@@ -273,7 +273,7 @@ def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, bake: str
         assert (result.returncode, baked, df.env()["MODELS_DIR"]) == (0, [], "")
     elif bake == "1":
         assert result.returncode == 0, result.stderr
-        assert baked == sorted(WEIGHT_FILES)
+        assert baked == sorted(layout.MODEL_FILES)
         assert df.env({"BAKE_WEIGHTS": "1"})["MODELS_DIR"] == "/opt/models"
     else:
         assert result.returncode != 0

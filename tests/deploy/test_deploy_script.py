@@ -26,6 +26,7 @@ from cfnlint.decode import decode_str
 
 import deploy.deploy as deploy_module
 from deploy import teardown
+from studio import layout
 from tests.conftest import REPO
 
 NOT_IN_MOTO = {"AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint", "AWS::SageMaker::InferenceComponent"}
@@ -187,7 +188,7 @@ def test_bake_weights_needs_all_four_files(moto_server, moto_template, docker_lo
     weights.mkdir()
     (weights / "vit_l.pth").write_bytes(b"x")
     assert deploy_module.main(["--app", app, "--user1", "ann", "--bake-weights", str(weights)]) == 1
-    assert "missing birefnet-dis.onnx, yolov8n.pt, yolov8n-seg.pt" in capsys.readouterr().err
+    assert "missing yolov8n.pt, yolov8n-seg.pt, birefnet-dis.onnx" in capsys.readouterr().err
     assert docker_calls(docker_log) == []
 
 
@@ -197,11 +198,11 @@ def test_bake_weights_stages_them_and_sets_the_build_arg(
     weights, staged = tmp_path / "w", tmp_path / "staged"
     weights.mkdir()
     staged.mkdir()
-    for name in deploy_module.WEIGHT_FILES:
+    for name in layout.MODEL_FILES:
         (weights / name).write_bytes(name.encode())
     monkeypatch.setattr(deploy_module, "WEIGHTS_DIR", staged)
     assert deploy_module.main(["--app", app, "--user1", "ann", "--tag", "b1", "--bake-weights", str(weights)]) == 0
-    assert sorted(p.name for p in staged.iterdir()) == sorted(deploy_module.WEIGHT_FILES)
+    assert sorted(p.name for p in staged.iterdir()) == sorted(layout.MODEL_FILES)
     builds = [c["args"] for c in docker_calls(docker_log) if c["args"][0] == "build"]
     assert "BAKE_WEIGHTS=1" not in builds[0] and builds[1][-3:] == ["--build-arg", "BAKE_WEIGHTS=1", "."]
     assert teardown.main(["--app", app]) == 0

@@ -41,7 +41,7 @@ def test_large_jpeg_is_shrunk_to_1024_and_kept_as_uploaded() -> None:
     data = encode(photo(4000, 3000), "JPEG", quality=85)
     prepared = ingest.prepare(data)
     assert Image.open(io.BytesIO(prepared.resized)).size == (1024, 768)
-    assert max(Image.open(io.BytesIO(prepared.thumb)).size) == ingest.THUMB_MAX
+    assert max(Image.open(io.BytesIO(prepared.thumb)).size) == layout.THUMB_MAX
     assert prepared.original is data
     assert (prepared.width, prepared.height) == (4000, 3000)
 

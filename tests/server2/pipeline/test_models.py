@@ -11,7 +11,8 @@ import torch
 from rembg.sessions.birefnet_dis import BiRefNetSessionDIS
 from segment_anything import sam_model_registry
 
-from server2.models import REQUIRED, Models, ModelsMissing, build_sam, local_models_dir, pick_device, sam_config
+from server2.models import Models, ModelsMissing, build_sam, local_models_dir, pick_device, sam_config
+from studio import layout
 from studio.errors import ConfigError
 from tests.weights import TEST_SAM
 
@@ -60,8 +61,8 @@ def test_not_a_sam_checkpoint_is_refused() -> None:
 def test_missing_weights_are_named(tmp_path: Path, test_models_dir: Path) -> None:
     with pytest.raises(ModelsMissing) as empty:
         Models.load(tmp_path, "cpu")
-    assert empty.value.missing == list(REQUIRED)
-    for name in REQUIRED:
+    assert empty.value.missing == list(layout.MODEL_FILES)
+    for name in layout.MODEL_FILES:
         assert name in str(empty.value)
     for name in ("yolov8n.pt", "birefnet-dis.onnx"):
         shutil.copy(test_models_dir / name, tmp_path / name)
@@ -71,7 +72,7 @@ def test_missing_weights_are_named(tmp_path: Path, test_models_dir: Path) -> Non
 
 
 def test_other_sam_sizes_load_when_present_and_vit_l_stands_in(tmp_path: Path, test_models_dir: Path) -> None:
-    for name in REQUIRED:
+    for name in layout.MODEL_FILES:
         (tmp_path / name).symlink_to(test_models_dir / name)
     (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")
     models = Models.load(tmp_path, "cpu")
