@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             write_result(out / stem, path, original, result, models)
         except (OSError, BadImage) as e:
             failed.append(path)
-            tqdm.write(f"segment: {path}: skipped: {e.strerror if isinstance(e, OSError) and e.strerror else e}")
+            tqdm.write(
+                f"segment: {path}: skipped: {e.strerror if isinstance(e, OSError) and e.strerror else e}", sys.stderr
+            )
         except Exception as e:  # noqa: BLE001  (one bad image must not stop the rest)
             failed.append(path)
-            tqdm.write(f"segment: {path}: failed: {type(e).__name__}: {e}")
+            tqdm.write(f"segment: {path}: failed: {type(e).__name__}: {e}", sys.stderr)
     print(f"segment: {len(files) - len(failed)} of {len(files)} images done into {out}", file=sys.stderr)
     return 1 if failed else 0
