@@ -128,3 +128,12 @@ def official(name: str) -> ModelFile:
 
 def required_files(choice: ModelChoice, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[ModelFile]:
     return [official(name) for name in choice.files(sam_sizes)]
+
+
+def in_use() -> dict[str, str]:
+    """The configured models, by role, for the settings page ({"error": why} when misconfigured)."""
+    try:
+        choice = ModelChoice.from_env()
+    except ConfigError as e:
+        return {"error": str(e)}
+    return {"sam": choice.sam, "detect": choice.detect, "matte": choice.matte}

@@ -18,7 +18,7 @@ import pytest
 from server1.lifecycle import Lifecycle
 from server1.lifecycle.config import LifecycleConfig
 from server1.lifecycle.weights import ModelFile, Weights, model_files, read_manifest, settings_sam_sizes
-from studio import layout, settings
+from studio import layout, modelfiles, settings
 from studio.errors import ConfigError
 from studio.storage import FileStorage
 from tests.conftest import free_port
@@ -269,3 +269,14 @@ def test_a_missing_manifest_file_stops_start_up_with_a_clear_error(tmp_path, mon
     monkeypatch.setenv("MODEL_MANIFEST", str(tmp_path / "nope.json"))
     with pytest.raises(ConfigError, match="MODEL_MANIFEST .* cannot be read"):
         Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], config=LifecycleConfig.from_env())
+
+
+def test_the_settings_page_names_the_models_in_use(monkeypatch):
+    monkeypatch.setenv("DETECT_MODEL", "yolo11n.pt")
+    monkeypatch.setenv("MATTE_MODEL", "u2netp")
+    monkeypatch.setenv("SAM_MODEL", "vit_b")
+    assert modelfiles.in_use() == {"sam": "vit_b", "detect": "yolo11n.pt", "matte": "u2netp"}
+    monkeypatch.setenv("MATTE_MODEL", "nope")
+    assert modelfiles.in_use() == {
+        "error": "MATTE_MODEL must be one of " + ", ".join(modelfiles.MATTE) + ", got 'nope'"
+    }
