@@ -2,11 +2,12 @@
 
 segment() in SAM mode on a CPU, as Server2 runs it without a GPU: SAM vit_b (real shapes, random weights:
 speed does not depend on their values) with the CPU limits (server2.pipeline.CPU_LIMITS), the small test
-YOLO and matte models (a fraction of a second each; the real YOLO11n takes ~0.1 s). One thread per core.
+YOLO and matte models (a fraction of a second each; the real YOLO11n takes ~0.1 s). RUNS runs (1).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +33,7 @@ def main() -> None:
         models = Models.load(Path(folder), "cpu", ModelChoice(sam="vit_b"))
         photo = Image.fromarray(skimage.data.astronaut()).resize((1024, 1024))
         settings = {**DEFAULTS, "model_type": "vit_b", "mode": "sam"}
-        segment(models, photo.resize((256, 256)), photo.resize((256, 256)), settings)  # warm-up
-        for run in range(2):
+        for run in range(int(os.environ.get("RUNS", "1"))):
             started = time.perf_counter()
             result = segment(models, photo, photo, settings)
             print(

@@ -5,8 +5,9 @@
                      -> (drawing) matte, split per YOLO box (pipeline/matte.py) -> keep masks -> clippings
 
 settings["mode"] (auto | sam | birefnet) overrides the classification; "birefnet" is the matte path with
-whichever matting model MATTE_MODEL names. Without a GPU the SAM generator is limited (CPU_LIMITS). Masks are at the resized image's
-size; clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
+whichever matting model MATTE_MODEL names. Without a GPU the SAM generator is limited (CPU_LIMITS).
+Masks are at the resized image's size; clippings are cut from the original. The keyword flags exist for
+the benchmark's naive baseline.
 """
 
 from __future__ import annotations

@@ -76,26 +76,18 @@ def test_segment_writes_masks_clippings_and_a_record_and_skips_a_bad_file(
 
 def test_the_module_command_runs_and_says_what_is_missing(tmp_path: Path, test_models_dir: Path) -> None:
     shapes((200, 150)).save(tmp_path / "one.jpg")
-    command = [sys.executable, "-m", "server2", "segment", "--mode", "birefnet", "--out", str(tmp_path / "out")]
-    done = subprocess.run(
-        [*command, "--models", str(test_models_dir), str(tmp_path / "one.jpg")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    def segment(models: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "server2", "segment", "--mode", "birefnet", "--models", str(models)]
+        command += ["--out", str(tmp_path / "out"), str(tmp_path / "one.jpg")]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    done = segment(test_models_dir)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "one" / "mask-1.png").is_file()
     assert "1 of 1 images done" in done.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    missing = subprocess.run(
-        [*command, "--models", str(empty), str(tmp_path / "one.jpg")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    missing = segment(empty)
     assert missing.returncode == 2
     assert "model weights missing in" in missing.stderr and "yolov8n.pt" in missing.stderr
     assert "Traceback" not in missing.stderr
