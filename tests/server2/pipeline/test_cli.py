@@ -76,6 +76,7 @@ def test_segment_writes_masks_clippings_and_a_record_and_skips_a_bad_file(
 
 def test_the_module_command_runs_and_says_what_is_missing(tmp_path: Path, test_models_dir: Path) -> None:
     shapes((200, 150)).save(tmp_path / "one.jpg")
+
     def segment(models: Path) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "server2", "segment", "--mode", "birefnet", "--models", str(models)]
         command += ["--out", str(tmp_path / "out"), str(tmp_path / "one.jpg")]
