@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -295,7 +294,7 @@ def test_scanner_finds_pending_jobs(storage: Storage, clock: Clock) -> None:
     add_job(storage, "other", user="bob")
     storage.write(layout.resized_dir(USER) + "notes.txt", b"not a job")
     storage.write(layout.resized_dir(USER) + "bad..name.png", b"not a job")
-    storage.write(layout.model("vit_b.pth"), b"weights")
+    storage.write(f"{layout.MODELS}/vit_b.pth", b"weights")
     storage.write(layout.system("secret"), b"key")
     done = a.claim(USER, "done")
     assert a.complete(done, {})
@@ -372,7 +371,7 @@ def test_scanner_reads_a_final_status_once(tmp_path: Path, clock: Clock) -> None
     (a,) = workers(storage, clock, 1)
     for image_id in ["finished", "waiting"]:
         path = storage.local_path(add_job(storage, image_id))
-        os.utime(path, (time.time() - 60, time.time() - 60))  # an old job file
+        os.utime(path, (clock() - 60, clock() - 60))  # a job file older than FRESH_SECONDS by the jobs clock
     assert a.complete(a.claim(USER, "finished"), {})
     scanner = Scanner(a)
     assert scanner.pending(USER) == [("waiting", layout.resized(USER, "waiting"))]
