@@ -21,7 +21,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from studio import layout
+from studio import image_files, layout
 from studio.storage import Storage, StorageError
 
 pillow_heif.register_heif_opener()
@@ -38,7 +38,6 @@ FORMATS = {
 }
 OPENERS = ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "HEIF"]  # Pillow opens MPO with its JPEG opener
 ACCEPTED = "JPEG, PNG, WebP, BMP, TIFF or HEIC/HEIF"
-RESIZED_MAX = 1024  # longest side of the work copy (DESIGN.md layout)
 SHEET_PROBE_MAX = 512  # paper detection runs on a copy this small
 # EXIF orientation -> the transpose that makes the image upright.
 _ORIENTATION = {
@@ -64,7 +63,7 @@ class Rejected(ValueError):
 class Prepared:
     original: bytes  # what goes under input/: the upload itself unless it was straightened
     ext: str  # extension of the original, from its content
-    resized: bytes  # PNG, longest side <= RESIZED_MAX, upright
+    resized: bytes  # PNG, longest side <= layout.RESIZED_MAX, upright
     thumb: bytes  # JPEG, longest side <= layout.THUMB_MAX
     width: int  # of the upright original
     height: int
@@ -193,7 +192,7 @@ def prepare(data: bytes, max_pixels: int = 100_000_000, straighten_sheet: bool =
     ext = FORMATS[image.format]
     width, height = image.size
     try:
-        work = _decode(image, RESIZED_MAX)
+        work = _decode(image, layout.RESIZED_MAX)
         if image.getexif().get(0x0112) in (5, 6, 7, 8):
             width, height = height, width
         original = data
@@ -204,14 +203,12 @@ def prepare(data: bytes, max_pixels: int = 100_000_000, straighten_sheet: bool =
             full = _decode(_open(data, max_pixels), None)
             flat = straighten(full, corners * (full.width / work.width))
             original, ext, (width, height) = _jpeg(flat, 92), ".jpg", flat.size
-            work = _shrink(flat, RESIZED_MAX)
+            work = _shrink(flat, layout.RESIZED_MAX)
     except Rejected:
         raise
     except Exception:  # untrusted bytes: a decoder failure means a damaged file
         raise Rejected("the image is damaged or truncated and cannot be read") from None
-    thumb = work.copy()
-    thumb.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX), Image.Resampling.BILINEAR)
-    return Prepared(original, ext, _png(work), _jpeg(thumb, 80), width, height, corners is not None)
+    return Prepared(original, ext, _png(work), image_files.thumb_jpeg(work), width, height, corners is not None)
 
 
 def new_id(file_name: str) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from studio import images, layout, lease
+from studio import image_files, layout, lease
 from studio.layout import BadName
 from studio.storage import Entry, NotFound, Storage, StorageError
 
@@ -213,11 +213,11 @@ class Jobs:
 
     def delete_outputs(self, user: str, image_id: str) -> None:
         """Remove what a worker made for the image (not the original, resized copy or its thumbnail)."""
-        images.delete_outputs(self.storage, user, image_id)
+        image_files.delete_outputs(self.storage, user, image_id)
 
     def delete_image(self, user: str, image_id: str) -> None:
         """Remove every file of the image, the job file first so no worker picks it up again."""
-        images.delete(self.storage, user, image_id)
+        image_files.delete(self.storage, user, image_id)
 
 
 class Scanner:
