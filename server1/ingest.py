@@ -1,7 +1,7 @@
 """Upload ingest: check an uploaded file by its content and turn it into a job.
 
-`prepare` is pure (bytes in, bytes out); `store` writes the result with the layout's
-keys, the job file (resized/<id>.png) last. `ingest` does both; bench/ calls it in
+`prepare` is pure (bytes in, bytes out); `store` publishes the result through
+studio.image_files, the job file (resized/<id>.png) last. `ingest` does both; bench/ calls it in
 process. Speed matters here (a 12-MP JPEG in well under 250 ms on one core): JPEGs are
 decoded at a reduced scale (draft mode), the original is kept as uploaded rather than
 re-encoded, and PNGs are written with a low compression level.
@@ -9,7 +9,6 @@ re-encoded, and PNGs are written with a low compression level.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 import secrets
@@ -22,7 +21,7 @@ import pillow_heif
 from PIL import Image
 
 from studio import image_files, layout
-from studio.storage import Storage, StorageError
+from studio.storage import Storage
 
 pillow_heif.register_heif_opener()
 
@@ -225,26 +224,10 @@ def display_name(image_id: str) -> str:
 
 
 def store(storage: Storage, user: str, file_name: str, prepared: Prepared) -> str:
-    """Write thumbnail, original, then the job file; returns the new image id.
-
-    The thumbnail is created exclusively, which reserves the id: two uploads of the same
-    file name never share one. On a storage error nothing of the upload is left."""
-    for _ in range(8):
-        image_id = new_id(file_name)
-        if storage.create_exclusive(layout.thumb(user, image_id), prepared.thumb) is not None:
-            break
-    else:
-        raise StorageError("could not find a free image id")
-    written = [layout.thumb(user, image_id), layout.input_file(user, image_id, prepared.ext)]
-    try:
-        storage.write(written[1], prepared.original)
-        storage.write(layout.resized(user, image_id), prepared.resized)  # last: this is the job
-    except StorageError:
-        for key in written:
-            with contextlib.suppress(StorageError):  # storage may be down: the error above is the news
-                storage.delete(key)
-        raise
-    return image_id
+    """Publish the upload's files (studio.image_files.publish); returns the new image id."""
+    return image_files.publish(
+        storage, user, lambda: new_id(file_name), prepared.thumb, prepared.original, prepared.ext, prepared.resized
+    )
 
 
 def ingest(

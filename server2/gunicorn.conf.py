@@ -9,10 +9,10 @@ import os
 import signal
 from pathlib import Path
 
-from server2 import config
 from server2.config import HTTP_THREADS
+from server2.config import load as _load_config  # every module-level name here is read as a setting
 
-_config = config.load()  # the same Config the forked worker's create_app() uses: parsed once
+_config = _load_config()  # the same Config the forked worker's create_app() uses: parsed once
 
 bind = f"0.0.0.0:{_config.port}"
 workers = 1

@@ -1,4 +1,4 @@
-"""One image's files, for both servers: find, list, delete, thumbnails, and the URLs they are served at.
+"""One image's files, for both servers: publish, find, list, delete, thumbnails, and their URLs.
 
 The keys come from studio.layout (docs/architecture.md "Storage layout"); this module knows
 which of them belong to one image and how to find them with a listing of only that image's
@@ -8,12 +8,14 @@ job protocol (studio.jobs) all go through it.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Callable
 
 from PIL import Image
 
 from studio import layout
-from studio.storage import Entry, Storage
+from studio.storage import Entry, Storage, StorageError
 
 FILES_URL = "/files/"  # Server1's route serving the user's files (server1/files.py)
 THUMB_QUALITY = 80  # JPEG quality of an original's thumbnail
@@ -66,6 +68,31 @@ def job(storage: Storage, user: str, image_id: str) -> Entry | None:
 def has_thumb(storage: Storage, user: str, image_id: str) -> bool:
     """Is there a thumbnail of the original? (A job dropped into resized/ by other means has none.)"""
     return bool(files(storage, user, image_id, layout.output_dir(user, "thumbs"), clippings=False))
+
+
+# -- publishing an upload -------------------------------------------------------------------
+def publish(
+    storage: Storage, user: str, new_id: Callable[[], str], thumb: bytes, original: bytes, ext: str, resized: bytes
+) -> str:
+    """Write an upload's thumbnail, original, then its job file (resized/, last: that makes it
+    work); returns the image id. The thumbnail is created exclusively, which reserves the id
+    new_id() gave: two uploads never share one. On a storage error nothing of it is left."""
+    for _ in range(8):
+        image_id = new_id()
+        if storage.create_exclusive(layout.thumb(user, image_id), thumb) is not None:
+            break
+    else:
+        raise StorageError("could not find a free image id")
+    written = [layout.thumb(user, image_id), layout.input_file(user, image_id, ext)]
+    try:
+        storage.write(written[1], original)
+        storage.write(layout.resized(user, image_id), resized)
+    except StorageError:
+        for key in written:
+            with contextlib.suppress(StorageError):  # storage may be down: the error above is the news
+                storage.delete(key)
+        raise
+    return image_id
 
 
 # -- deleting --------------------------------------------------------------------------------

@@ -64,20 +64,13 @@ class Claim:
         return layout.staging(self.user, self.image_id, self.token)
 
 
+@dataclass(eq=False)
 class Jobs:
-    def __init__(
-        self,
-        storage: Storage,
-        owner: str,
-        lease_seconds: float = 120.0,
-        max_attempts: int = 3,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.storage = storage
-        self.owner = owner
-        self.lease_seconds = lease_seconds
-        self.max_attempts = max_attempts
-        self.clock = clock
+    storage: Storage
+    owner: str
+    lease_seconds: float = 120.0
+    max_attempts: int = 3
+    clock: Callable[[], float] = time.time
 
     # -- status records ----------------------------------------------------------
     def read_status(self, user: str, image_id: str) -> dict | None:

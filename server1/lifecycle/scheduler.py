@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from studio import layout, lease
 from studio.storage import Storage, StorageError
@@ -74,20 +75,18 @@ class Lease:
         self._version = None
 
 
+@dataclass(eq=False)
 class Scheduler:
     """Runs tick() (which returns the seconds until it wants to run again) while holding the lease."""
 
-    def __init__(
-        self, lease: Lease, tick: Callable[[], float], on_lead: Callable[[], None], standby_seconds: float
-    ) -> None:
-        self.lease = lease
-        self.tick = tick
-        self.on_lead = on_lead
-        self.standby_seconds = standby_seconds
-        self.leading = False
-        self.wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    lease: Lease
+    tick: Callable[[], float]
+    on_lead: Callable[[], None]
+    standby_seconds: float
+    leading: bool = field(default=False, init=False)
+    wake: threading.Event = field(default_factory=threading.Event, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
 
     def start(self) -> None:
         if self._thread is None:
