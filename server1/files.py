@@ -13,7 +13,7 @@ from flask import Blueprint, Response, abort, send_file
 
 from server1.responses import current_user
 from server1.services import services
-from studio import layout
+from studio import image_files, layout
 from studio.storage import NotFound, StorageError
 from studio.storage.base import check_key
 
@@ -36,7 +36,7 @@ def _served_folders(user: str) -> set[str]:
     return {layout.input_dir(user), layout.resized_dir(user)} | {layout.output_dir(user, k) for k in SERVED_KINDS}
 
 
-@bp.get("/files/<path:key>")
+@bp.get(image_files.FILES_URL + "<path:key>")
 def serve(key: str) -> Response:
     user = current_user()
     folder, _, name = key.rpartition("/")
