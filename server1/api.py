@@ -86,7 +86,7 @@ def delete(image_id: str) -> Response | tuple[Response, int]:
     image_id = _image_id(image_id)
     if not image_id or found.albums.find(user, image_id) == (None, None):
         return json_error("no such image", 404)
-    found.jobs.delete_image(user, image_id)
+    image_files.delete(found.storage, user, image_id)
     return jsonify(deleted=image_id)
 
 

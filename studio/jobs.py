@@ -174,7 +174,7 @@ class Jobs:
         if not self.renew(claim):
             self.storage.delete_prefix(claim.staging)
             return False
-        self.delete_outputs(claim.user, claim.image_id)
+        image_files.delete_outputs(self.storage, claim.user, claim.image_id)
         for src, dst in staged.items():
             self.storage.move(src, dst)
         self._finish(claim, "done", **fields)
@@ -203,14 +203,6 @@ class Jobs:
         self.write_status(user, image_id, "queued", 0)
         # Re-publish the job file: pollers that cached it as final see a new timestamp.
         self.storage.write(resized_key, self.storage.read(resized_key))
-
-    def delete_outputs(self, user: str, image_id: str) -> None:
-        """Remove what a worker made for the image (not the original, resized copy or its thumbnail)."""
-        image_files.delete_outputs(self.storage, user, image_id)
-
-    def delete_image(self, user: str, image_id: str) -> None:
-        """Remove every file of the image, the job file first so no worker picks it up again."""
-        image_files.delete(self.storage, user, image_id)
 
 
 class Scanner:
