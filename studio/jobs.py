@@ -209,8 +209,11 @@ class Scanner:
     """Finds unfinished jobs cheaply: one listing of a user's resized/ per call; a status
     record is read only for jobs not yet seen final (cached by the job file's mtime)."""
 
-    def __init__(self, jobs: Jobs) -> None:
+    def __init__(self, jobs: Jobs, storage_clock: Callable[[], float] = time.time) -> None:
         self.jobs = jobs
+        # Compared with the storage's file times, so the wall clock, not the Jobs clock (which
+        # times leases and may be simulated, as in the lifecycle's tests and bench/).
+        self.storage_clock = storage_clock
         self._final: dict[tuple[str, str], float] = {}
 
     def users(self) -> list[str]:
@@ -237,7 +240,7 @@ class Scanner:
             if self.jobs.is_final(user, image_id):
                 # S3 gives whole seconds: a retry that re-writes the job file within the same
                 # second would look unchanged, so only a job file older than that is cached.
-                if self.jobs.clock() - entry.mtime > FRESH_SECONDS:
+                if self.storage_clock() - entry.mtime > FRESH_SECONDS:
                     self._final[(user, image_id)] = entry.mtime
             else:
                 out.append((entry.mtime, image_id, entry))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -335,7 +336,7 @@ def test_scanner_reads_a_final_status_once(tmp_path: Path, clock: Clock) -> None
     (a,) = workers(storage, clock, 1)
     for image_id in ["finished", "waiting"]:
         path = storage.local_path(add_job(storage, image_id))
-        os.utime(path, (clock() - 60, clock() - 60))  # a job file older than FRESH_SECONDS by the jobs clock
+        os.utime(path, (time.time() - 60, time.time() - 60))  # an old job file
     assert a.complete(a.claim(USER, "finished"), {})
     scanner = Scanner(a)
     assert scanner.pending(USER) == [("waiting", layout.resized(USER, "waiting"))]
