@@ -72,11 +72,12 @@ def has_thumb(storage: Storage, user: str, image_id: str) -> bool:
 
 # -- publishing an upload -------------------------------------------------------------------
 def publish(
-    storage: Storage, user: str, new_id: Callable[[], str], thumb: bytes, original: bytes, ext: str, resized: bytes
+    storage: Storage, user: str, new_id: Callable[[], str], thumb: bytes, uploaded: bytes, ext: str, resized: bytes
 ) -> str:
-    """Write an upload's thumbnail, original, then its job file (resized/, last: that makes it
-    work); returns the image id. The thumbnail is created exclusively, which reserves the id
-    new_id() gave: two uploads never share one. On a storage error nothing of it is left."""
+    """Write an upload's thumbnail, the original as uploaded (input/<id><ext>), then its job
+    file (resized/, last: that makes it work); returns the image id. The thumbnail is created
+    exclusively, which reserves the id new_id() gave: two uploads never share one. On a
+    storage error nothing of it is left."""
     for _ in range(8):
         image_id = new_id()
         if storage.create_exclusive(layout.thumb(user, image_id), thumb) is not None:
@@ -85,7 +86,7 @@ def publish(
         raise StorageError("could not find a free image id")
     written = [layout.thumb(user, image_id), layout.input_file(user, image_id, ext)]
     try:
-        storage.write(written[1], original)
+        storage.write(written[1], uploaded)
         storage.write(layout.resized(user, image_id), resized)
     except StorageError:
         for key in written:
