@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -26,6 +27,15 @@ os.environ.update(
     AWS_REGION="us-east-1",
 )
 os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture
+def seed() -> int:
+    """The seed of a test's randomness: TEST_SEED if set (to replay a failure), else a fresh one.
+    Printed, so pytest shows it with a failing test's captured output."""
+    value = int(os.environ.get("TEST_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"random seed {value} (replay with TEST_SEED={value})")
+    return value
 
 
 def free_port() -> int:
