@@ -167,40 +167,56 @@ def test_cross_user_isolation_on_every_file_route(server: Server) -> None:
         assert bob.get(server.url + trick, timeout=10).status_code in (400, 404)
 
 
-def test_events_reach_every_stream_and_threads_end(server: Server) -> None:
-    session = server.login("alice")
-    image_id = post_file(session, server.url, "live.jpg", samples()["photo.jpg"]).json()["images"][0]["id"]
-    baseline = server.threads()
-    received: list[tuple[str, dict]] = []
-    streams = [session.get(server.url + "/events", stream=True, timeout=10) for _ in range(4)]
+class Streams:
+    """Open /events streams of one session, read by threads into one list of (event, data)."""
 
-    def read(response: requests.Response) -> None:
+    def __init__(self, server: Server, session: requests.Session, count: int) -> None:
+        self.received: list[tuple[str, dict]] = []
+        self.responses = [session.get(server.url + "/events", stream=True, timeout=10) for _ in range(count)]
+        for response in self.responses:
+            threading.Thread(target=self._read, args=(response,), daemon=True).start()
+        # The poller's first look ends with a status event: from then on, changes are events.
+        # Every stream is subscribed already (the GETs above returned).
+        wait_for(lambda: any(name == "status" for name, _ in self.received), 30, "the first status event")
+
+    def _read(self, response: requests.Response) -> None:
         event = None
         try:
             for line in response.iter_lines(decode_unicode=True):
                 if line.startswith("event: "):
                     event = line[7:]
                 elif line.startswith("data: ") and event:
-                    received.append((event, json.loads(line[6:])))
+                    self.received.append((event, json.loads(line[6:])))
         except (requests.RequestException, AttributeError, ValueError):
             pass  # the test closed the stream
 
-    readers = [threading.Thread(target=read, args=(s,), daemon=True) for s in streams]
-    for reader in readers:
-        reader.start()
-    # The poller's first look (the baseline the change is measured against) ends with a
-    # status event; every stream is subscribed already (the GETs above returned).
-    wait_for(lambda: any(name == "status" for name, _ in received), 30, "the first status event")
+    def close(self) -> None:
+        for response in self.responses:
+            response.close()
+
+
+def test_events_reach_every_stream_and_threads_end(server: Server) -> None:
+    session = server.login("alice")
+    image_id = post_file(session, server.url, "live.jpg", samples()["photo.jpg"]).json()["images"][0]["id"]
+    # gunicorn's thread pool keeps its threads: a first round grows it to what streams need.
+    warm_up = Streams(server, session, 4)
+    with_poller = server.threads()
+    warm_up.close()
+    wait_for(lambda: server.threads() < with_poller, 30, "the warm-up's poller to end")
+    baseline = server.threads()
+
+    streams = Streams(server, session, 4)
     finish_job(open_storage(server.env["SHARED_DIR"]), "alice", image_id)
 
     def done() -> list[dict]:
-        return [data for name, data in received if name == "image" and data["status"]["state"] == "done"]
+        return [data for name, data in streams.received if name == "image" and data["status"]["state"] == "done"]
 
     wait_for(lambda: len(done()) >= 4, 30, "a done event on each of the 4 streams")
-    assert len(done()) == 4, received
-    for stream in streams:
-        stream.close()
-    # Stream threads and the user's poller end at their next write/poll.
+    assert len(done()) == 4, streams.received
+    assert server.threads() > baseline  # the user's poller runs while streams are open
+    streams.close()
+    # The streams end at their next write (heartbeat) and the poller with the last of them;
+    # a stream left running would keep the poller, and so one thread more than the baseline.
     wait_for(lambda: server.threads() <= baseline, 30, f"threads back to {baseline}")
 
 
