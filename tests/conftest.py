@@ -52,7 +52,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or (gunicorn) its worker still booting
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
