@@ -52,8 +52,8 @@ def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_
         )
         go.touch()
         for t in threads:
-            t.join(150)
-        codes = [p.wait(150) for p in procs]
+            t.join(660)
+        codes = [p.wait(660) for p in procs]
     finally:
         go.touch()
         for p in procs:
