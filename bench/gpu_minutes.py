@@ -16,8 +16,8 @@ from pathlib import Path
 import boto3
 
 from bench.common import QUICK, Row, make_endpoint, moto, verdict
-from server1.lifecycle.scaler import BOTO_CONFIG
 from server1.lifecycle.simulate import example_trace, simulate_day
+from studio.sagemaker import BOTO_CONFIG
 
 DAY = 86400.0
 TAIL = 300.0
