@@ -146,7 +146,7 @@ class Lifecycle:
         if phase == "ready" and self._warming_since is not None:
             # The warm-up window counts from the moment the GPU serves, not from the login: a cold
             # start (instance, image pull, weights) can take longer than the window itself.
-            self._last_active = max(self._last_active or now, now)
+            self._last_active = max(self._last_active or now, now, login_at or now)  # login_at: after `now`
             self._warming_since = None
         if phase == "ready" and pending:
             self.watcher.invoke(pending)
