@@ -126,3 +126,12 @@ def test_a_login_landing_right_after_tick_reads_the_last_one_is_kept(storage, tm
     assert fake.desired == 1
     run_for(life, clock, 20)
     assert fake.desired == 0 and fake.updates[-1][0] >= late_login + 300
+
+
+def test_invocations_wait_longer_than_sagemakers_own_limit() -> None:
+    """SageMaker answers within 60 s; InvokeEndpoint's documentation asks clients for a 70 s socket
+    timeout, so an answer at 59 s is not cut off by our own client first."""
+    from server1.lifecycle.watcher import SageMakerInvoker
+
+    invoker = SageMakerInvoker("sam", "sam-server2")
+    assert invoker.client.meta.config.read_timeout >= 70
