@@ -72,7 +72,7 @@ from pathlib import Path
 start = time.monotonic()
 from server2.models import Models
 imported = time.monotonic()
-Models.load(Path(sys.argv[1]), "cpu")
+models = Models.load(Path(sys.argv[1]), "cpu")  # kept: RSS after loading counts it
 loaded = time.monotonic()
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("VmHWM", "VmRSS")))
 print(json.dumps({

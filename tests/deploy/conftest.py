@@ -10,28 +10,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 
-class QuotasHandler(BaseHTTPRequestHandler):
-    """ListServiceQuotas (awsJson1.1) answered from `server.quotas`; every request recorded."""
+class AwsJsonHandler(BaseHTTPRequestHandler):
+    """An AWS JSON-protocol (awsJson1.1) service: answer(target, body) gives each POST's reply."""
 
-    server: QuotasServer
-
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        target = self.headers.get("X-Amz-Target", "")
-        self.server.calls.append((target, body))
-        if target.endswith(".ListServiceQuotas") and body.get("ServiceCode") == "sagemaker":
-            status, answer = 200, {"Quotas": self.server.quotas}
-        else:
-            status, answer = 400, {"__type": "NoSuchResourceException", "message": f"not recorded: {target}"}
-        data = json.dumps(answer).encode()
+        status, payload = self.answer(self.headers.get("X-Amz-Target", ""), body)
+        data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/x-amz-json-1.1")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
+    def answer(self, target: str, body: dict) -> tuple[int, dict]:
+        raise NotImplementedError
+
     def log_message(self, *args: object) -> None:
         pass
+
+
+class QuotasHandler(AwsJsonHandler):
+    """ListServiceQuotas answered from `server.quotas`; every request recorded."""
+
+    server: QuotasServer
+
+    def answer(self, target: str, body: dict) -> tuple[int, dict]:
+        self.server.calls.append((target, body))
+        if target.endswith(".ListServiceQuotas") and body.get("ServiceCode") == "sagemaker":
+            return 200, {"Quotas": self.server.quotas}
+        return 400, {"__type": "NoSuchResourceException", "message": f"not recorded: {target}"}
 
 
 class QuotasServer(ThreadingHTTPServer):
