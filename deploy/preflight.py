@@ -101,13 +101,18 @@ def check_fit(instance_type: str, memory_mb: int) -> Check:
 
 
 def check_quota(session: boto3.Session, region: str, instance_type: str) -> Check:
-    """SageMaker's per-account quota "<instance type> for endpoint usage" (Service Quotas)."""
+    """SageMaker's per-account quota "<instance type> for endpoint usage" (Service Quotas): the applied
+    value, else AWS's default (ListServiceQuotas leaves out quotas whose applied value is not
+    available, e.g. never changed)."""
     name = f"{instance_type} for endpoint usage"
     try:
         client = session.client("service-quotas", region_name=region)
         quota = None
-        for page in client.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker"):
-            quota = next((q for q in page.get("Quotas", []) if q.get("QuotaName") == name), None)
+        for operation in ("list_service_quotas", "list_aws_default_service_quotas"):
+            for page in client.get_paginator(operation).paginate(ServiceCode="sagemaker"):
+                quota = next((q for q in page.get("Quotas", []) if q.get("QuotaName") == name), None)
+                if quota:
+                    break
             if quota:
                 break
     except (ClientError, BotoCoreError) as e:

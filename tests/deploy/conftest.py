@@ -39,6 +39,8 @@ class QuotasHandler(AwsJsonHandler):
         self.server.calls.append((target, body))
         if target.endswith(".ListServiceQuotas") and body.get("ServiceCode") == "sagemaker":
             return 200, {"Quotas": self.server.quotas}
+        if target.endswith(".ListAWSDefaultServiceQuotas") and body.get("ServiceCode") == "sagemaker":
+            return 200, {"Quotas": self.server.defaults}
         return 400, {"__type": "NoSuchResourceException", "message": f"not recorded: {target}"}
 
 
@@ -46,7 +48,8 @@ class QuotasServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), QuotasHandler)
         self.calls: list[tuple[str, dict]] = []
-        self.quotas: list[dict] = []
+        self.quotas: list[dict] = []  # applied values (ListServiceQuotas)
+        self.defaults: list[dict] = []  # AWS's defaults (ListAWSDefaultServiceQuotas)
 
     def set_quota(self, instance_type: str, value: float) -> None:
         self.quotas = [

@@ -72,6 +72,13 @@ def test_zero_quota_says_how_to_ask_for_more(moto_server, quotas, docker_ok, cap
     assert "request-service-quota-increase --region us-east-1 --service-code sagemaker --quota-code L-1234ABCD" in line
 
 
+def test_a_quota_never_changed_is_read_from_the_defaults(moto_server, quotas, docker_ok, capsys) -> None:
+    quotas.defaults, quotas.quotas = quotas.quotas, []  # ListServiceQuotas leaves it out
+    assert preflight.main(["--region", "us-east-1"]) == 0
+    assert "ml.g4dn.xlarge for endpoint usage: 1" in rows(capsys.readouterr().out)["GPU quota"]
+    assert [c[0].split(".")[1] for c in quotas.calls] == ["ListServiceQuotas", "ListAWSDefaultServiceQuotas"]
+
+
 def test_instance_type_without_a_quota_is_not_offered_there(moto_server, quotas, docker_ok, capsys) -> None:
     quotas.set_quota("ml.g5.xlarge", 2.0)  # nothing for ml.g6.xlarge
     assert preflight.main(["--region", "us-east-1", "--instance-type", "ml.g6.xlarge"]) == 1
