@@ -1,4 +1,4 @@
-"""Figure 4: GPU-on minutes of a simulated day through the real scaler (server1.lifecycle.simulate).
+"""Figure 4: GPU-on minutes of a simulated day through the real scaler (bench/simulate.py).
 
 The lifecycle's own simulated day: its example trace of logins and upload bursts drives the
 real Lifecycle and Scaler against a SageMaker endpoint on the moto server, with an injected
@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 
 from bench.common import QUICK, Row, make_endpoint, moto, verdict
-from server1.lifecycle.simulate import example_trace, simulate_day
+from bench.simulate import example_trace, simulate_day
 from studio.sagemaker import BOTO_CONFIG
 
 DAY = 86400.0

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from server2 import gpu_check, service
+from server2.config import Config
 from server2.gpu_check import GpuFacts, GpuUnavailable
-from server2.service import Config, Service
+from server2.service import Service
 from tests.server2.serving.support import Servers
 
 OLD_HOST = GpuFacts(
