@@ -9,8 +9,15 @@
 # CUDA 13 runtime, cuBLAS, cuFFT, cuRAND and cuDNN 9 that onnxruntime-gpu 1.31.1 (built for
 # CUDA 13 + cuDNN 9) also needs. LD_LIBRARY_PATH points the loader at those wheel folders
 # (server2/models.py also calls onnxruntime.preload_dlls()). The host supplies only the driver
-# (libcuda.so.1), which the NVIDIA container runtime mounts on SageMaker's GPU instances.
+# (libcuda.so.1), which the NVIDIA container runtime mounts on SageMaker's GPU instances: a driver
+# new enough for CUDA 13 (580+) comes only with the host image deploy/host_image.py chooses.
 FROM python:3.11-slim-bookworm
+
+# The CUDA this image is built for: torch 2.14.1's default PyPI wheels (cu130) and onnxruntime-gpu's
+# CUDA 13 build. The one place it is written; deploy/host_image.py reads it to choose the host image
+# (InferenceAmiVersion) whose NVIDIA driver runs it, and a test fails when the two disagree.
+ARG CUDA_MAJOR=13
+ARG CUDA_MINOR=0
 
 # Empty: weights stay in shared storage (MODELS_DIR defaults to $SHARED_DIR/models).
 # 1: copy deploy/weights/* into /opt/models and use them (not /opt/ml/model: SageMaker mounts
@@ -25,7 +32,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SHARED_DIR=/mnt/s3 \
     MODELS_DIR=${BAKE_WEIGHTS:+/opt/models} \
     DEVICE=auto \
-    LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cu13/lib:/usr/local/lib/python3.11/site-packages/nvidia/cudnn/lib \
+    SERVER2_CUDA=${CUDA_MAJOR}.${CUDA_MINOR} \
+    LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cu${CUDA_MAJOR}/lib:/usr/local/lib/python3.11/site-packages/nvidia/cudnn/lib \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 

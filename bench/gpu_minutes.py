@@ -17,7 +17,7 @@ import boto3
 
 from bench.common import QUICK, Row, make_endpoint, moto, verdict
 from bench.simulate import example_trace, simulate_day
-from server1.lifecycle.scaler import BOTO_CONFIG
+from studio.sagemaker import BOTO_CONFIG
 
 DAY = 86400.0
 TAIL = 300.0

@@ -24,9 +24,9 @@ import boto3
 from bench.albums import populate
 from bench.common import QUICK, CountingProxy, Row, make_endpoint, moto, new_bucket, reps, verdict
 from server1.lifecycle import Lifecycle, LifecycleConfig
-from server1.lifecycle.scaler import BOTO_CONFIG
 from studio import layout
 from studio.jobs import FRESH_SECONDS
+from studio.sagemaker import BOTO_CONFIG
 from studio.storage import Storage
 from studio.storage.s3 import CLIENT_CONFIG, S3Storage
 

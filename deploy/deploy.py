@@ -2,7 +2,9 @@
 
     python -m deploy.deploy --user1 ann [--user2 bob] [--region eu-west-1] [--certificate-arn ARN]
 
-Steps: (1) create the ECR repositories `<app>-server1` / `<app>-server2` if missing; (2) docker
+Steps: (0) the preflight checks (deploy/preflight.py: credentials, region, GPU quota, Docker with
+BuildKit, instance type / host image / CUDA), stopping before anything is created when one fails;
+(1) create the ECR repositories `<app>-server1` / `<app>-server2` if missing; (2) docker
 build and push both images with one new tag; (3) create the stack deploy/stack.yaml, or update it
 (new images, new parameters); (4) print the URL and how to read the generated passwords.
 Credentials and region come from the standard AWS chain (AWS_PROFILE, AWS_REGION, ...).
@@ -24,6 +26,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
+from deploy import preflight
 from studio import layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,7 +160,8 @@ def stack_parameters(args: argparse.Namespace, images: list[Image], vpc: str, su
         "AllowedCidr": args.allowed_cidr,
         "CertificateArn": args.certificate_arn,
         "InstanceType": args.instance_type,
-        "InitialCopyCount": str(args.initial_copies),
+        "MinInstanceCount": str(args.min_instances),
+        "MemoryReservationMb": str(args.memory_reservation_mb),
         "ScaleDownAfterSeconds": str(args.scale_down_after),
         "AppUser1": args.user1,
         "AppUser2": args.user2,
@@ -175,10 +179,28 @@ def stack_status(cfn, stack: str) -> str | None:
         raise
 
 
+# AWS refusals seen on real accounts, and what to do about each.
+ADVICE = {
+    "Min instance count needs to be greater than 0": (
+        "this region refuses MinInstanceCount 0 for managed instance scaling: deploy to another region, or "
+        "pass --min-instances 1 (one GPU instance then runs, and is billed, around the clock)"
+    ),
+    "not enough hardware resources": (
+        "the inference component does not fit the instance: pass a smaller --memory-reservation-mb "
+        "(see python -m deploy.measure_startup) or a larger --instance-type"
+    ),
+    "ResourceLimitExceeded": (
+        "the account's quota for this instance type is too low: see python -m deploy.preflight for the request"
+    ),
+}
+
+
 def failure_reasons(cfn, stack: str) -> str:
     events = cfn.describe_stack_events(StackName=stack)["StackEvents"]
     failed = [e for e in events if e["ResourceStatus"].endswith("_FAILED") and e.get("ResourceStatusReason")]
-    return "; ".join(f"{e['LogicalResourceId']}: {e['ResourceStatusReason']}" for e in failed[:5]) or "see the console"
+    reasons = [f"{e['LogicalResourceId']}: {e['ResourceStatusReason']}" for e in failed[:5]]
+    advice = [fix for cause, fix in ADVICE.items() if any(cause in r for r in reasons)]
+    return "; ".join(reasons + [f"what to do: {a}" for a in advice]) or "see the console"
 
 
 def deploy_stack(cfn, stack: str, parameters: list[dict]) -> dict[str, str]:
@@ -216,7 +238,10 @@ def aws_session(region: str | None) -> boto3.Session:
     """--region, else AWS_REGION (boto3 itself reads only AWS_DEFAULT_REGION), else the profile's."""
     session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
     if session.region_name is None:
-        raise DeployError("no AWS region: pass --region or set AWS_REGION")
+        raise DeployError(
+            "no AWS region: pass --region (a region with SageMaker GPU endpoints, e.g. --region eu-west-1), "
+            "set AWS_REGION, or set one in your profile (aws configure set region eu-west-1)"
+        )
     return session
 
 
@@ -231,7 +256,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--allowed-cidr", default="0.0.0.0/0", help="who may reach the web app")
     p.add_argument("--vpc-id", help="VPC (default: the default VPC)")
     p.add_argument("--subnets", help="comma-separated public subnets in two zones (default: the default VPC's)")
-    p.add_argument("--initial-copies", type=int, choices=(0, 1), default=1, help="start the GPU once on deploy")
+    p.add_argument(
+        "--min-instances",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="fewest GPU instances; 1 only where a region refuses 0 (the GPU then bills around the clock)",
+    )
+    p.add_argument(
+        "--memory-reservation-mb",
+        type=int,
+        default=preflight.DEFAULT_MEMORY_MB,
+        help="host memory reserved for Server2 (measured: python -m deploy.measure_startup)",
+    )
     p.add_argument("--scale-down-after", type=int, default=300, help="idle seconds before the GPU goes to zero")
     p.add_argument("--versioning", action="store_true", help="keep old object versions in the bucket")
     p.add_argument("--tag", help="image tag (default: time + git commit)")
@@ -249,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         session = aws_session(args.region)
+        if not preflight.preflight(
+            session.region_name, args.instance_type, args.memory_reservation_mb, build=not args.skip_build
+        ):
+            raise DeployError("the preflight checks above failed; nothing was created")
         account = session.client("sts").get_caller_identity()["Account"]
         print(f"deploying {args.app} to account {account}, region {session.region_name}")
         ecr = session.client("ecr")

@@ -24,10 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import boto3
-from botocore.config import Config
-
-from studio.config import env_float, env_str
+from studio.config import env_float
+from studio.sagemaker import endpoint_api_from_env
 
 log = logging.getLogger(__name__)
 
@@ -102,26 +100,9 @@ class IdleGuard:
 
 
 def scale_down_from_env() -> Callable[[], None] | None:
-    """The scale-to-zero call for SAGEMAKER_INFERENCE_COMPONENT, else for the variant
-    SAGEMAKER_VARIANT of SAGEMAKER_ENDPOINT; None when neither is configured (local mode)."""
-    component = env_str("SAGEMAKER_INFERENCE_COMPONENT")
-    endpoint = env_str("SAGEMAKER_ENDPOINT")
-    if not component and not endpoint:
+    """Setting this deployment's endpoint to zero (studio.sagemaker: the inference component's copy
+    count, else the variant's instance count); None when neither is configured (local mode)."""
+    api = endpoint_api_from_env()
+    if api is None:
         return None
-    client = boto3.client("sagemaker", config=Config(retries={"mode": "adaptive", "max_attempts": 5}))
-    if component:
-
-        def scale_component() -> None:
-            client.update_inference_component_runtime_config(
-                InferenceComponentName=component, DesiredRuntimeConfig={"CopyCount": 0}
-            )
-
-        return scale_component
-    variant = env_str("SAGEMAKER_VARIANT", "AllTraffic")
-
-    def scale_variant() -> None:
-        client.update_endpoint_weights_and_capacities(
-            EndpointName=endpoint, DesiredWeightsAndCapacities=[{"VariantName": variant, "DesiredInstanceCount": 0}]
-        )
-
-    return scale_variant
+    return lambda: api.set_count(0)

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402  (torch before onnxruntime: its CUDA libraries are the ones onnxruntime finds)
 from PIL import Image  # noqa: E402
 
+from server2 import gpu_check  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402
 from studio.modelfiles import SAM_SIZES, ModelChoice  # noqa: E402
 
@@ -50,9 +51,8 @@ def pick_device(requested: str) -> str:
     requested = (requested or "auto").strip().lower()
     if requested not in ("auto", "cuda", "cpu"):
         raise ConfigError(f"DEVICE must be auto, cuda or cpu, got {requested!r}")
+    gpu_check.check(requested)  # a GPU that is required but not usable: GpuUnavailable, said once
     has_cuda = torch.cuda.is_available()
-    if requested == "cuda" and not has_cuda:
-        raise ConfigError("DEVICE=cuda but torch sees no CUDA device")
     device = "cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu"
     detail = torch.cuda.get_device_name(0) if device == "cuda" else "no CUDA device" if not has_cuda else "by request"
     log.info("device: %s (%s; DEVICE=%s)", device, detail, requested)

@@ -4,7 +4,8 @@ One Service lives in the gunicorn worker process (server2.app's create_app makes
 there, so each worker process loads the models once). It opens
 the storage and loads the models in a thread, so /ping can answer 503 with the reason until
 everything is ready; a missing weight file or unreachable storage is retried (Server1 may still
-be downloading the weights), any other loading error is final and shown by /ping.
+be downloading the weights), any other loading error is final and shown by /ping, as is a GPU
+that is required but not usable (server2/gpu_check.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from server2.config import Config
 from server2.dispatch import Dispatcher
+from server2.gpu_check import GpuUnavailable
 from server2.idle_guard import IdleGuard
 from server2.outcome import Stopping
 from studio.errors import ConfigError
@@ -71,6 +73,9 @@ class Service:
                     storage = open_storage(self.config.shared_dir)
                     device = device or pick_device(self.config.device)  # decided (and logged) once
                     models = Models.load(local_models_dir(self.config.models_dir), device)
+                except GpuUnavailable as e:  # cannot heal in this container: say so once, stop trying
+                    self._set("error", str(e))
+                    retry = False
                 except (ModelsMissing, ConfigError, StorageError) as e:
                     self._set("error", f"{e} (trying again every {LOAD_RETRY_SECONDS:g} s)")
                 except Exception as e:

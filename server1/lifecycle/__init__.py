@@ -2,7 +2,8 @@
 
 One process of the deployment leads (scheduler.Lease); its scheduler thread runs tick()
 every QUEUE_POLL_SECONDS: scan every user's resized/, keep the GPU wanted while work is
-pending and for SCALE_DOWN_AFTER_SECONDS after the last of it (or after a login), step
+pending and for SCALE_DOWN_AFTER_SECONDS after the last of it (after a login: from the moment
+the GPU is ready, however long its cold start takes), step
 the scaler towards that, and invoke the endpoint for new jobs once it serves. While the
 GPU is off and nothing happens it looks every IDLE_POLL_FACTOR x QUEUE_POLL_SECONDS: a
 cold start takes minutes anyway, and logins and uploads wake it at once. The leader
@@ -21,18 +22,21 @@ import time
 import uuid
 from collections.abc import Callable
 
-from server1.lifecycle import scaler as scaling
 from server1.lifecycle.config import LifecycleConfig
+from server1.lifecycle.scaler import Scaler
 from server1.lifecycle.scheduler import Lease, Scheduler
 from server1.lifecycle.watcher import HttpInvoker, Invoker, SageMakerInvoker, Watcher
 from server1.lifecycle.weights import Weights, model_files, settings_sam_sizes
-from studio import layout
+from studio import layout, sagemaker
 from studio.jobs import iso
 from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_FACTOR = 4
+# A login keeps the GPU wanted until it is ready, for at most this long: provisioning, the image
+# pull and the container's start-up health check (deploy/stack.yaml StartupTimeoutSeconds) together.
+MAX_WARMING_SECONDS = 1800.0
 NUDGE_SECONDS = 600.0  # how long a standby process keeps asking for the GPU after a login/upload
 STATUS_CACHE_SECONDS = 2.0
 
@@ -59,16 +63,11 @@ class Lifecycle:
             model_files(cfg.model_manifest, cfg.model_base_url, settings_sam_sizes(storage, users)),
             cfg.skip_model_download,
         )
-        self.scaler: scaling.Scaler | None = None
-        self.endpoint_api: scaling.EndpointApi | None = None
+        self.scaler: Scaler | None = None
         invoker: Invoker | None = None
-        if cfg.endpoint:
-            client = sagemaker_client or scaling.sagemaker_client()
-            if cfg.inference_component:
-                self.endpoint_api = scaling.ComponentApi(client, cfg.inference_component)
-            else:
-                self.endpoint_api = scaling.VariantApi(client, cfg.endpoint, cfg.variant)
-            self.scaler = scaling.Scaler(self.endpoint_api, clock, cfg.poll_seconds)
+        self.endpoint_api = sagemaker.endpoint_api(cfg.endpoint, cfg.inference_component, cfg.variant, sagemaker_client)
+        if self.endpoint_api is not None:
+            self.scaler = Scaler(self.endpoint_api, clock, cfg.poll_seconds)
             invoker = SageMakerInvoker(cfg.endpoint, cfg.inference_component, runtime_client)
         elif cfg.inference_url:
             invoker = HttpInvoker(cfg.inference_url)
@@ -77,7 +76,9 @@ class Lifecycle:
         self.scheduler = Scheduler(self.lease, self.tick, self.weights.start, lease_seconds / 2)
         self._status_key = layout.system("lifecycle-status.json")
         self._last_active: float | None = None
-        self._login_at: float | None = None
+        self._login_lock = threading.Lock()  # notify_login (request threads) vs tick (scheduler)
+        self._login_at: float | None = None  # the latest login tick() has not taken yet
+        self._warming_since: float | None = None  # a login waits for the GPU to be ready since then
         self._status = "off" if self.scaler else "ready"
         self._published: dict | None = None
         self._view: dict = {}
@@ -98,7 +99,8 @@ class Lifecycle:
 
     def notify_login(self) -> None:
         """A user logged in: bring the endpoint up."""
-        self._login_at = self.clock()
+        with self._login_lock:
+            self._login_at = self.clock()
         self._wake()
 
     def notify_work(self) -> None:
@@ -123,18 +125,31 @@ class Lifecycle:
         cfg = self.config
         now = self.clock()
         pending = self.watcher.scan()
-        if self._login_at is not None:
-            self._last_active = max(self._last_active or self._login_at, self._login_at)
-            self._login_at = None
+        with self._login_lock:
+            login_at, self._login_at = self._login_at, None
+        if login_at is not None and self._warming_since is None:
+            self._warming_since = login_at
+        if self._warming_since is not None and now - self._warming_since >= MAX_WARMING_SECONDS:
+            waited = now - self._warming_since
+            log.warning("the GPU is not ready %.0f s after a login; no longer keeping it up for that login", waited)
+            self._warming_since = None
         if pending:
             self._last_active = now
-        want = int(self._last_active is not None and now - self._last_active < cfg.scale_down_after)
+        want = int(
+            self._warming_since is not None
+            or (self._last_active is not None and now - self._last_active < cfg.scale_down_after)
+        )
         if self.scaler is None:
             phase = "ready"
         else:
             if self.scaler.step(want):
                 self._last_active, want = now, 1
             phase = self.scaler.phase(want)
+        if phase == "ready" and self._warming_since is not None:
+            # The warm-up window counts from the moment the GPU serves, not from the login: a cold
+            # start (instance, image pull, weights) can take longer than the window itself.
+            self._last_active = max(self._last_active or now, now, login_at or now)  # login_at: after `now`
+            self._warming_since = None
         if phase == "ready" and pending:
             self.watcher.invoke(pending)
         self._status = "busy" if phase == "ready" and pending else phase
@@ -188,7 +203,7 @@ class Lifecycle:
     def _ask_for_gpu(self) -> None:
         """A standby's login/upload: ask AWS for the GPU until it is wanted (the leader then keeps it)."""
         assert self.endpoint_api is not None
-        nudger = scaling.Scaler(self.endpoint_api, time.time, self.config.poll_seconds)
+        nudger = Scaler(self.endpoint_api, time.time, self.config.poll_seconds)
         deadline = time.monotonic() + NUDGE_SECONDS
         while time.monotonic() < deadline and not self._stopping.is_set():
             nudger.step(1)

@@ -1,16 +1,10 @@
 """Scaling the SageMaker endpoint between 0 and 1: a small state machine over what AWS reports.
 
-Each step reads the endpoint's real state (DescribeEndpoint, or DescribeInferenceComponent),
-never sends an update while it is in a transition (Creating, Updating, ...), and sends at
-most one update towards the wanted count. Any fault only delays the next step (with a
-growing pause on top of boto3's own adaptive retries), so the machine converges once AWS
-answers again. Two ways to scale, by what the deployment created:
-
-- an inference component (SAGEMAKER_INFERENCE_COMPONENT): DesiredCopyCount 0/1 through
-  UpdateInferenceComponentRuntimeConfig; with managed instance scaling MinInstanceCount 0
-  the instances follow the copies down to zero. This is what can really reach zero.
-- a plain variant: DesiredInstanceCount through UpdateEndpointWeightsAndCapacities. AWS
-  refuses 0 for a real-time variant; that refusal is reported, not swallowed.
+Each step reads the endpoint's real state (studio.sagemaker: DescribeEndpoint, or
+DescribeInferenceComponent), never sends an update while it is in a transition (Creating,
+Updating, ...), and sends at most one update towards the wanted count. Any fault only delays the
+next step (with a growing pause on top of boto3's own adaptive retries), so the machine converges
+once AWS answers again. A plain variant's refusal to go to zero is reported, not swallowed.
 """
 
 from __future__ import annotations
@@ -18,92 +12,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from studio.sagemaker import TRANSITIONS, Capacity, EndpointApi, NoSuchVariant
 
 log = logging.getLogger(__name__)
 
-# boto3's adaptive mode: exponential backoff on throttling/5xx plus client-side rate limiting.
-BOTO_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 6}, connect_timeout=5, read_timeout=30)
-TRANSITIONS = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 REFRESH_SECONDS = 120.0  # re-read a settled endpoint this often (it can change behind our back)
 MAX_PAUSE_SECONDS = 60.0  # longest pause between steps after repeated faults
 REFUSAL_RETRY_SECONDS = 3600.0  # after AWS refused scale-to-zero, try again this much later
-
-
-class ScalerError(Exception):
-    """The endpoint is not what the configuration says (no such variant, ...)."""
-
-
-@dataclass(frozen=True)
-class Capacity:
-    state: str  # EndpointStatus or InferenceComponentStatus
-    desired: int
-    current: int
-
-    @property
-    def up(self) -> bool:
-        return self.state == "InService" and self.current >= 1 and self.desired >= 1
-
-
-class EndpointApi(Protocol):
-    target: str  # e.g. "variant 'AllTraffic' of endpoint 'sam'" for messages
-    can_refuse_zero: bool
-
-    def describe(self) -> Capacity: ...
-
-    def set_count(self, count: int) -> None: ...
-
-
-def sagemaker_client() -> object:
-    return boto3.client("sagemaker", config=BOTO_CONFIG)
-
-
-class VariantApi:
-    can_refuse_zero = True
-
-    def __init__(self, client: object, endpoint: str, variant: str) -> None:
-        self.client, self.endpoint, self.variant = client, endpoint, variant
-        self.target = f"variant {variant!r} of endpoint {endpoint!r}"
-
-    def describe(self) -> Capacity:
-        answer = self.client.describe_endpoint(EndpointName=self.endpoint)
-        for v in answer.get("ProductionVariants", []):
-            if v.get("VariantName") == self.variant:
-                current = int(v.get("CurrentInstanceCount", 0))
-                return Capacity(answer["EndpointStatus"], int(v.get("DesiredInstanceCount", current)), current)
-        if answer["EndpointStatus"] in TRANSITIONS:  # variants are listed once it is in service
-            return Capacity(answer["EndpointStatus"], 0, 0)
-        raise ScalerError(f"endpoint {self.endpoint!r} has no variant {self.variant!r} (check SAGEMAKER_VARIANT)")
-
-    def set_count(self, count: int) -> None:
-        self.client.update_endpoint_weights_and_capacities(
-            EndpointName=self.endpoint,
-            DesiredWeightsAndCapacities=[{"VariantName": self.variant, "DesiredInstanceCount": count}],
-        )
-
-
-class ComponentApi:
-    can_refuse_zero = False
-
-    def __init__(self, client: object, component: str) -> None:
-        self.client, self.component = client, component
-        self.target = f"inference component {component!r}"
-
-    def describe(self) -> Capacity:
-        answer = self.client.describe_inference_component(InferenceComponentName=self.component)
-        runtime = answer.get("RuntimeConfig", {})
-        current = int(runtime.get("CurrentCopyCount", 0))
-        return Capacity(answer["InferenceComponentStatus"], int(runtime.get("DesiredCopyCount", current)), current)
-
-    def set_count(self, count: int) -> None:
-        self.client.update_inference_component_runtime_config(
-            InferenceComponentName=self.component, DesiredRuntimeConfig={"CopyCount": count}
-        )
 
 
 def _describe_error(e: Exception) -> str:
@@ -146,7 +64,7 @@ class Scaler:
         ):
             try:
                 cap = self._describe(now)
-            except (ClientError, BotoCoreError, ScalerError) as e:
+            except (ClientError, BotoCoreError, NoSuchVariant) as e:
                 self._fault(now, f"cannot read the state of {self.api.target}: {_describe_error(e)}")
                 return False
         noticed = cap.state == "InService" and cap.desired >= 1 and self.requested in (None, 0)
@@ -189,7 +107,7 @@ class Scaler:
             # An update racing a transition is refused too: look before calling it a refusal.
             try:
                 cap = self._describe(now)
-            except (ClientError, BotoCoreError, ScalerError):
+            except (ClientError, BotoCoreError, NoSuchVariant):
                 cap = None
             # "Cannot update in-progress endpoint": a transition that ended before we looked.
             if (cap is not None and cap.state in TRANSITIONS) or "in-progress" in what.lower():

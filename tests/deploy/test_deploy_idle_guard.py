@@ -4,10 +4,9 @@ component path, which moto does not implement)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from server2.idle_guard import IdleGuard, scale_down_from_env
 from studio.errors import ConfigError
 from tests.conftest import create_endpoint
+from tests.deploy.conftest import AwsJsonHandler
 
 
 class Clock:
@@ -171,28 +171,17 @@ def test_missing_endpoint_is_logged_and_retried(moto_server, monkeypatch: pytest
     assert "Could not find endpoint" in caplog.text
 
 
-class SageMakerRecorder(BaseHTTPRequestHandler):
+class SageMakerRecorder(AwsJsonHandler):
     """Answers SageMaker JSON-protocol calls: the first `fail` with a ValidationException, then {}."""
 
     calls: list[tuple[str, dict]] = []
     fail = 0
 
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append((self.headers["X-Amz-Target"], body))
+    def answer(self, target: str, body: dict) -> tuple[int, dict]:
+        type(self).calls.append((target, body))
         if len(type(self).calls) <= type(self).fail:
-            payload, code = {"__type": "ValidationException", "message": "Endpoint is Updating"}, 400
-        else:
-            payload, code = {}, 200
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            return 400, {"__type": "ValidationException", "message": "Endpoint is Updating"}
+        return 200, {}
 
 
 def test_inference_component_scaled_to_zero_copies(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,9 @@ from deploy import teardown
 from studio import layout
 from tests.conftest import REPO
 
+# Service Quotas (the preflight's GPU quota check) from tests/deploy/conftest.py's recording server.
+pytestmark = pytest.mark.usefixtures("quotas")
+
 NOT_IN_MOTO = {"AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint", "AWS::SageMaker::InferenceComponent"}
 
 
@@ -101,8 +104,10 @@ def test_deploy_update_teardown(moto_server, moto_template, docker_log, app, cap
         assert repos[f"{app}-{name}"]["imageScanningConfiguration"]["scanOnPush"] is True
         assert "imageCountMoreThan" in ecr.get_lifecycle_policy(repositoryName=f"{app}-{name}")["lifecyclePolicyText"]
 
-    # docker: login with ECR's token on stdin (never on the command line), build, push
+    # docker: BuildKit checked first (preflight), then login with ECR's token on stdin (never on
+    # the command line), build, push
     calls = docker_calls(docker_log)
+    assert calls.pop(0)["args"] == ["buildx", "version"]
     token = boto3.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
     password = base64.b64decode(token).decode().split(":", 1)[1]
     login = calls[0]
@@ -179,7 +184,9 @@ def test_skip_build_uses_the_given_tag_without_docker(moto_server, moto_template
 def test_missing_docker_is_a_clear_error(moto_server, moto_template, app, monkeypatch, capsys) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     assert deploy_module.main(["--app", app, "--user1", "ann", "--tag", "v1"]) == 1
-    assert "docker not found on PATH" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "FAIL  docker + BuildKit" in captured.out and "docker not found on PATH" in captured.out
+    assert "nothing was created" in captured.err
     assert deploy_module.stack_status(boto3.client("cloudformation"), app) is None
 
 
@@ -189,7 +196,7 @@ def test_bake_weights_needs_all_four_files(moto_server, moto_template, docker_lo
     (weights / "vit_l.pth").write_bytes(b"x")
     assert deploy_module.main(["--app", app, "--user1", "ann", "--bake-weights", str(weights)]) == 1
     assert "missing yolov8n.pt, yolov8n-seg.pt, birefnet-dis.onnx" in capsys.readouterr().err
-    assert docker_calls(docker_log) == []
+    assert [c["args"] for c in docker_calls(docker_log)] == [["buildx", "version"]]  # the preflight's only
 
 
 def test_bake_weights_stages_them_and_sets_the_build_arg(
@@ -215,3 +222,60 @@ def test_argument_errors(capsys) -> None:
     with pytest.raises(SystemExit):
         deploy_module.main(["--user1", "ann", "--vpc-id", "vpc-1"])
     assert "--vpc-id and --subnets go together" in capsys.readouterr().err
+
+
+class FailedStack:
+    """CloudFormation's DescribeStackEvents after a failed create, with one AWS refusal."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def describe_stack_events(self, StackName: str) -> dict:
+        return {
+            "StackEvents": [
+                {
+                    "LogicalResourceId": "Endpoint",
+                    "ResourceStatus": "CREATE_FAILED",
+                    "ResourceStatusReason": self.reason,
+                },
+                {"LogicalResourceId": "Bucket", "ResourceStatus": "CREATE_COMPLETE"},
+            ]
+        }
+
+
+@pytest.mark.parametrize(
+    ("reason", "advice"),
+    [
+        (
+            'Resource handler returned message: "Min instance count needs to be greater than 0 for enabled '
+            'managed instance scaling"',
+            "pass --min-instances 1 (one GPU instance then runs, and is billed, around the clock)",
+        ),
+        (
+            'Resource handler returned message: "The inference component could not be placed: not enough '
+            'hardware resources"',
+            "pass a smaller --memory-reservation-mb",
+        ),
+    ],
+)
+def test_known_aws_refusals_say_what_to_do(reason: str, advice: str) -> None:
+    text = deploy_module.failure_reasons(FailedStack(reason), "s")
+    assert text.startswith(f"Endpoint: {reason}; what to do: ") and advice in text
+
+
+def test_min_instances_and_memory_reach_the_stack(moto_server, moto_template, docker_log, app) -> None:
+    args = ["--app", app, "--user1", "ann", "--skip-build", "--tag", "t"]
+    assert deploy_module.main([*args, "--min-instances", "1", "--memory-reservation-mb", "2048"]) == 0
+    stack = boto3.client("cloudformation").describe_stacks(StackName=app)["Stacks"][0]
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert (params["MinInstanceCount"], params["MemoryReservationMb"]) == ("1", "2048")
+    assert teardown.main(["--app", app]) == 0
+
+
+def test_no_region_says_what_to_do(monkeypatch, tmp_path, capsys) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert deploy_module.main(["--user1", "ann"]) == 1
+    err = capsys.readouterr().err
+    assert "no AWS region: pass --region" in err and "aws configure set region" in err

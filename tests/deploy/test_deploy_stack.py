@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import decode_str
 
+from deploy import host_image, preflight
+from server1.lifecycle import MAX_WARMING_SECONDS
 from tests.conftest import REPO
 from tests.deploy.dockerfiles import Dockerfile
 
@@ -48,14 +50,47 @@ def test_cfn_lint_clean() -> None:
 
 def test_endpoint_can_go_to_zero_instances(stack: dict) -> None:
     (variant,) = one(stack, "AWS::SageMaker::EndpointConfig")["ProductionVariants"]
-    assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 1}
+    assert variant["ManagedInstanceScaling"] == {
+        "Status": "ENABLED",
+        "MinInstanceCount": {"Ref": "MinInstanceCount"},
+        "MaxInstanceCount": 1,
+        # the instance is released once it hosts no copy, instead of outliving it
+        "ScaleInPolicy": {"Strategy": "IDLE_RELEASE"},
+    }
+    assert stack["Parameters"]["MinInstanceCount"]["Default"] == 0
+    assert stack["Parameters"]["MinInstanceCount"]["AllowedValues"] == [0, 1]  # 1: regions that refuse 0
     assert "ModelName" not in variant  # the model lives in the inference component
     component = one(stack, "AWS::SageMaker::InferenceComponent")
     assert component["VariantName"] == variant["VariantName"] == "AllTraffic"
     assert component["Specification"]["ModelName"] == {"Fn::GetAtt": ["Server2Model", "ModelName"]}
     assert component["Specification"]["ComputeResourceRequirements"]["NumberOfAcceleratorDevicesRequired"] == 1
-    assert component["RuntimeConfig"]["CopyCount"] == {"Ref": "InitialCopyCount"}
-    assert stack["Parameters"]["InitialCopyCount"]["AllowedValues"] == [0, 1]
+
+
+def test_copy_count_is_one_at_creation_and_zero_only_by_scaling(stack: dict) -> None:
+    # CreateInferenceComponent refuses 0 copies; Server1 and Server2's idle guard scale it to 0 later.
+    assert one(stack, "AWS::SageMaker::InferenceComponent")["RuntimeConfig"] == {"CopyCount": 1}
+    assert not [name for name in stack["Parameters"] if "Copy" in name]
+
+
+def test_host_image_is_the_one_chosen_for_the_images_cuda(stack: dict) -> None:
+    (variant,) = one(stack, "AWS::SageMaker::EndpointConfig")["ProductionVariants"]
+    assert variant["InferenceAmiVersion"] == host_image.HOST_IMAGE
+    assert stack["Parameters"]["InstanceType"]["AllowedValues"] == list(host_image.INSTANCES)
+    assert stack["Parameters"]["InstanceType"]["Default"] == preflight.DEFAULT_INSTANCE
+    for instance_type in host_image.INSTANCES:
+        assert host_image.fit_problems(instance_type, variant["InferenceAmiVersion"]) == []
+
+
+def test_memory_reservation_and_startup_timeout_are_parameters(stack: dict) -> None:
+    spec = one(stack, "AWS::SageMaker::InferenceComponent")["Specification"]
+    assert spec["ComputeResourceRequirements"]["MinMemoryRequiredInMb"] == {"Ref": "MemoryReservationMb"}
+    assert stack["Parameters"]["MemoryReservationMb"]["Default"] == preflight.DEFAULT_MEMORY_MB
+    assert spec["StartupParameters"] == {
+        "ContainerStartupHealthCheckTimeoutInSeconds": {"Ref": "StartupTimeoutSeconds"}
+    }
+    timeout = stack["Parameters"]["StartupTimeoutSeconds"]
+    assert 300 <= timeout["Default"] <= 1200  # measured start-up with a margin, not an hour
+    assert timeout["Default"] + 600 <= MAX_WARMING_SECONDS  # a login waits for provisioning + start-up
 
 
 def test_servers_are_told_the_names_the_template_creates(stack: dict) -> None:
@@ -149,6 +184,7 @@ def test_bucket_access_is_this_bucket_only(stack: dict, role: str) -> None:
         "s3:GetObject": objects,
         "s3:PutObject": objects,
         "s3:DeleteObject": objects,
+        "s3:AbortMultipartUpload": objects,  # boto3's upload_file cleans up after a failed multipart upload
     }
 
 
@@ -166,6 +202,15 @@ def test_https_is_optional(stack: dict) -> None:
     assert stack["Conditions"]["HasCertificate"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}]}
     assert stack["Resources"]["HttpsListener"]["Condition"] == "HasCertificate"
     assert stack["Parameters"]["CertificateArn"]["Default"] == ""
+    # with a certificate, plain HTTP only redirects to HTTPS; without one it serves
+    (action,) = stack["Resources"]["HttpListener"]["Properties"]["DefaultActions"]
+    condition, with_certificate, without = action["Fn::If"]
+    assert condition == "HasCertificate"
+    assert with_certificate == {
+        "Type": "redirect",
+        "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"},
+    }
+    assert without["Type"] == "forward"
 
 
 def test_ecs_health_check_is_the_images_own(stack: dict) -> None:

@@ -8,7 +8,7 @@ from botocore.config import Config
 
 from server1.lifecycle import Lifecycle
 from server1.lifecycle.config import LifecycleConfig
-from server1.lifecycle.scaler import BOTO_CONFIG
+from studio.sagemaker import BOTO_CONFIG
 from studio.storage import Storage
 
 # Fewer boto3 attempts than production so injected faults reach the scaler itself quickly.

@@ -16,6 +16,7 @@ from rembg.sessions.dis_general_use import DisSession
 from rembg.sessions.u2netp import U2netpSession
 from segment_anything import sam_model_registry
 
+from server2.gpu_check import GpuUnavailable
 from server2.models import Models, ModelsMissing, build_sam, local_models_dir, pick_device, sam_config
 from studio import layout, modelfiles
 from studio.errors import ConfigError
@@ -141,7 +142,7 @@ def test_pick_device() -> None:
     with pytest.raises(ConfigError, match="DEVICE must be auto, cuda or cpu"):
         pick_device("gpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="no CUDA device"):
+        with pytest.raises(GpuUnavailable, match="needs a GPU and none is usable"):
             pick_device("cuda")
 
 
