@@ -31,7 +31,7 @@ def naive_ingest(storage: Storage, user: str, file_name: str, data: bytes) -> st
     """The obvious way: decode everything, LANCZOS, keep PNGs with optimize=True."""
     image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     resized = image.copy()
-    resized.thumbnail((ingest.RESIZED_MAX, ingest.RESIZED_MAX), Image.Resampling.LANCZOS)
+    resized.thumbnail((layout.RESIZED_MAX, layout.RESIZED_MAX), Image.Resampling.LANCZOS)
     thumb = resized.copy()
     thumb.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX), Image.Resampling.LANCZOS)
     image_id = ingest.new_id(file_name)

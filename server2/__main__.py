@@ -1,4 +1,7 @@
-"""`python -m server2` (and server2/serve): Server2 under gunicorn with server2/gunicorn.conf.py."""
+"""`python -m server2` (and server2/serve): Server2 under gunicorn with server2/gunicorn.conf.py.
+
+`python -m server2 segment ...`: the pipeline on local files (server2/cli.py).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +10,26 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError
 
+from server2 import config
 from server2.idle_guard import IdleGuard
-from server2.service import Config
 from studio.errors import ConfigError
 
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["segment"]:
+        from server2 import cli
+
+        sys.exit(cli.main(sys.argv[2:]))
     try:  # every variable checked here, with a clear message, before gunicorn starts
-        Config.from_env()
+        config.load()  # gunicorn's settings and the worker's app reuse it
         IdleGuard.from_env()
     except (ConfigError, BotoCoreError) as e:
         sys.exit(f"server2: cannot start: {e}")
     from gunicorn.app.wsgiapp import WSGIApplication
 
-    sys.argv = [sys.argv[0], "--config", str(GUNICORN_CONF), "server2.app:app"]
+    sys.argv = [sys.argv[0], "--config", str(GUNICORN_CONF), "server2.app:create_app()"]
     WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()  # returns only by exiting the process
 
 

@@ -242,7 +242,7 @@ KEYS = sorted(studio_settings.DEFAULTS)
 
 
 def _valid_settings() -> st.SearchStrategy[dict]:
-    """Changes inside DESIGN.md's ranges: always accepted."""
+    """Changes inside the settings ranges (docs/architecture.md "Settings"): always accepted."""
     fields = {
         "model_type": st.sampled_from(["vit_b", "vit_l", "vit_h"]),
         "points_per_side": st.integers(8, 128),
