@@ -74,8 +74,11 @@ class Server2:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"server exited:\n{self.log()}"
-            if self.ping().status_code == 200:
-                return
+            try:
+                if self.ping().status_code == 200:
+                    return
+            except requests.RequestException:
+                pass  # a worker busy loading on a loaded machine may answer late: ask again
             time.sleep(0.2)
         raise TimeoutError(f"/ping not 200 within {timeout}s: {self.ping().text}\n{self.log()}")
 
