@@ -104,10 +104,6 @@ class Storage(ABC):
         """A file path for key when the backend is a filesystem (for sending files)."""
         return None
 
-    def url(self, key: str, expires: int = 300) -> str | None:
-        """A time-limited URL for key where the backend can give one."""
-        return None
-
     def read_json(self, key: str) -> object:
         return json.loads(self.read(key))
 
