@@ -83,9 +83,17 @@ class FileStorage(Storage):
         return tmp
 
     # -- plain operations -------------------------------------------------------
+    def _guard(self, path: Path) -> contextlib.AbstractContextManager:
+        """Without hard links (a bucket mount), reads and writes of one key take turns under its
+        host-local lock: s3fs replaces a file by copy and delete, so a reader in between would
+        find nothing, and an exclusive create must not be read before its bytes are in."""
+        return contextlib.nullcontext() if self.hard_links else self._locked(path)
+
     def read(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            with self._guard(path):
+                return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(key) from None
         except OSError as e:
@@ -103,7 +111,13 @@ class FileStorage(Storage):
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            self._publish(path, data)
+            if self.renames:  # the bytes go up before the lock is taken; only the rename waits for it
+                tmp = self._write_tmp(path, data)
+                with self._guard(path):
+                    os.replace(tmp, path)
+            else:
+                with self._guard(path):
+                    self._publish(path, data)
         except OSError as e:
             raise StorageError(f"cannot write {key} under {self.root}: {e.strerror}") from e
 
@@ -197,7 +211,8 @@ class FileStorage(Storage):
             return
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._path(src), target)
+            with self._guard(target):
+                os.replace(self._path(src), target)
         except FileNotFoundError:
             raise NotFound(src) from None
         except OSError as e:
@@ -220,11 +235,7 @@ class FileStorage(Storage):
             yield
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
-        if self.hard_links:
-            data = self.read(key)
-        else:
-            with self._locked(self._path(key)):  # never between an exclusive create and its bytes
-                data = self.read(key)
+        data = self.read(key)
         return data, content_version(data)
 
     def create_exclusive(self, key: str, data: bytes) -> str | None:
