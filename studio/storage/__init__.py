@@ -12,7 +12,7 @@ from studio.storage.fs import FileStorage
 __all__ = ["UNKNOWN", "Entry", "FileStorage", "NotFound", "Storage", "StorageError", "open_storage"]
 
 log = logging.getLogger(__name__)
-_announced: set[str] = set()  # roots whose start-up line this process has written
+_announced: set[str] = set()  # mount points whose start-up line this process has written
 
 
 def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
@@ -54,26 +54,24 @@ def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
 
 
 def _announce(storage: Storage) -> None:
-    """One line per process for a FUSE mount: what it does here, and what to set for several hosts."""
-    if storage.root in _announced:
+    """One line per process and mount: what a FUSE mount does here, and what to set for several hosts."""
+    files = getattr(storage, "files", storage)  # a bucket mount used through the S3 API keeps its folder
+    if not isinstance(files, FileStorage) or files.mount is None or str(files.mount.point) in _announced:
         return
-    if isinstance(storage, FileStorage) and not storage.hard_links:
-        what = f"a {storage.bucket_client} mount" if storage.bucket_client else "a file system without hard links"
-        point = storage.mount.point if storage.mount else storage.root
+    point = files.mount.point
+    if files is not storage:
+        log.info(
+            "SHARED_DIR %s (a %s mount) is used through the S3 API at %s", files.root, files.bucket_client, storage.root
+        )
+    elif not files.hard_links:
+        what = f"a {files.bucket_client} mount" if files.bucket_client else "a file system without hard links"
         log.warning(
             "SHARED_DIR %s is on %s: claims are exclusive on this host only; for several hosts set S3_BUCKET "
             "to the mounted bucket (and S3_MOUNT_PREFIX to the key prefix shown at %s, unless it is the bucket's root)",
-            storage.root,
+            files.root,
             what,
             point,
         )
-    elif hasattr(storage, "files"):  # a bucket mount used through the S3 API
-        log.info(
-            "SHARED_DIR %s (a %s mount) is used through the S3 API at %s",
-            storage.files.root,
-            storage.files.bucket_client,
-            storage.root,
-        )
     else:
         return
-    _announced.add(storage.root)
+    _announced.add(str(point))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.server1.support import Server, samples
-from tests.server2.serving.support import Server2
+from tests.server1.support import Server, encode
+from tests.server2.serving.support import Server2, drawing
 
 # The quick path of the pipeline on a CPU (BiRefNet with the small test weights).
 QUICK = {"mode": "birefnet", "points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
@@ -33,7 +33,11 @@ def test_upload_to_clippings_on_a_mount(setup: str, bucket_mounts: dict, test_mo
         server1.start()
         alice = server1.login("alice")
         assert alice.post(server1.url + "/api/settings", json=QUICK, timeout=10).status_code == 200
-        files = [("file", (name, samples()[name])) for name in ("photo.jpg", "photo.heic")]
+        sheet = drawing(800, 600, (200, 150, 600, 450))  # one object the small test BiRefNet finds
+        files = [
+            ("file", ("sheet.jpg", encode(sheet, "JPEG", quality=95))),
+            ("file", ("sheet.heic", encode(sheet, "HEIF"))),
+        ]
         answer = alice.post(server1.url + "/upload", files=files, timeout=60)
         assert answer.status_code == 200, answer.text
         ids = {image["id"] for image in answer.json()["images"]}
@@ -43,7 +47,7 @@ def test_upload_to_clippings_on_a_mount(setup: str, bucket_mounts: dict, test_mo
         while True:
             images = {i["id"]: i for i in alice.get(server1.url + "/api/images", timeout=10).json()["images"]}
             assert set(images) == ids, images  # no temporary file ever shows as an image
-            states = {i["status"] for i in images.values()}
+            states = {i["status"]["state"] for i in images.values()}
             if states <= {"done", "failed"}:
                 break
             assert time.monotonic() < deadline, f"not done: {images}\n{server2.log()[-3000:]}"

@@ -6,5 +6,7 @@ from __future__ import annotations
 from tests.foundation.test_job_protocol import *  # noqa: F403
 from tests.foundation.test_storage_contract import *  # noqa: F403
 
-# These two build a local folder of their own: nothing to run again on a mount.
+# Two build a local folder of their own; one is about the S3 API's pages of 1000 keys, which the
+# native run covers (through a mount it would only write 1013 files slowly): not run again here.
 del test_symlinks_out_of_the_root_are_refused, test_scanner_reads_a_final_status_once  # noqa: F821
+del test_many_objects_are_listed_across_pages  # noqa: F821
