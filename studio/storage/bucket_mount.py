@@ -35,7 +35,10 @@ class BucketMount(S3Storage):
         self.files = files
 
     def check(self) -> None:
-        super().check()
+        try:
+            super().check()
+        except StorageError as e:
+            raise StorageError(f"{e} (S3_BUCKET is to name the bucket mounted at {self.files.mount.point})") from e
         name = f".mount-test-{uuid.uuid4().hex}"
         try:
             self.files.path.mkdir(parents=True, exist_ok=True)
