@@ -312,10 +312,13 @@ class FileStorage(Storage):
                 self.hard_links = self._has_hard_links(probe)
             step = "delete files"
             probe.unlink()
-        except OSError as e:
+        except (OSError, StorageError) as e:
             with contextlib.suppress(OSError):
                 probe.unlink()
-            raise StorageError(f"SHARED_DIR {self.root} cannot {step}: {e.strerror}{self._hint(step)}") from e
+            cause = e.__cause__ if isinstance(e, StorageError) else e  # _write_tmp wraps the OSError
+            why = cause.strerror if isinstance(cause, OSError) else str(e)
+            what = "is not writable" if step == "write files" else f"cannot {step}"
+            raise StorageError(f"SHARED_DIR {self.root} {what}: {why}{self._hint(step)}") from e
 
     def _has_hard_links(self, probe: Path) -> bool:
         link = probe.with_name(probe.name + "-link")
