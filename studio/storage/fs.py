@@ -28,10 +28,11 @@ class FileStorage(Storage):
 
     On a FUSE-mounted bucket (s3fs, rclone, Mountpoint for S3, ...; see studio.storage.mounts)
     there are no hard links: exclusive create is open(O_CREAT|O_EXCL), which the kernel
-    serialises per folder on one host, and create, versioned read and conditional replace
-    of one key all run under a host-local flock (in TMPDIR, never on the bucket), so a
-    reader never sees a claim half written. That is exclusive on ONE host only: for several
-    hosts set S3_BUCKET, and open_storage routes everything through the S3 API.
+    serialises per folder on one host, and every read, write, move and conditional replace
+    of one key runs under a host-local flock (in TMPDIR, never on the bucket), so a reader
+    never sees a claim half written nor a file missing while s3fs replaces it. That is
+    exclusive on ONE host only: for several hosts set S3_BUCKET, and open_storage routes
+    everything through the S3 API (studio.storage.bucket_mount).
 
     Mountpoint for S3 cannot rename and overwrites only with --allow-overwrite (its
     SEMANTICS.md, "Reading and writing files"), but uploads a new file atomically on close:
