@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQS := requirements-server1.txt requirements-server2.txt requirements-server2-nodeps.txt requirements-dev.txt
 
-.PHONY: run test lint bench bench-quality venv chromium clean
+.PHONY: run test lint bench bench-quality venv system-packages clean
 
 # ultralytics goes in without its dependencies (listed in requirements-server2.txt): it asks
 # for opencv-python, which would fight opencv-python-headless over cv2.
@@ -19,9 +19,12 @@ $(STAMP): $(REQS)
 
 venv: $(STAMP)
 
-# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+# From Debian: Chromium for the browser tests (Playwright drives it; no browser download), and
+# s3fs, rclone and fuse3 for the tests on real FUSE mounts of a bucket (tests/fuse).
+system-packages:
+	@command -v chromium >/dev/null && command -v s3fs >/dev/null && command -v rclone >/dev/null \
+		&& command -v fusermount3 >/dev/null \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium s3fs rclone fuse3; }
 
 run: venv
 	$(PY) -m scripts.run_local
@@ -30,7 +33,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: venv chromium
+test: venv system-packages
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

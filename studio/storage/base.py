@@ -121,10 +121,6 @@ class Storage(ABC):
         data, version = self.read_versioned(key)
         return ServedFile(io.BytesIO(data), len(data), version.strip('"'))
 
-    def url(self, key: str, expires: int = 300) -> str | None:
-        """A time-limited URL for key where the backend can give one."""
-        return None
-
     def read_json(self, key: str) -> object:
         return json.loads(self.read(key))
 

@@ -1,4 +1,4 @@
-"""Filesystem backend: a local folder (or a FUSE-mounted bucket, with its limits)."""
+"""Filesystem backend: a local folder, or a FUSE-mounted bucket on one host."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import errno
 import fcntl
 import os
 import shutil
+import tempfile
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,17 +23,39 @@ from studio.storage.base import (
     check_key,
     content_version,
 )
+from studio.storage.mounts import MOUNTPOINT_S3, mount_of
+
+# link(2) on a file system without hard links: s3fs says EOPNOTSUPP, rclone EIO, others EPERM/ENOSYS.
+_NO_LINKS = {errno.EOPNOTSUPP, errno.EPERM, errno.ENOSYS, errno.EIO, errno.EXDEV}
+LOCK_STRIPES = 64  # host-local lock files: keys share them by hash, so their number stays bounded
 
 
 class FileStorage(Storage):
     """Atomic writes by write-to-temporary + rename; exclusive create by link(2), which
     fails if the name exists; conditional replace under an flock on a hidden lock file.
-    These are atomic across processes of one host. A FUSE-mounted bucket (s3fs,
-    mountpoint-s3) gives none of them across hosts: use the S3 backend there."""
+    These are atomic across processes of one host.
+
+    On a FUSE-mounted bucket (s3fs, rclone, Mountpoint for S3, ...; see studio.storage.mounts)
+    there are no hard links: exclusive create is open(O_CREAT|O_EXCL), which the kernel
+    serialises per folder on one host, and every read, write, move and conditional replace
+    of one key runs under a host-local flock (in TMPDIR, never on the bucket), so a reader
+    never sees a claim half written nor a file missing while s3fs replaces it. That is
+    exclusive on ONE host only: for several hosts set S3_BUCKET, and open_storage routes
+    everything through the S3 API (studio.storage.bucket_mount).
+
+    Mountpoint for S3 cannot rename and overwrites only with --allow-overwrite (its
+    SEMANTICS.md, "Reading and writing files"), but uploads a new file atomically on close:
+    there every write goes straight to its name, and a move is a copy and a delete.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.path = Path(root).expanduser().absolute()
         self.root = str(self.path)
+        self.mount = mount_of(self.path)
+        # A bucket client (s3fs, rclone, ...) or None for a plain file system.
+        self.bucket_client = self.mount.bucket_client if self.mount else None
+        self.hard_links = self.bucket_client is None  # check() finds out for other file systems
+        self.renames = self.bucket_client != MOUNTPOINT_S3
 
     # -- paths -------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -60,6 +84,8 @@ class FileStorage(Storage):
         # Refuse a symlink anywhere below the root, even one that stays inside the folder.
         if os.path.realpath(path) != os.path.join(os.path.realpath(self.path), key):
             raise NotFound(key)
+        if not self.hard_links:  # a bucket mount: the bytes, read under the key's lock (see _guard)
+            return super().open_file(key)
         try:
             file = open(path, "rb")  # noqa: SIM115 - the response closes it once sent
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -86,18 +112,41 @@ class FileStorage(Storage):
         return tmp
 
     # -- plain operations -------------------------------------------------------
+    def _guard(self, path: Path) -> contextlib.AbstractContextManager:
+        """Without hard links (a bucket mount), reads and writes of one key take turns under its
+        host-local lock: s3fs replaces a file by copy and delete, so a reader in between would
+        find nothing, and an exclusive create must not be read before its bytes are in."""
+        return contextlib.nullcontext() if self.hard_links else self._locked(path)
+
     def read(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            with self._guard(path):
+                return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(key) from None
         except OSError as e:
             raise StorageError(f"cannot read {key}: {e.strerror}") from e
 
+    def _publish(self, path: Path, data: bytes) -> None:
+        if self.renames:
+            os.replace(self._write_tmp(path, data), path)
+            return
+        # Mountpoint for S3: no rename, but the object appears whole when the file is closed.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            os.replace(self._write_tmp(path, data), path)
+            if self.renames:  # the bytes go up before the lock is taken; only the rename waits for it
+                tmp = self._write_tmp(path, data)
+                with self._guard(path):
+                    os.replace(tmp, path)
+            else:
+                with self._guard(path):
+                    self._publish(path, data)
         except OSError as e:
             raise StorageError(f"cannot write {key} under {self.root}: {e.strerror}") from e
 
@@ -171,7 +220,12 @@ class FileStorage(Storage):
         if prefix.endswith("/"):
             folder = self._path(prefix)
             count = sum(1 for _ in self.list(prefix))
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                shutil.rmtree(folder)
+            except FileNotFoundError:
+                pass  # already gone (or removed by another worker while we went through it)
+            except OSError as e:
+                raise StorageError(f"cannot delete {prefix} under {self.root}: {e.strerror}") from e
             return count
         keys = [e.key for e in self.list(prefix)]
         for key in keys:
@@ -180,21 +234,43 @@ class FileStorage(Storage):
 
     def move(self, src: str, dst: str) -> None:
         target = self._path(dst)
+        if not self.renames:
+            self.write(dst, self.read(src))
+            self.delete(src)
+            return
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._path(src), target)
+            with self._guard(target):
+                os.replace(self._path(src), target)
         except FileNotFoundError:
             raise NotFound(src) from None
         except OSError as e:
             raise StorageError(f"cannot move {src} to {dst}: {e.strerror}") from e
 
     # -- conditional operations --------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """An exclusive flock for path's key: beside the file on a plain file system (shared by
+        everyone who mounts that folder), in a host-local folder on a bucket mount (a lock file
+        there would be an object in the bucket, and exclusive on one host anyway)."""
+        if self.hard_links:
+            lock = path.with_name(f".{path.name}.lock")
+        else:
+            folder = Path(tempfile.gettempdir()) / "sam-studio-locks"
+            folder.mkdir(exist_ok=True)
+            lock = folder / f"{zlib.crc32(str(path).encode()) % LOCK_STRIPES}.lock"
+        with open(lock, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.read(key)
         return data, content_version(data)
 
     def create_exclusive(self, key: str, data: bytes) -> str | None:
         path = self._path(key)
+        if not self.hard_links:
+            return self._create_excl(key, path, data)
         tmp = self._write_tmp(path, data)
         try:
             os.link(tmp, path)  # fails with EEXIST if the name is taken: the atomic test
@@ -208,23 +284,41 @@ class FileStorage(Storage):
             tmp.unlink(missing_ok=True)
         return content_version(data)
 
+    def _create_excl(self, key: str, path: Path, data: bytes) -> str | None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked(path):
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return None
+                with open(fd, "wb") as f:
+                    f.write(data)
+        except OSError as e:
+            raise StorageError(f"cannot create {key}: {e.strerror}") from e
+        return content_version(data)
+
     def replace_if(self, key: str, data: bytes, version: str) -> str | None:
         path = self._path(key)
         if not path.parent.is_dir():
             return None  # nothing there to replace
-        lock = path.with_name(f".{path.name}.lock")
-        with open(lock, "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        with self._locked(path):
             try:
                 current = path.read_bytes()
             except FileNotFoundError:
                 return None
             if content_version(current) != version:
                 return None
-            os.replace(self._write_tmp(path, data), path)
+            try:
+                self._publish(path, data)
+            except OSError as e:
+                raise StorageError(f"cannot write {key} under {self.root}: {e.strerror}") from e
             return content_version(data)
 
     def check(self) -> None:
+        """The root is a writable folder that can do what the servers need: write, overwrite,
+        refuse an exclusive create of an existing name, delete. Finds out whether it has hard
+        links (a FUSE client of an unknown kind may not)."""
         if self.path.exists() and not self.path.is_dir():
             raise StorageError(f"SHARED_DIR {self.root} is not a folder")
         try:
@@ -232,8 +326,47 @@ class FileStorage(Storage):
         except OSError as e:
             raise StorageError(f"SHARED_DIR {self.root} cannot be created: {e.strerror}") from e
         probe = self.path / f".write-test-{uuid.uuid4().hex}"
+        step = "write files"
         try:
-            probe.write_bytes(b"ok")
+            self._publish(probe, b"ok")
+            step = "replace files"
+            self._publish(probe, b"ok2")
+            step = "create files exclusively"
+            try:
+                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+                raise OSError(errno.EEXIST, "an existing name was created again")
+            except FileExistsError:
+                pass
+            if self.hard_links:
+                self.hard_links = self._has_hard_links(probe)
+            step = "delete files"
             probe.unlink()
+        except (OSError, StorageError) as e:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+            cause = e.__cause__ if isinstance(e, StorageError) else e  # _write_tmp wraps the OSError
+            why = cause.strerror if isinstance(cause, OSError) else str(e)
+            what = "is not writable" if step == "write files" else f"cannot {step}"
+            raise StorageError(f"SHARED_DIR {self.root} {what}: {why}{self._hint(step)}") from e
+
+    def _has_hard_links(self, probe: Path) -> bool:
+        link = probe.with_name(probe.name + "-link")
+        try:
+            os.link(probe, link)
         except OSError as e:
-            raise StorageError(f"SHARED_DIR {self.root} is not writable: {e.strerror}") from e
+            if e.errno in _NO_LINKS:
+                return False
+            raise
+        link.unlink()
+        return True
+
+    def _hint(self, step: str) -> str:
+        if self.bucket_client == MOUNTPOINT_S3 and step == "replace files":
+            return "; mount the bucket with mount-s3 --allow-overwrite --allow-delete"
+        if self.bucket_client == MOUNTPOINT_S3 and step == "delete files":
+            return "; mount the bucket with mount-s3 --allow-delete --allow-overwrite"
+        if self.bucket_client:
+            return (
+                f"; check the {self.bucket_client} mount at {self.mount.point} (or use SHARED_DIR=s3://bucket/prefix)"
+            )
+        return ""

@@ -83,7 +83,8 @@ class S3Storage(Storage):
     def _all(self, prefix: str) -> Iterator[Entry]:
         for page in self._pages(prefix, None):
             for obj in page.get("Contents", []):
-                yield self._entry(obj)
+                if not obj["Key"].endswith("/"):  # a folder marker (s3fs, the S3 console) is no object
+                    yield self._entry(obj)
 
     def list(self, prefix: str) -> Iterator[Entry]:
         # Like the filesystem: hidden names below the prefix's folder (files or folders) are not listed.
@@ -116,7 +117,7 @@ class S3Storage(Storage):
                     dirs.append(name)
             for obj in page.get("Contents", []):
                 entry = self._entry(obj)
-                if not entry.name.startswith("."):
+                if entry.name and not entry.name.startswith("."):  # no folder marker, no hidden name
                     files.append(entry)
         return sorted(dirs), sorted(files, key=lambda e: e.key)
 
@@ -161,11 +162,6 @@ class S3Storage(Storage):
 
     def replace_if(self, key: str, data: bytes, version: str) -> str | None:
         return self._put_if(key, data, IfMatch=version)
-
-    def url(self, key: str, expires: int = 300) -> str | None:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires
-        )
 
     def check(self) -> None:
         try:

@@ -24,10 +24,38 @@ def make_jobs(storage: Storage, count: int, users: tuple[str, ...] = ("alice", "
     return jobs
 
 
-def start_worker(root: str, log_dir: Path, name: str, *options: str) -> subprocess.Popen:
+def start_worker(
+    root: str, log_dir: Path, name: str, *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """A worker in a process of its own (python job_worker.py), with this repository importable."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, str(WORKER), root, str(log_dir), name, *options], env=env)
+
+
+def race(
+    workers: dict[str, tuple[str, dict[str, str]]], log_dir: Path, threads: int, timeout: float = 150
+) -> list[int]:
+    """Worker processes {name: (root, extra environment)} with `threads` workers each, started
+    together behind a start line; their exit codes once all have finished."""
+    go = log_dir / "go"
+    procs = {
+        name: start_worker(root, log_dir, name, "--threads", str(threads), "--go", str(go), env=env)
+        for name, (root, env) in workers.items()
+    }
+    try:
+        wait_for(
+            lambda: all((log_dir / f"{n}.ready").exists() or p.poll() is not None for n, p in procs.items()),
+            120,
+            "the worker processes",
+        )
+        go.touch()
+        return [p.wait(timeout) for p in procs.values()]
+    finally:
+        go.touch()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
