@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import secrets
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -111,9 +112,14 @@ def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
 
 
 def _shrink(image: Image.Image, longest: int) -> Image.Image:
-    """Downscale with pixel-area averaging: sharp, and several times faster than LANCZOS."""
+    """Downscale with pixel-area averaging: sharp, and several times faster than LANCZOS.
+    A whole-number factor goes first through Pillow's reduce() (a plain box average, the
+    cheap part of area averaging); INTER_AREA does the fractional rest on far fewer pixels."""
     if max(image.size) <= longest:
         return image
+    factor = max(image.size) // longest
+    if factor >= 2:
+        image = image.reduce(factor)
     return Image.fromarray(cv2.resize(np.asarray(image), _fit(image.size, longest), interpolation=cv2.INTER_AREA))
 
 
@@ -175,7 +181,8 @@ def straighten(image: Image.Image, corners: np.ndarray) -> Image.Image:
 
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
-    image.save(out, "PNG", compress_level=1)  # fast; the work copy is read once by the worker
+    # Fast, and for photos smaller than zlib's default strategy: the work copy is read once.
+    image.save(out, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return out.getvalue()
 
 
