@@ -1,4 +1,4 @@
-"""Server2: the SageMaker inference container (docs/architecture.md "Server2").
+"""Server2: the SageMaker inference container (docs/architecture.md "Server2 HTTP").
 
 server2/serve or `python -m server2` starts gunicorn (gunicorn.conf.py) with one worker
 process, which calls server2.app's create_app(): the models load in the background while

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from studio import layout
+
 INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
-RESIZED_MAX = 1024  # as Server1's work copy (server1/ingest.py RESIZED_MAX)
 
 
 def inputs(paths: list[str]) -> list[Path]:
@@ -40,7 +41,7 @@ def inputs(paths: list[str]) -> list[Path]:
 def resized(original: Image.Image) -> Image.Image:
     """The work copy Server1 would queue: longest side at most 1024."""
     work = original.copy()
-    work.thumbnail((RESIZED_MAX, RESIZED_MAX), Image.Resampling.LANCZOS)
+    work.thumbnail((layout.RESIZED_MAX, layout.RESIZED_MAX), Image.Resampling.LANCZOS)  # as Server1's work copy
     return work
 
 

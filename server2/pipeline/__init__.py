@@ -1,4 +1,4 @@
-"""The segmentation pipeline (docs/architecture.md "Segmentation pipeline"): one call, segment(), per image.
+"""The segmentation pipeline (docs/architecture.md "Data flow"): one call, segment(), per image.
 
     classify -> YOLO -> (photo) SAM automatic + YOLO point masks -> matte refinement of a one-colour
                                 largest mask                                   \\
