@@ -58,7 +58,7 @@ def test_dropped_images_end_done_with_clippings_at_the_originals_resolution(serv
     assert record["state"] == "done", record
     assert (record["width"], record["height"], record["source"], record["attempts"]) == (800, 600, "input", 1)
     assert record["method"] == "birefnet"
-    assert {"read", "write", "total", "birefnet"} <= record["timings"].keys()
+    assert {"read", "write", "total", "matte"} <= record["timings"].keys()
     assert len(record["clippings"]) == 1
     name = record["clippings"][0]
     clip = read_png(storage, layout.crop(USER, name))
