@@ -20,7 +20,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 from ultralytics.utils import patches as ultralytics_patches
 
-from server2 import pipeline
+from server2 import embeddings, pipeline
 from server2.models import Models
 from studio import layout, settings
 from studio.jobs import FINAL, Claim, Jobs
@@ -123,7 +123,7 @@ class Worker:
                 return Outcome("stopped", "released on shutdown")
             try:
                 write_started = time.perf_counter()
-                staged, names = self._stage(claim, result, original)
+                staged, names, editing = self._stage(claim, result, original)
                 timings = {
                     **result.timings,
                     "read": read_s,
@@ -140,6 +140,7 @@ class Worker:
                     "masks": len(result.masks),
                     "device": self.models.device,
                     **({"model_type": result.model_type, "refined": result.refined} if result.model_type else {}),
+                    **editing,
                 }
                 if not self.jobs.complete(claim, staged, **fields):
                     log.warning(
@@ -168,8 +169,11 @@ class Worker:
                     )
         return resized, resized, "resized"
 
-    def _stage(self, claim: Claim, result: pipeline.Result, original: Image.Image) -> tuple[dict[str, str], list[str]]:
-        """Write every output under the claim's staging prefix: ({staging key: final key}, clipping names)."""
+    def _stage(
+        self, claim: Claim, result: pipeline.Result, original: Image.Image
+    ) -> tuple[dict[str, str], list[str], dict]:
+        """Write every output under the claim's staging prefix: ({staging key: final key}, clipping names,
+        the status fields for the editor)."""
         user, image_id = claim.user, claim.image_id
         staged: dict[str, str] = {}
 
@@ -186,6 +190,7 @@ class Worker:
             put(layout.crop(user, name), png(clip.image))
             put(layout.crop_thumb(user, name), png(thumbnail(clip.image)))
             names.append(name)
+        editing = embeddings.stage(self.storage, self.models, result, claim, names, put)
         put(layout.points(user, image_id), json.dumps(result.points).encode())
         for suffix, image in result.boxes.items():
             put(layout.boxes(user, image_id, suffix), png(image))
@@ -193,7 +198,7 @@ class Worker:
             out = io.BytesIO()
             thumbnail(original).save(out, format="JPEG", quality=85)
             put(layout.thumb(user, image_id, ".jpg"), out.getvalue())
-        return staged, names
+        return staged, names, editing
 
     def _has_thumb(self, user: str, image_id: str) -> bool:
         folder = layout.output_dir(user, "thumbs")

@@ -44,6 +44,7 @@ class Result:
     refined: bool = False  # SAM's one-colour largest mask was refined with BiRefNet
     model_type: str = ""  # the SAM size used ("" for BiRefNet)
     details: dict = field(default_factory=dict)  # encoder_runs, mask counts: for logs and the benchmark
+    embedding: sam.Embedding | None = None  # SAM's embedding of the resized image, kept for the editor
 
 
 class _Timer:
@@ -90,7 +91,7 @@ def segment(
     mode = settings["mode"]
     with timer("classify"):
         drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "birefnet"
-    points, boxes, refined, model_type, details = EMPTY_POINTS, {}, False, "", {}
+    points, boxes, refined, model_type, details, embedding = EMPTY_POINTS, {}, False, "", {}, None
     if drawing:
         with timer("birefnet"):
             found = [refine.birefnet_mask(models.birefnet, rgb)]
@@ -106,6 +107,7 @@ def segment(
         )
         with timer("sam_points"):
             found = sam.point_masks(predictor, image, points["points"], points["labels"], batched=batched_points)
+            embedding = sam.embedding(predictor, image)
         with timer("sam_auto"):
             found += sam.automatic_masks(predictor, image, settings)
         details = {"encoder_runs": predictor.encoder_runs, "sam_masks": len(found)}
@@ -118,4 +120,4 @@ def segment(
         cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
     method = "birefnet" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
-    return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details)
+    return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details, embedding)
