@@ -1,5 +1,6 @@
 """The editor's routes: click to cut with SAM's prompt decoder over the stored embedding, and touch-ups.
 
+GET  /edit/<id>                     the editor page (its CSP adds 'wasm-unsafe-eval' for onnxruntime-web)
 GET  /api/images/<id>/editor        {"id", "width", "height", "original_url", "resized_url", "state",
                                      "embedding": {"url", "decoder_url", "width", "height", "input_size"} | null,
                                      "message", "clippings": [{"name", "url", "box", "undo"}]}
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import io
 import json
+import mimetypes
 import re
 import time
 from collections.abc import Callable
 
 import numpy as np
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
 from PIL import Image
 
 from server1 import cutting, ingest
@@ -37,13 +39,17 @@ from studio import layout
 from studio.jobs import iso
 from studio.storage import NotFound, Storage
 
-bp = Blueprint("editor", __name__, url_prefix="/api")
+bp = Blueprint("editor", __name__)
 
 DIGEST_RE = re.compile(r"[0-9a-f]{16}")
 FIRST_EDIT = 1000  # mask numbers of cut and touched-up clippings start here (the pipeline's count from 0)
 IMMUTABLE = 365 * 86400
 RETRY_FIRST = "process it first: retry the image and the editor can cut it once it is done"
 decoders = cutting.Decoders()
+# onnxruntime-web's files under /static: a module script and WebAssembly must carry their types (a slim
+# image may have no /etc/mime.types, and the page sends nosniff).
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("application/wasm", ".wasm")
 
 
 def _record(user: str, image_id: str) -> dict | None:
@@ -85,7 +91,23 @@ def _cached(data: bytes, mimetype: str, immutable: bool) -> Response:
     return response.make_conditional(request)
 
 
-@bp.get("/images/<image_id>/editor")
+@bp.get("/edit/<image_id>")
+def page(image_id: str) -> Response:
+    """The editor page for one of the user's images."""
+    if not _known(current_user(), image_id):
+        abort(404)
+    from server1.app import CSP  # (server1.app imports this module)
+
+    response = Response(render_template("editor.html", user=current_user(), image_id=image_id))
+    # The app's policy plus 'wasm-unsafe-eval', on this page only: onnxruntime-web compiles its vendored
+    # WebAssembly. It allows no JavaScript eval; everything else stays as strict.
+    response.headers["Content-Security-Policy"] = CSP.replace(
+        "script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'"
+    )
+    return response
+
+
+@bp.get("/api/images/<image_id>/editor")
 def editor(image_id: str) -> Response | tuple[Response, int]:
     user = current_user()
     if not _known(user, image_id):
@@ -125,7 +147,7 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
     )
 
 
-@bp.get("/images/<image_id>/embedding")
+@bp.get("/api/images/<image_id>/embedding")
 def embedding(image_id: str) -> Response | tuple[Response, int]:
     user = current_user()
     record = _record(user, image_id)
@@ -144,7 +166,7 @@ def _newest_decoder(storage: Storage) -> str | None:
     return max(found, key=lambda e: e.mtime).name[len("sam-decoder-") : -len(".onnx")] if found else None
 
 
-@bp.get("/models/sam-decoder.onnx")
+@bp.get("/api/models/sam-decoder.onnx")
 def decoder() -> Response | tuple[Response, int]:
     storage = services().storage
     digest = request.args.get("v")
@@ -234,7 +256,7 @@ def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple
     return wrapped
 
 
-@bp.post("/images/<image_id>/cut")
+@bp.post("/api/images/<image_id>/cut")
 @_refusal
 def cut(image_id: str) -> Response:
     user, storage = current_user(), services().storage
@@ -272,7 +294,7 @@ def cut(image_id: str) -> Response:
     )
 
 
-@bp.post("/images/<image_id>/clippings/<name>/mask")
+@bp.post("/api/images/<image_id>/clippings/<name>/mask")
 @_refusal
 def touch_up(image_id: str, name: str) -> Response:
     user = current_user()
@@ -307,7 +329,7 @@ def touch_up(image_id: str, name: str) -> Response:
     return Response(json.dumps({"clipping": _save(user, image_id, *made, replace)}), mimetype="application/json")
 
 
-@bp.post("/images/<image_id>/clippings/<name>/undo")
+@bp.post("/api/images/<image_id>/clippings/<name>/undo")
 @_refusal
 def undo(image_id: str, name: str) -> Response:
     user, storage = current_user(), services().storage
