@@ -121,30 +121,31 @@ def ensure_decoder(storage: Storage, sam: torch.nn.Module, digest: str) -> str:
         return key
 
 
-def stage(
-    storage: Storage,
-    models: object,
-    result: object,
-    claim: Claim,
-    names: list[str],
-    put: Callable[[str, bytes], None],
-) -> dict:
-    """Stage the embedding (SAM results only) through put; the status record's fields for the editor.
+def prepare(storage: Storage, models: object, result: object) -> dict | None:
+    """The status record's "embedding" for a SAM result (None for others), its decoder exported first.
 
-    models: server2.models.Models; result: server2.pipeline.Result; names: its clippings' file names.
+    Called before the job's outputs are staged, outside the worker's claim lock: hashing a checkpoint
+    and exporting take seconds, and the heartbeat must keep renewing the lease meanwhile.
+    models: server2.models.Models; result: server2.pipeline.Result.
     """
-    boxes = [list(clip.box) for clip in result.clippings]
-    fields: dict = {"clipping_boxes": dict(zip(names, boxes, strict=True))}
     if result.embedding is None:
-        return fields
+        return None
     sam = models.sam[result.model_type]
     digest = checkpoint_digest(models.folder / f"{result.model_type}.pth")
     ensure_decoder(storage, sam, digest)
-    put(layout.embedding(claim.user, claim.image_id), npy_bytes(result.embedding.features))
-    fields["embedding"] = {
+    return {
         "decoder": digest,
         "width": result.embedding.width,
         "height": result.embedding.height,
         "input_size": int(sam.image_encoder.img_size),
     }
+
+
+def stage(result: object, claim: Claim, names: list[str], meta: dict | None, put: Callable[[str, bytes], None]) -> dict:
+    """Stage the embedding through put; the status record's fields for the editor (meta from prepare)."""
+    boxes = [list(clip.box) for clip in result.clippings]
+    fields: dict = {"clipping_boxes": dict(zip(names, boxes, strict=True))}
+    if meta is not None:
+        put(layout.embedding(claim.user, claim.image_id), npy_bytes(result.embedding.features))
+        fields["embedding"] = meta
     return fields

@@ -110,6 +110,7 @@ class Worker:
             read_s = time.perf_counter() - started
             prefs = settings.load(self.storage, user)
             result = pipeline.segment(self.models, resized, original, prefs)
+            editing = embeddings.prepare(self.storage, self.models, result)
         except BadImage as e:
             return self._fail(claim, str(e), final=True)  # retrying cannot help
         except StorageError as e:
@@ -123,7 +124,7 @@ class Worker:
                 return Outcome("stopped", "released on shutdown")
             try:
                 write_started = time.perf_counter()
-                staged, names, editing = self._stage(claim, result, original)
+                staged, names, editing = self._stage(claim, result, original, editing)
                 timings = {
                     **result.timings,
                     "read": read_s,
@@ -170,7 +171,7 @@ class Worker:
         return resized, resized, "resized"
 
     def _stage(
-        self, claim: Claim, result: pipeline.Result, original: Image.Image
+        self, claim: Claim, result: pipeline.Result, original: Image.Image, embedding: dict | None
     ) -> tuple[dict[str, str], list[str], dict]:
         """Write every output under the claim's staging prefix: ({staging key: final key}, clipping names,
         the status fields for the editor)."""
@@ -190,7 +191,7 @@ class Worker:
             put(layout.crop(user, name), png(clip.image))
             put(layout.crop_thumb(user, name), png(thumbnail(clip.image)))
             names.append(name)
-        editing = embeddings.stage(self.storage, self.models, result, claim, names, put)
+        editing = embeddings.stage(result, claim, names, embedding, put)
         put(layout.points(user, image_id), json.dumps(result.points).encode())
         for suffix, image in result.boxes.items():
             put(layout.boxes(user, image_id, suffix), png(image))
