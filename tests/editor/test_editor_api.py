@@ -124,6 +124,12 @@ def test_embedding_and_decoder_are_served_to_their_owner_and_cached(
         assert answer.status_code == 404 or (trick == "" and answer.data == decoder.data), trick
     for path in ("/api/models/..%2Fvit_l.pth", "/api/models/vit_l.pth", "/api/images/..%2Fbob/embedding"):
         assert alice.get(path).status_code == 404, path
+    page = alice.get(f"/edit/{image_id}")
+    assert (
+        page.status_code == 200 and "script-src 'self' 'wasm-unsafe-eval';" in page.headers["Content-Security-Policy"]
+    )
+    assert "wasm-unsafe-eval" not in alice.get("/").headers["Content-Security-Policy"]  # the editor page only
+    assert bob.get(f"/edit/{image_id}").status_code == 404
     logged_out = app.test_client()
     assert logged_out.get(meta["embedding"]["decoder_url"]).status_code in (302, 401)
 
@@ -267,6 +273,13 @@ def test_bad_prompts_and_masks_are_refused_with_a_reason(alice: FlaskClient, pro
         assert answer.status_code == 400 and "empty" in answer.json["error"]
 
 
+def no_token_post(app: Flask, client: FlaskClient, url: str, **kwargs: object):
+    """POST in the client's session, without the CSRF header."""
+    other = app.test_client()
+    other._cookies = client._cookies
+    return other.post(url, **kwargs)
+
+
 def test_cut_is_refused_to_others_without_csrf_and_without_an_embedding(
     app: Flask, alice: FlaskClient, processed: tuple
 ) -> None:
@@ -275,12 +288,11 @@ def test_cut_is_refused_to_others_without_csrf_and_without_an_embedding(
     bob = login(app, "bob")
     assert bob.post(f"/api/images/{image_id}/cut", json=prompt).status_code == 404
     assert bob.post(f"/api/images/{image_id}/clippings/x_mask0_0.png/undo").status_code == 404
+    for path in ("mask", "undo"):
+        answer = no_token_post(app, alice, f"/api/images/{image_id}/clippings/{image_id}_mask0_0.png/{path}")
+        assert answer.status_code == 400 and "CSRF" in answer.json["error"], path
     assert bob.post(f"/api/images/..%2F..%2Falice%2F{image_id}/cut", json=prompt).status_code == 404
-    no_token = app.test_client()
-    no_token.environ_base.update(alice.environ_base)
-    no_token._cookies = alice._cookies  # the same session, without the header
-    del no_token.environ_base["HTTP_X_CSRFTOKEN"]
-    answer = no_token.post(f"/api/images/{image_id}/cut", json=prompt)
+    answer = no_token_post(app, alice, f"/api/images/{image_id}/cut", json=prompt)
     assert answer.status_code == 400 and "CSRF" in answer.json["error"]
     # An image processed before the editor existed: no embedding in its record.
     storage = app.extensions["server1"].storage
