@@ -131,8 +131,12 @@ def prepare(storage: Storage, models: object, result: object) -> dict | None:
     if result.embedding is None:
         return None
     sam = models.sam[result.model_type]
-    digest = checkpoint_digest(models.folder / f"{result.model_type}.pth")
-    ensure_decoder(storage, sam, digest)
+    try:
+        digest = checkpoint_digest(models.folder / f"{result.model_type}.pth")
+        ensure_decoder(storage, sam, digest)
+    except Exception:  # the cut-outs are what the job is for: they are kept, only editing waits for a retry
+        log.exception("no embedding kept: exporting SAM's prompt decoder failed")
+        return None
     return {
         "decoder": digest,
         "width": result.embedding.width,
