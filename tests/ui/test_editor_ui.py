@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from server1.ingest import ingest
 from server2.models import Models
 from studio import layout, settings
 from tests.editor.support import Reference, iou, process, random_prompts
 from tests.server1.support import encode, photo
-from tests.ui.conftest import USER, Server
+from tests.ui.conftest import PASSWORD, USER, Problems, Server
 
 SEED = 2015
 ORIGINAL = (1200, 900)
@@ -173,3 +173,29 @@ def test_an_image_without_an_embedding_says_to_retry(page: Page, server: Server,
     open_editor(page, server, other)
     expect(page.locator("#ed-status")).to_contain_text("retry it once")
     expect(page.locator("#ed-save-cut")).to_be_disabled()
+
+
+def test_a_phone_taps_points_and_saves(
+    browser: Browser, server: Server, image_id: str, problems: Problems, artifacts: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.add(f"page error: {error}"))
+    try:
+        page.goto(server.url + "/login")
+        page.get_by_label("Username").fill(USER)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(server.url + "/")
+        open_editor(page, server, image_id)
+        expect(page.locator("#ed-gpu-note")).to_be_visible()
+        page.get_by_label("Clicks mark background").uncheck()
+        page.locator("#ed-overlay").tap(position={"x": 150, "y": 100})
+        expect(page.locator("#ed-status")).to_contain_text("Point added")
+        page.get_by_label("Clicks mark background").check()
+        page.locator("#ed-overlay").tap(position={"x": 40, "y": 30})
+        expect(page.locator("#ed-status")).to_contain_text("Background point added")
+        expect(page.locator("#ed-save-cut")).to_be_enabled()
+        page.screenshot(path=artifacts / "editor-6-phone.png", full_page=True)
+    finally:
+        context.close()
