@@ -216,7 +216,7 @@ def _original(user: str, image_id: str) -> Image.Image:
 def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: Callable[[dict, str], None]) -> dict:
     """Write the clipping under a fresh name and its thumbnail, then change the status record with
     update(record, name) under its version (a concurrent change makes it try again)."""
-    storage, jobs = services().storage, services().jobs
+    storage = services().storage
     data = cutting.png(image)
     small = image.copy()
     small.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX))
@@ -227,19 +227,33 @@ def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: 
             break
         number += 1
     storage.write(layout.crop_thumb(user, name), cutting.png(small))
-    key = layout.status(user, image_id)
+
+    def change(record: dict) -> None:
+        record.setdefault("clipping_boxes", {})[name] = box
+        update(record, name)
+
+    try:
+        record = _change_record(user, image_id, change)
+    except Refused:
+        storage.delete(layout.crop(user, name))
+        storage.delete(layout.crop_thumb(user, name))
+        raise
+    return _clipping(user, image_id, name, record)
+
+
+def _change_record(user: str, image_id: str, change: Callable[[dict], None]) -> dict:
+    """Apply change to the done image's status record with a conditional write (a concurrent change,
+    e.g. another tab's save, makes it read and apply again); the record written."""
+    storage, key = services().storage, layout.status(user, image_id)
     for _ in range(20):
         raw, version = storage.read_versioned(key)
         record = json.loads(raw)
         if record.get("state") != "done":
-            storage.delete(layout.crop(user, name))
-            storage.delete(layout.crop_thumb(user, name))
             raise Refused(f"the image is {record.get('state')} now; try again once it is done", 409)
-        record.setdefault("clipping_boxes", {})[name] = box
-        update(record, name)
-        record["updated_at"] = iso(jobs.clock())
+        change(record)
+        record["updated_at"] = iso(services().jobs.clock())
         if storage.replace_if(key, json.dumps(record, separators=(",", ":")).encode(), version):
-            return _clipping(user, image_id, name, record)
+            return record
     raise Refused("the image is being changed by another request; try again", 409)
 
 
@@ -334,23 +348,21 @@ def touch_up(image_id: str, name: str) -> Response:
 def undo(image_id: str, name: str) -> Response:
     user, storage = current_user(), services().storage
     _editable(user, image_id)
-    key = layout.status(user, image_id)
-    for _ in range(20):
-        raw, version = storage.read_versioned(key)
-        record = json.loads(raw)
+    previous: list[str] = []
+
+    def revert(record: dict) -> None:
         edits, shown = record.get("edits") or {}, record.get("clippings") or []
         if name not in shown:
             raise Refused("no such clipping", 404)
         if name not in edits:
             raise Refused("this clipping has no earlier version", 409)
-        previous = edits.pop(name)
-        record["clippings"] = [previous if n == name else n for n in shown]
+        previous[:] = [edits.pop(name)]
+        record["clippings"] = [previous[0] if n == name else n for n in shown]
         record["clipping_boxes"].pop(name, None)
-        record["updated_at"] = iso(services().jobs.clock())
-        if storage.replace_if(key, json.dumps(record, separators=(",", ":")).encode(), version):
-            storage.delete(layout.crop(user, name))
-            storage.delete(layout.crop_thumb(user, name))
-            return Response(
-                json.dumps({"clipping": _clipping(user, image_id, previous, record)}), mimetype="application/json"
-            )
-    raise Refused("the image is being changed by another request; try again", 409)
+
+    record = _change_record(user, image_id, revert)
+    storage.delete(layout.crop(user, name))
+    storage.delete(layout.crop_thumb(user, name))
+    return Response(
+        json.dumps({"clipping": _clipping(user, image_id, previous[0], record)}), mimetype="application/json"
+    )
