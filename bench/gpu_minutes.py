@@ -1,4 +1,4 @@
-"""Figure 4: GPU-on minutes of a simulated day through the real scaler (server1.lifecycle.simulate).
+"""Figure 4: GPU-on minutes of a simulated day through the real scaler (bench/simulate.py).
 
 The lifecycle's own simulated day: its example trace of logins and upload bursts drives the
 real Lifecycle and Scaler against a SageMaker endpoint on the moto server, with an injected
@@ -16,8 +16,8 @@ from pathlib import Path
 import boto3
 
 from bench.common import QUICK, Row, make_endpoint, moto, verdict
+from bench.simulate import example_trace, simulate_day
 from server1.lifecycle.scaler import BOTO_CONFIG
-from server1.lifecycle.simulate import example_trace, simulate_day
 
 DAY = 86400.0
 TAIL = 300.0

@@ -1,29 +1,33 @@
-"""`python -m server1`: the development server on HOST:PORT (default 127.0.0.1:5050).
+"""`python -m server1`: Server1 served by gunicorn as in the image, on HOST:PORT (default 127.0.0.1:5050).
 
-Production runs gunicorn instead: gunicorn -c server1/gunicorn.conf.py "server1:create_app()".
+Same settings as the image (server1/gunicorn.conf.py), so SIGTERM does what it does there:
+event streams end, the lifecycle's threads stop and the scheduler lease is released, and the
+process exits within a few seconds (docs/architecture.md, "Start and stop").
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
 
-from server1 import create_app
+from gunicorn.app.wsgiapp import WSGIApplication
+
 from studio import config
 from studio.errors import ConfigError
 
+CONFIG_FILE = Path(__file__).with_name("gunicorn.conf.py")
+
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         host = config.env_str("HOST", "127.0.0.1")
         port = config.env_int("PORT", 5050, 1, 65535)
-        app = create_app()
     except ConfigError as e:
         print(f"server1: cannot start: {e}", file=sys.stderr)
         return 2
-    print(f"server1: listening on http://{host}:{port} (storage {app.extensions['server1'].storage.root})", flush=True)
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    print(f"server1: listening on http://{host}:{port}", flush=True)
+    sys.argv = [sys.argv[0], "-c", str(CONFIG_FILE), "--bind", f"{host}:{port}", "server1:create_app()"]
+    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="server1").run()  # exits with gunicorn's status
     return 0
 
 

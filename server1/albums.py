@@ -4,20 +4,22 @@ Cost per call is O(1) storage listings (input/, resized/, output/status/) whatev
 number of images or clippings; status records are read only when their listing entry
 (mtime, size) changed since the last call. Clipping URLs come from the status record's
 "clippings" list (largest first, as the worker wrote it), never from listing crops/.
+
+Up to 128 request threads and the event pollers call one Albums: each user's caches are read
+and replaced under that user's lock, so two calls never interleave their updates.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable
 
 from server1.ingest import display_name
-from studio import layout
+from studio import image_files, layout
 from studio.jobs import STATES, Jobs, iso
 from studio.storage import UNKNOWN, Entry, NotFound, Storage
-
-FILES = "/files/"  # the files blueprint's URL prefix
 
 
 def _job_id(file_name: str) -> str | None:
@@ -43,6 +45,12 @@ class Albums:
         self._objects: dict[str, dict[str, tuple[tuple, dict]]] = {}  # id -> (stamp, image object)
         self._times: dict[str, dict[str, Entry]] = {}  # folder -> file key -> entry with its time
         self._json: dict[str, tuple[list[dict], bytes]] = {}  # the last /api/images body and its images
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _lock(self, user: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(user, threading.Lock())
 
     @staticmethod
     def _parse(entries: list[Entry], parse: Callable[[str], str | None], known: dict, fresh: dict) -> dict[str, Entry]:
@@ -84,6 +92,10 @@ class Albums:
 
     def images(self, user: str) -> list[dict]:
         """Every image of the user, newest first, as /api/images and /events show them."""
+        with self._lock(user):
+            return self._images(user)
+
+    def _images(self, user: str) -> list[dict]:
         inputs = self._timed(user, layout.input_dir(user))
         resized = self._timed(user, layout.resized_dir(user))
         _, statuses = self.storage.list_dir(layout.output_dir(user, "status"))
@@ -111,20 +123,25 @@ class Albums:
     def images_json(self, user: str) -> bytes:
         """The /api/images body; encoded again only when an image object changed (encoding
         2,000 images costs more than listing them)."""
-        images = self.images(user)
-        last = self._json.get(user)
-        if last is None or len(last[0]) != len(images) or any(a is not b for a, b in zip(last[0], images, strict=True)):
-            last = (images, json.dumps({"images": images}, separators=(",", ":")).encode())
-            self._json[user] = last
-        return last[1]
+        with self._lock(user):
+            current = self._images(user)
+            last = self._json.get(user)
+            if (
+                last is None
+                or len(last[0]) != len(current)
+                or any(a is not b for a, b in zip(last[0], current, strict=True))
+            ):
+                last = (current, json.dumps({"images": current}, separators=(",", ":")).encode())
+                self._json[user] = last
+            return last[1]
 
     def find(self, user: str, image_id: str) -> tuple[str | None, str | None]:
         """(key of the original, key of the job file) of one image; None where absent."""
-        found: list[str | None] = []
-        for folder in (layout.input_dir(user), layout.resized_dir(user)):
-            keys = [e.key for e in self.storage.list(folder + image_id) if layout.owned_by(image_id, folder, e.name)]
-            found.append(keys[0] if keys else None)
-        return found[0], found[1]
+        original, job = (
+            image_files.original(self.storage, user, image_id),
+            image_files.job(self.storage, user, image_id),
+        )
+        return (original.key if original else None), (job.key if job else None)
 
 
 def image_object(user: str, image_id: str, original: Entry | None, job: Entry | None, record: dict | None) -> dict:
@@ -135,13 +152,7 @@ def image_object(user: str, image_id: str, original: Entry | None, job: Entry | 
     if record.get("state") == "done":
         for name in record.get("clippings") or []:
             try:
-                clippings.append(
-                    {
-                        "name": name,
-                        "url": FILES + layout.crop(user, name),
-                        "thumb_url": FILES + layout.crop_thumb(user, name),
-                    }
-                )
+                clippings.append(image_files.clipping(user, name))
             except layout.BadName:
                 continue  # a name no worker of ours writes; never turn it into a URL
     return {
@@ -154,15 +165,15 @@ def image_object(user: str, image_id: str, original: Entry | None, job: Entry | 
             "attempts": record.get("attempts", 0),
             "updated_at": record.get("updated_at"),
         },
-        "original_url": FILES + source.key,
+        "original_url": image_files.file_url(source.key),
         # Our ingest writes the thumbnail before the original; a job dropped into resized/
         # by other means has none, and its work copy stands in.
-        "thumb_url": FILES + (layout.thumb(user, image_id) if original else source.key),
+        "thumb_url": image_files.file_url(layout.thumb(user, image_id) if original else source.key),
         "clippings": clippings,
-        "zip_url": f"/api/images/{image_id}/clippings.zip" if clippings else None,
+        "zip_url": image_files.zip_url(image_id) if clippings else None,
     }
 
 
-def counts(images: list[dict]) -> dict[str, int]:
-    states = Counter(image["status"]["state"] for image in images)
+def counts(album: list[dict]) -> dict[str, int]:
+    states = Counter(image["status"]["state"] for image in album)
     return {state: states.get(state, 0) for state in STATES}

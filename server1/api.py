@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from server1.responses import current_user, json_body, json_error
 from server1.services import services
-from studio import layout, settings
+from studio import image_files, layout, settings
 from studio.storage import NotFound
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -86,7 +86,7 @@ def delete(image_id: str) -> Response | tuple[Response, int]:
     image_id = _image_id(image_id)
     if not image_id or found.albums.find(user, image_id) == (None, None):
         return json_error("no such image", 404)
-    found.jobs.delete_image(user, image_id)
+    image_files.delete(found.storage, user, image_id)
     return jsonify(deleted=image_id)
 
 
@@ -94,11 +94,7 @@ def delete(image_id: str) -> Response | tuple[Response, int]:
 def clear() -> Response:
     """Everything of this user but the settings; the job folder first so no worker starts on it."""
     user, storage = current_user(), services().storage
-    deleted = sum(1 for _ in storage.list(layout.input_dir(user)))
-    storage.delete_prefix(layout.resized_dir(user))
-    for folder in layout.image_folders(user):  # resized/ again: jobs that arrived meanwhile
-        storage.delete_prefix(folder)
-    storage.delete_prefix(layout.output_dir(user, "staging"))
+    deleted = image_files.delete_all(storage, user)
     storage.delete(layout.canvas(user))  # it showed clippings that are gone now
     return jsonify(deleted=deleted)
 

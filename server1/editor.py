@@ -32,10 +32,9 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from PIL import Image
 
 from server1 import cutting, ingest
-from server1.albums import FILES
 from server1.responses import current_user, json_body, json_error
 from server1.services import services
-from studio import layout
+from studio import image_files, layout
 from studio.jobs import iso
 from studio.storage import NotFound, Storage
 
@@ -71,9 +70,7 @@ def _version(record: dict) -> str:
 
 def _clipping(user: str, image_id: str, name: str, record: dict) -> dict:
     return {
-        "name": name,
-        "url": FILES + layout.crop(user, name),
-        "thumb_url": FILES + layout.crop_thumb(user, name),
+        **image_files.clipping(user, name),
         "box": (record.get("clipping_boxes") or {}).get(name),
         "undo": name in (record.get("edits") or {}),
     }
@@ -129,8 +126,8 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
                 "state": state,
                 "width": record.get("width"),
                 "height": record.get("height"),
-                "original_url": FILES + (original or job),
-                "resized_url": FILES + job if job else None,
+                "original_url": image_files.file_url(original or job),
+                "resized_url": image_files.file_url(job) if job else None,
                 "embedding": meta
                 and {
                     "url": f"/api/images/{image_id}/embedding?v={_version(record)}",

@@ -58,6 +58,8 @@ class EventHub:
             elif feed.status is not None:
                 stream.put_nowait(("status", feed.status))
             feed.streams.add(stream)
+            if self._stopped.is_set():
+                stream.put_nowait(None)  # shutting down: end at once
         return stream
 
     def unsubscribe(self, user: str, stream: queue.Queue[Event | None]) -> None:
@@ -72,7 +74,12 @@ class EventHub:
             return len(feed.streams) if feed else 0
 
     def stop(self) -> None:
+        """Shutdown: the pollers stop and every open stream ends (its client reconnects)."""
         self._stopped.set()
+        with self._lock:
+            streams = [stream for feed in self._feeds.values() for stream in feed.streams]
+        for stream in streams:
+            stream.put(None)
 
     def _poll(self, user: str, feed: _Feed) -> None:
         while not self._stopped.is_set():

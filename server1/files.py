@@ -2,20 +2,19 @@
 
 The key must be exactly <one of the user's served folders, from the layout> + <a valid
 file name>; anything else, including another user's folder, a symlink or a path trick,
-answers 404. Content types come from the extension our ingest chose by content;
-formats browsers do not show (HEIC, TIFF) and unknown ones are sent as downloads.
+answers 404. The storage opens the file (Storage.open_file), whatever its backend. Content
+types come from the extension our ingest chose by content; formats browsers do not show
+(HEIC, TIFF) and unknown ones are sent as downloads.
 """
 
 from __future__ import annotations
 
-import os
-
-from flask import Blueprint, Response, abort, request, send_file
+from flask import Blueprint, Response, abort, send_file
 
 from server1.responses import current_user
 from server1.services import services
-from studio import layout
-from studio.storage import FileStorage, NotFound, StorageError
+from studio import image_files, layout
+from studio.storage import NotFound, StorageError
 from studio.storage.base import check_key
 
 bp = Blueprint("files", __name__)
@@ -37,7 +36,7 @@ def _served_folders(user: str) -> set[str]:
     return {layout.input_dir(user), layout.resized_dir(user)} | {layout.output_dir(user, k) for k in SERVED_KINDS}
 
 
-@bp.get("/files/<path:key>")
+@bp.get(image_files.FILES_URL + "<path:key>")
 def serve(key: str) -> Response:
     user = current_user()
     folder, _, name = key.rpartition("/")
@@ -51,26 +50,15 @@ def serve(key: str) -> Response:
     ext = layout.split_ext(name)[1]
     mimetype = INLINE_TYPES.get(ext) or DOWNLOAD_TYPES.get(ext) or "application/octet-stream"
     download = ext not in INLINE_TYPES
-    storage = services().storage
-    if isinstance(storage, FileStorage):
-        try:
-            path = storage.local_path(key)
-        except StorageError:  # a symlink leading out of the root
-            abort(404)
-        # Refuse a symlink anywhere below the root, even one that stays inside it
-        # (it could lead into the other user's folder).
-        if path is None or os.path.realpath(path) != os.path.join(os.path.realpath(storage.root), key):
-            abort(404)
-        response = send_file(path, mimetype=mimetype, as_attachment=download, download_name=name, max_age=0)
-    else:
-        try:
-            data = storage.read(key)
-        except NotFound:
-            abort(404)
-        response = Response(data, mimetype=mimetype)
-        response.headers["Content-Disposition"] = f"{'attachment' if download else 'inline'}; filename={name}"
-        response.add_etag()
-        response.make_conditional(request)
+    try:
+        served = services().storage.open_file(key)  # refuses symlinks (another user's folder)
+    except NotFound:
+        abort(404)
+    response = send_file(
+        served.file, mimetype=mimetype, as_attachment=download, download_name=name, etag=served.etag, max_age=0
+    )
+    if response.status_code == 200:  # not on a 304: it has no body
+        response.content_length = served.size
     response.cache_control.private = True
     response.cache_control.no_cache = True
     response.headers["Content-Security-Policy"] = FILE_CSP

@@ -7,7 +7,9 @@ event pollers live in the worker's memory (more workers work, each with its own)
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 from studio import config as studio_config  # not "config": gunicorn reads every name here
 from studio.errors import ConfigError
@@ -38,3 +40,37 @@ def on_starting(server: object) -> None:
     except ConfigError as e:
         print(f"server1: cannot start: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def post_worker_init(worker: object) -> None:
+    """SIGTERM (ECS stopping the task, Ctrl-C of `make run`, a deploy): besides gunicorn's own
+    graceful stop, end the open event streams at once (else each holds the worker until
+    graceful_timeout); browsers reconnect to the next Server1 by themselves."""
+    graceful_exit = worker.handle_exit  # type: ignore[attr-defined]
+
+    def handle_exit(sig: int, frame: object) -> None:
+        graceful_exit(sig, frame)
+        # Not in the signal handler itself: the hub takes a lock a request thread may hold.
+        threading.Thread(target=_stop_events, args=(worker,), name="events-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """The worker is leaving: stop the lifecycle's threads and release the scheduler lease, so
+    the next Server1 leads at its first look instead of waiting for the lease to run out."""
+    found = _services(worker)
+    if found is not None:
+        found.events.stop()
+        found.lifecycle.stop()
+
+
+def _stop_events(worker: object) -> None:
+    found = _services(worker)
+    if found is not None:
+        found.events.stop()
+
+
+def _services(worker: object):  # noqa: ANN202 - server1.services.Services, imported lazily
+    app = getattr(worker, "wsgi", None)
+    return app.extensions["server1"] if app is not None else None

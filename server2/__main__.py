@@ -7,8 +7,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError
 
+from server2 import config
 from server2.idle_guard import IdleGuard
-from server2.service import Config
 from studio.errors import ConfigError
 
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
@@ -16,13 +16,13 @@ GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 
 def main() -> None:
     try:  # every variable checked here, with a clear message, before gunicorn starts
-        Config.from_env()
+        config.load()  # gunicorn's settings and the worker's app reuse it
         IdleGuard.from_env()
     except (ConfigError, BotoCoreError) as e:
         sys.exit(f"server2: cannot start: {e}")
     from gunicorn.app.wsgiapp import WSGIApplication
 
-    sys.argv = [sys.argv[0], "--config", str(GUNICORN_CONF), "server2.app:app"]
+    sys.argv = [sys.argv[0], "--config", str(GUNICORN_CONF), "server2.app:create_app()"]
     WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()  # returns only by exiting the process
 
 

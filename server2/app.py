@@ -1,6 +1,9 @@
 """The HTTP side of Server2 (SageMaker's inference container contract): GET /ping, POST /invocations.
 
-Importing this module (gunicorn's worker does) creates the Service and starts loading the models.
+create_app() is the app factory gunicorn calls in its worker process ("server2.app:create_app()"):
+it makes the Service from the process's Config (server2.config.load) and starts loading the
+models there, once per worker; /ping answers 503 until they are loaded. Importing this module
+starts nothing.
 
 POST /invocations takes one of
   {"user": "<user>", "image": "<id>"}
@@ -22,9 +25,12 @@ from concurrent.futures import wait
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from server2 import config
+from server2.config import HTTP_THREADS
 from server2.idle_guard import IdleGuard
-from server2.service import HTTP_THREADS, Config, Service, Stopping
-from studio import layout
+from server2.outcome import Stopping
+from server2.service import Service
+from studio import image_files, layout
 from studio.jobs import FINAL
 from studio.storage import Storage, StorageError
 
@@ -91,15 +97,23 @@ def job_of_s3(url: object, output: object, storage: Storage) -> tuple[str, str]:
 
 def find_job(storage: Storage, user: str, image_id: str) -> str:
     """The key of the image's job file in resized/; Refused(404) when there is none."""
-    folder = layout.resized_dir(user)
-    for entry in storage.list(folder + image_id):
-        if layout.owned_by(image_id, folder, entry.name) and layout.job_from_resized(entry.name):
-            return entry.key
-    raise Refused(404, f"no image {image_id!r} for user {user!r}: nothing in {folder} by that name")
+    job = image_files.job(storage, user, image_id)
+    if job is None:
+        raise Refused(
+            404, f"no image {image_id!r} for user {user!r}: nothing in {layout.resized_dir(user)} by that name"
+        )
+    return job.key
 
 
-def create_app(service: Service) -> Flask:
+def create_app(service: Service | None = None) -> Flask:
+    """Server2's app around service; without one (gunicorn), a Service from the environment,
+    started at once. The service is app.extensions["server2"] (gunicorn's hooks stop it)."""
+    if service is None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        service = Service(config.load(), IdleGuard.from_env())
+        service.start()
     app = Flask(__name__)
+    app.extensions["server2"] = service
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     waiting = threading.BoundedSemaphore(HTTP_THREADS // 2)  # the other threads stay free for /ping
 
@@ -151,9 +165,3 @@ def create_app(service: Service) -> Flask:
         return jsonify(answer), 503 if outcome.state in ("stopped", "error") else 200
 
     return app
-
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-service = Service(Config.from_env(), IdleGuard.from_env())
-service.start()
-app = create_app(service)

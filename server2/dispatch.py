@@ -12,10 +12,13 @@ import logging
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
+from typing import TYPE_CHECKING
 
 from server2.idle_guard import IdleGuard
-from server2.service import Stopping
-from server2.worker import Outcome, Worker
+from server2.outcome import Outcome, Stopping
+
+if TYPE_CHECKING:  # the worker imports the pipeline (torch): the service imports it once loading
+    from server2.worker import Worker
 
 log = logging.getLogger(__name__)
 

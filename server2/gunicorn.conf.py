@@ -7,12 +7,12 @@ invocations wait for their jobs; the jobs themselves run one at a time in the di
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
-from server2.service import HTTP_THREADS, Config
+from server2.config import HTTP_THREADS
+from server2.config import load as _load_config  # every module-level name here is read as a setting
 
-_config = Config.from_env()
+_config = _load_config()  # the same Config the forked worker's create_app() uses: parsed once
 
 bind = f"0.0.0.0:{_config.port}"
 workers = 1
@@ -31,8 +31,7 @@ control_socket_disable = True
 
 def post_worker_init(worker: object) -> None:
     """On SIGTERM stop taking work at once, before gunicorn drains the open requests."""
-    from server2.app import service  # already imported by the worker: this is the running one
-
+    service = worker.wsgi.extensions["server2"]  # type: ignore[attr-defined]  # the app create_app() made
     drain = worker.handle_exit  # type: ignore[attr-defined]
 
     def on_term(sig: int, frame: object) -> None:
@@ -45,8 +44,9 @@ def post_worker_init(worker: object) -> None:
 
 def worker_exit(server: object, worker: object) -> None:
     """Before the worker process ends: the running job is finished or released, never cut off."""
-    app = sys.modules.get("server2.app")  # absent when the app failed to import
-    if app is not None and app.service.stop():
+    app = getattr(worker, "wsgi", None)  # absent when the app failed to load
+    service = app.extensions.get("server2") if app is not None else None
+    if service is not None and service.stop():
         # The released job's thread is still inside torch: leave now, before the interpreter's
         # teardown destroys native threads under it (which aborts the process).
         logging.shutdown()

@@ -11,7 +11,7 @@ import threading
 
 from server2.dispatch import Dispatcher
 from server2.idle_guard import IdleGuard
-from server2.service import Stopping
+from server2.outcome import Stopping
 from studio.jobs import Scanner
 from studio.storage import StorageError
 

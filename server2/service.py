@@ -1,6 +1,7 @@
-"""Server2's moving parts wired together: configuration, loading in the background, start and stop.
+"""Server2's moving parts wired together: loading in the background, start and stop.
 
-One Service lives in the gunicorn worker process (server2.app creates it at import). It opens
+One Service lives in the gunicorn worker process (server2.app's create_app makes and starts it
+there, so each worker process loads the models once). It opens
 the storage and loads the models in a thread, so /ping can answer 503 with the reason until
 everything is ready; a missing weight file or unreachable storage is retried (Server1 may still
 be downloading the weights), any other loading error is final and shown by /ping.
@@ -14,67 +15,30 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from server2.config import Config
+from server2.dispatch import Dispatcher
 from server2.idle_guard import IdleGuard
-from studio import config
+from server2.outcome import Stopping
 from studio.errors import ConfigError
 from studio.jobs import Jobs, Scanner
 from studio.storage import Storage, StorageError, open_storage
 
 if TYPE_CHECKING:
-    from server2.dispatch import Dispatcher
     from server2.models import Models
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cuda", "cpu")
-# gunicorn threads of the one worker process. At most half of them wait for jobs in /invocations,
-# so /ping always finds a free thread.
-HTTP_THREADS = 16
 # How often loading is tried again while weights are missing or storage is unreachable.
 LOAD_RETRY_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class Config:
-    shared_dir: str
-    models_dir: str
-    device: str
-    poll_seconds: float
-    worker_id: str
-    invocation_wait: float  # longest an /invocations request waits for its job (SageMaker stops at 60 s)
-    stop_grace: float  # on SIGTERM, how long the current job may take to finish before it is released
-    port: int  # SageMaker's SAGEMAKER_BIND_TO_PORT, else 8080
-    lease_seconds: float  # a claim of a worker that died is taken over after this long
-
-    @classmethod
-    def from_env(cls) -> Config:
-        device = (config.env_str("DEVICE", "auto") or "auto").lower()
-        if device not in DEVICES:
-            raise ConfigError(f"DEVICE must be auto, cuda or cpu, got {device!r}")
-        return cls(
-            shared_dir=config.shared_dir(),
-            models_dir=config.models_dir(),
-            device=device,
-            poll_seconds=config.env_float("POLL_SECONDS", 2.0, 0.05, 3600),
-            worker_id=config.env_str("WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
-            invocation_wait=config.env_float("INVOCATION_WAIT_SECONDS", 50.0, 0, 55),
-            stop_grace=config.env_float("STOP_GRACE_SECONDS", 10.0, 0, 600),
-            port=config.env_int("SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
-            lease_seconds=config.env_float("LEASE_SECONDS", 120.0, 2, 3600),
-        )
-
-
-class Stopping(Exception):
-    """The service is shutting down and takes no new work."""
 
 
 class Service:
     def __init__(self, cfg: Config, guard: IdleGuard | None = None) -> None:
         self.config = cfg
         self.guard = guard
+        self.worker_id = cfg.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.state = "loading"  # loading | error | ready
         self.reason = "loading the models"
         self.stopping = threading.Event()
@@ -121,16 +85,16 @@ class Service:
             self.stopping.wait(LOAD_RETRY_SECONDS)
 
     def _run(self, storage: Storage, models: Models) -> None:
-        from server2.dispatch import Dispatcher
+        # Imported here for the same reason as the models: the worker imports the pipeline.
         from server2.poller import Poller
         from server2.worker import Worker
 
-        self.jobs = Jobs(storage, owner=self.config.worker_id, lease_seconds=self.config.lease_seconds)
+        self.jobs = Jobs(storage, owner=self.worker_id, lease_seconds=self.config.lease_seconds)
         self.dispatcher = Dispatcher(Worker(storage, self.jobs, models), self.stopping, self.guard)
         poller = Poller(Scanner(self.jobs), self.dispatcher, self.config.poll_seconds, self.stopping, self.guard)
         self._spawn(self.dispatcher.run, "server2-dispatch")
         self._spawn(poller.run, "server2-poll")
-        self._set("ready", f"models on {models.device}; worker {self.config.worker_id}")
+        self._set("ready", f"models on {models.device}; worker {self.worker_id}")
 
     # -- use ---------------------------------------------------------------------------
     def health(self) -> tuple[int, dict]:

@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
@@ -22,7 +21,8 @@ from ultralytics.utils import patches as ultralytics_patches
 
 from server2 import embeddings, pipeline
 from server2.models import Models
-from studio import layout, settings
+from server2.outcome import Outcome
+from studio import image_files, layout, settings
 from studio.jobs import FINAL, Claim, Jobs
 from studio.storage import Storage, StorageError
 
@@ -36,16 +36,6 @@ ultralytics_patches._pil_plugins_registered = True
 
 class BadImage(Exception):
     """The image cannot be decoded; the message says why in words."""
-
-
-@dataclass
-class Outcome:
-    """How a job run ended. state: done | failed (final) | retry (failed, attempts remain) |
-    in-progress (another worker holds it) | already-processed | stopped | error (storage)."""
-
-    state: str
-    error: str | None = None
-    status: dict | None = None
 
 
 def open_image(data: bytes, name: str) -> Image.Image:
@@ -67,12 +57,6 @@ def png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
-
-
-def thumbnail(image: Image.Image) -> Image.Image:
-    small = image.copy()
-    small.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX))
-    return small
 
 
 class Worker:
@@ -159,15 +143,14 @@ class Worker:
     def _read(self, claim: Claim, resized_key: str) -> tuple[Image.Image, Image.Image, str]:
         """(resized, original, source): the original from input/<id>.*, else the resized image."""
         resized = open_image(self.storage.read(resized_key), resized_key.rsplit("/", 1)[-1])
-        folder = layout.input_dir(claim.user)
-        for entry in self.storage.list(folder + claim.image_id):
-            if layout.owned_by(claim.image_id, folder, entry.name):
-                try:
-                    return resized, open_image(self.storage.read(entry.key), entry.name), "input"
-                except BadImage as e:
-                    log.warning(
-                        "%s/%s: original unusable, clipping from the resized image: %s", claim.user, claim.image_id, e
-                    )
+        entry = image_files.original(self.storage, claim.user, claim.image_id)
+        if entry is not None:
+            try:
+                return resized, open_image(self.storage.read(entry.key), entry.name), "input"
+            except BadImage as e:
+                log.warning(
+                    "%s/%s: original unusable, clipping from the resized image: %s", claim.user, claim.image_id, e
+                )
         return resized, resized, "resized"
 
     def _stage(
@@ -189,24 +172,15 @@ class Worker:
         for clip in result.clippings:
             name = layout.crop_name(image_id, clip.mask_index, clip.component)
             put(layout.crop(user, name), png(clip.image))
-            put(layout.crop_thumb(user, name), png(thumbnail(clip.image)))
+            put(layout.crop_thumb(user, name), image_files.thumb_png(clip.image))
             names.append(name)
         editing = embeddings.stage(result, claim, names, embedding, put)
         put(layout.points(user, image_id), json.dumps(result.points).encode())
         for suffix, image in result.boxes.items():
             put(layout.boxes(user, image_id, suffix), png(image))
-        if not self._has_thumb(user, image_id):  # a job dropped into resized/ by other means has none
-            out = io.BytesIO()
-            thumbnail(original).save(out, format="JPEG", quality=85)
-            put(layout.thumb(user, image_id, ".jpg"), out.getvalue())
+        if not image_files.has_thumb(self.storage, user, image_id):  # a job dropped into resized/ by other means
+            put(layout.thumb(user, image_id, ".jpg"), image_files.thumb_jpeg(original))
         return staged, names, editing
-
-    def _has_thumb(self, user: str, image_id: str) -> bool:
-        folder = layout.output_dir(user, "thumbs")
-        return any(
-            layout.owned_by(image_id, folder, e.name) and not e.name.startswith("crop-")
-            for e in self.storage.list(folder + image_id)
-        )
 
     # -- endings -------------------------------------------------------------------------
     def _fail(self, claim: Claim, reason: str, final: bool = False) -> Outcome:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+from studio import layout
 from studio.errors import ConfigError
+
+DEFAULT_SHARED_DIR = "/mnt/s3"  # where the bucket is mounted when nothing else is said
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -47,9 +50,9 @@ def shared_dir() -> str:
     """SHARED_DIR; else s3://$S3_BUCKET when only the bucket is named (native S3 is the
     backend with atomic claims across hosts); else the mount point /mnt/s3."""
     bucket = env_str("S3_BUCKET")
-    return env_str("SHARED_DIR") or (f"s3://{bucket}" if bucket else "/mnt/s3")
+    return env_str("SHARED_DIR") or (f"s3://{bucket}" if bucket else DEFAULT_SHARED_DIR)
 
 
 def models_dir() -> str:
     """MODELS_DIR, else <SHARED_DIR>/models (a path or an s3:// URL)."""
-    return env_str("MODELS_DIR") or shared_dir().rstrip("/") + "/models"
+    return env_str("MODELS_DIR") or f"{shared_dir().rstrip('/')}/{layout.MODELS}"

@@ -1,4 +1,4 @@
-"""The job protocol (DESIGN.md "Job protocol"), used by every worker and by Server1.
+"""The job protocol (docs/architecture.md "Job protocol"), used by every worker and by Server1.
 
 A job is an image file in <user>/resized/. Its life:
 
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from studio import layout
+from studio import image_files, layout, lease
 from studio.layout import BadName
 from studio.storage import Entry, NotFound, Storage, StorageError
 
@@ -42,8 +42,11 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _dump(value: dict) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+def _attempts(claim_record: dict) -> int:
+    try:
+        return int(claim_record.get("attempts", 0))
+    except (ValueError, TypeError):
+        return 0  # an unreadable count: the claim is treated as stale anyway
 
 
 @dataclass
@@ -61,20 +64,13 @@ class Claim:
         return layout.staging(self.user, self.image_id, self.token)
 
 
+@dataclass(eq=False)
 class Jobs:
-    def __init__(
-        self,
-        storage: Storage,
-        owner: str,
-        lease_seconds: float = 120.0,
-        max_attempts: int = 3,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.storage = storage
-        self.owner = owner
-        self.lease_seconds = lease_seconds
-        self.max_attempts = max_attempts
-        self.clock = clock
+    storage: Storage
+    owner: str
+    lease_seconds: float = 120.0
+    max_attempts: int = 3
+    clock: Callable[[], float] = time.time
 
     # -- status records ----------------------------------------------------------
     def read_status(self, user: str, image_id: str) -> dict | None:
@@ -94,7 +90,7 @@ class Jobs:
             "clippings": [],
             **fields,
         }
-        self.storage.write(layout.status(user, image_id), _dump(record))
+        self.storage.write(layout.status(user, image_id), json.dumps(record, separators=(",", ":")).encode())
         return record
 
     def is_final(self, user: str, image_id: str) -> bool:
@@ -116,32 +112,20 @@ class Jobs:
         """Take the job, or None when it is final, held by a live worker, or lost to a rival."""
         if self.is_final(user, image_id):
             return None
-        key = layout.claim(user, image_id)
         token = uuid.uuid4().hex
-        previous: dict = {}
-        record = self._claim_record(token, 1)
-        version = self.storage.create_exclusive(key, _dump(record))
-        if version is None:
-            try:
-                data, current_version = self.storage.read_versioned(key)
-            except NotFound:
-                return None  # deleted under us (image removed); the next poll decides
-            try:
-                previous = json.loads(data)
-                live = not previous.get("released") and float(previous["expires_at"]) > self.clock()
-                attempts = int(previous.get("attempts", 0))
-            except (ValueError, TypeError, KeyError, AttributeError):
-                previous, live, attempts = {}, False, 0  # unreadable claim: treat as stale
-            if live:
-                return None
-            record = self._claim_record(token, attempts + 1)
-            version = self.storage.replace_if(key, _dump(record), current_version)
-            if version is None:
-                return None
-            # Whatever the previous holder staged is never published now: remove it.
-            if isinstance(previous.get("token"), str):
-                with contextlib.suppress(BadName):
-                    self.storage.delete_prefix(layout.staging(user, image_id, previous["token"]))
+        taken = lease.take(
+            self.storage,
+            layout.claim(user, image_id),
+            lambda previous: self._claim_record(token, _attempts(previous) + 1),
+            self.clock(),
+        )
+        if taken is None:
+            return None
+        previous, record, version = taken.previous, taken.record, taken.version
+        # Whatever the previous holder staged is never published now: remove it.
+        if isinstance(previous.get("token"), str):
+            with contextlib.suppress(BadName):
+                self.storage.delete_prefix(layout.staging(user, image_id, previous["token"]))
         claim = Claim(user, image_id, self.owner, token, record["attempts"], record["expires_at"], version)
         # A finisher writes its status before it releases: now that we hold the claim, a
         # final status written by the previous holder is visible.
@@ -165,7 +149,7 @@ class Jobs:
     def renew(self, claim: Claim) -> bool:
         """Extend the lease; False when the claim is no longer ours (never act on it then)."""
         record = self._claim_record(claim.token, claim.attempt)
-        version = self.storage.replace_if(layout.claim(claim.user, claim.image_id), _dump(record), claim.version)
+        version = self.storage.replace_if(layout.claim(claim.user, claim.image_id), lease.dump(record), claim.version)
         if version is None:
             return False
         claim.version, claim.expires_at = version, record["expires_at"]
@@ -175,7 +159,7 @@ class Jobs:
         """Give the job back. counted=False (e.g. on SIGTERM) does not use up an attempt."""
         attempts = claim.attempt if counted else claim.attempt - 1
         record = self._claim_record(claim.token, attempts, released=True, error=error)
-        version = self.storage.replace_if(layout.claim(claim.user, claim.image_id), _dump(record), claim.version)
+        version = self.storage.replace_if(layout.claim(claim.user, claim.image_id), lease.dump(record), claim.version)
         if version is not None:
             claim.version = version
         self.storage.delete_prefix(claim.staging)
@@ -190,7 +174,7 @@ class Jobs:
         if not self.renew(claim):
             self.storage.delete_prefix(claim.staging)
             return False
-        self.delete_outputs(claim.user, claim.image_id)
+        image_files.delete_outputs(self.storage, claim.user, claim.image_id)
         for src, dst in staged.items():
             self.storage.move(src, dst)
         self._finish(claim, "done", **fields)
@@ -220,35 +204,16 @@ class Jobs:
         # Re-publish the job file: pollers that cached it as final see a new timestamp.
         self.storage.write(resized_key, self.storage.read(resized_key))
 
-    def delete_outputs(self, user: str, image_id: str) -> None:
-        """Remove what a worker made for the image (not the original, resized copy or its thumbnail)."""
-        for folder in layout.image_folders(user):
-            if folder.endswith(("/output/masks/", "/output/crops/", "/output/points/", "/output/boxes/", "/thumbs/")):
-                self._delete_owned(image_id, folder, only_clippings=folder.endswith("/thumbs/"))
-
-    def delete_image(self, user: str, image_id: str) -> None:
-        """Remove every file of the image, the job file first so no worker picks it up again."""
-        for folder in layout.image_folders(user):
-            self._delete_owned(image_id, folder)
-        self.storage.delete_prefix(layout.output_dir(user, "staging") + image_id + "/")
-
-    def _delete_owned(self, image_id: str, folder: str, only_clippings: bool = False) -> None:
-        # Clipping thumbnails (thumbs/crop-<id>_...) need a listing of their own.
-        starts = ["crop-"] if folder.endswith("/thumbs/") else []
-        if not only_clippings:
-            starts.append("")
-        for start in starts:
-            for entry in self.storage.list(folder + start + image_id):
-                if layout.owned_by(image_id, folder, entry.name):
-                    self.storage.delete(entry.key)
-
 
 class Scanner:
     """Finds unfinished jobs cheaply: one listing of a user's resized/ per call; a status
     record is read only for jobs not yet seen final (cached by the job file's mtime)."""
 
-    def __init__(self, jobs: Jobs) -> None:
+    def __init__(self, jobs: Jobs, storage_clock: Callable[[], float] = time.time) -> None:
         self.jobs = jobs
+        # Compared with the storage's file times, so the wall clock, not the Jobs clock (which
+        # times leases and may be simulated, as in the lifecycle's tests and bench/).
+        self.storage_clock = storage_clock
         self._final: dict[tuple[str, str], float] = {}
 
     def users(self) -> list[str]:
@@ -275,7 +240,7 @@ class Scanner:
             if self.jobs.is_final(user, image_id):
                 # S3 gives whole seconds: a retry that re-writes the job file within the same
                 # second would look unchanged, so only a job file older than that is cached.
-                if time.time() - entry.mtime > FRESH_SECONDS:
+                if self.storage_clock() - entry.mtime > FRESH_SECONDS:
                     self._final[(user, image_id)] = entry.mtime
             else:
                 out.append((entry.mtime, image_id, entry))

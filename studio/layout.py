@@ -1,4 +1,4 @@
-"""The storage layout (DESIGN.md "Shared storage layout"): the one place that builds keys.
+"""The storage layout (docs/architecture.md "Storage layout"): the one place that builds keys.
 
 Keys are relative, '/'-separated and never start with '/'. Every user name and image
 id that reaches a key is checked here first, so no caller can build a path that
@@ -18,6 +18,8 @@ RESERVED = {MODELS, SYSTEM}
 # The weights every Server2 needs in models/ (vit_b.pth / vit_h.pth are optional extras).
 MODEL_FILES = ("vit_l.pth", "yolov8n.pt", "yolov8n-seg.pt", "birefnet-dis.onnx")
 THUMB_MAX = 320  # longest side of every image in output/thumbs (originals' and clippings')
+RESIZED_MAX = 1024  # longest side of the work copy in resized/
+CLIPPING_THUMB = "crop-"  # name prefix of a clipping's thumbnail in output/thumbs
 
 
 class BadName(ValueError):
@@ -45,10 +47,6 @@ def split_ext(file_name: str) -> tuple[str, str]:
     return stem, "." + ext.lower()
 
 
-def model(name: str) -> str:
-    return f"{MODELS}/{check_name(name, 'model file name')}"
-
-
 def system(name: str) -> str:
     return f"{SYSTEM}/{check_name(name)}"
 
@@ -56,10 +54,6 @@ def system(name: str) -> str:
 def invocation(user: str, image_id: str) -> str:
     """Server1's record that it invoked the endpoint for a job, so a restart does not invoke it again."""
     return f"{SYSTEM}/invocations/{check_user(user)}/{check_name(image_id, 'image id')}.json"
-
-
-def user_root(user: str) -> str:
-    return f"{check_user(user)}/"
 
 
 def settings(user: str) -> str:
@@ -110,7 +104,7 @@ def crop(user: str, file_name: str) -> str:
 
 def crop_thumb(user: str, file_name: str) -> str:
     """Thumbnail of a clipping (kept beside the originals' thumbnails)."""
-    return output_dir(user, "thumbs") + "crop-" + check_name(file_name, "file name")
+    return output_dir(user, "thumbs") + CLIPPING_THUMB + check_name(file_name, "file name")
 
 
 def points(user: str, image_id: str) -> str:
@@ -133,12 +127,17 @@ def embedding(user: str, image_id: str) -> str:
 
 def decoder(digest: str) -> str:
     """SAM's prompt encoder + mask decoder as ONNX, for the checkpoint whose hash starts with digest."""
-    return model(f"sam-decoder-{digest}.onnx")
+    return f"{MODELS}/{check_name(f'sam-decoder-{digest}.onnx', 'model file name')}"
+
+
+def staging_dir(user: str, image_id: str) -> str:
+    """Every staging folder of one image's jobs."""
+    return output_dir(user, "staging") + f"{check_name(image_id, 'image id')}/"
 
 
 def staging(user: str, image_id: str, token: str) -> str:
     """Where a worker writes a job's outputs before it commits them."""
-    return output_dir(user, "staging") + f"{check_name(image_id, 'image id')}/{check_name(token)}/"
+    return staging_dir(user, image_id) + f"{check_name(token)}/"
 
 
 # Folder -> the file names of one image in it ({i} is the escaped id). Box image
@@ -146,7 +145,7 @@ def staging(user: str, image_id: str, token: str) -> str:
 _OWNED = {
     "input": r"{i}\.[A-Za-z0-9]+",
     "resized": r"{i}\.[A-Za-z0-9]+",
-    "output/thumbs": r"{i}\.[A-Za-z0-9]+|crop-{i}_mask\d+_\d+\.png",
+    "output/thumbs": r"{i}\.[A-Za-z0-9]+|" + re.escape(CLIPPING_THUMB) + r"{i}_mask\d+_\d+\.png",
     "output/masks": r"{i}_mask\d+\.png",
     "output/crops": r"{i}_mask\d+_\d+\.png",
     "output/points": r"{i}\.json",

@@ -1,4 +1,4 @@
-"""Per-user settings (DESIGN.md "Settings"): defaults, validation, storage."""
+"""Per-user settings (docs/architecture.md "Settings"): defaults, validation, storage."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,6 +29,15 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 
 
+@pytest.fixture
+def seed() -> int:
+    """The seed of a test's randomness: TEST_SEED if set (to replay a failure), else a fresh one.
+    Printed, so pytest shows it with a failing test's captured output."""
+    value = int(os.environ.get("TEST_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"random seed {value} (replay with TEST_SEED={value})")
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,7 +52,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or (gunicorn) its worker still booting
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 

@@ -1,6 +1,6 @@
 """Small model weights for tests, written in the same file formats as the real ones (no download).
 
-build_test_models(folder) writes, under the names Server2 loads (DESIGN.md "Model weights"):
+build_test_models(folder) writes, under the names Server2 loads (docs/architecture.md "Model weights"):
 - vit_l.pth: a SAM state dict with a tiny image encoder (256 px input); server2.models reads the encoder's
   shape from the tensors, exactly as it does for the real vit_l checkpoint.
 - yolov8n.pt / yolov8n-seg.pt: ultralytics models built from yolov8n.yaml / yolov8n-seg.yaml with random

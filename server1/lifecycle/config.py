@@ -1,11 +1,11 @@
-"""The lifecycle's environment variables (DESIGN.md "Configuration"), read once with clear errors."""
+"""The lifecycle's environment variables (docs/architecture.md "Variables"), read once with clear errors."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from studio import config
+from studio import config, layout
 from studio.errors import ConfigError
 
 # SageMaker's own pattern for endpoint, variant and inference component names.
@@ -34,7 +34,7 @@ class LifecycleConfig:
     scale_down_after: float = 300.0
     poll_seconds: float = 5.0
     inference_url: str | None = None
-    models_dir: str = "/mnt/s3/models"
+    models_dir: str = f"{config.DEFAULT_SHARED_DIR}/{layout.MODELS}"
     model_base_url: str | None = None
     model_manifest: str | None = None
     skip_model_download: bool = False

@@ -1,22 +1,21 @@
 """Exactly one background scheduler per deployment, however many gunicorn workers or tasks run.
 
-A lease record in storage names the leader and when its lease ends. It is taken with an
-exclusive create, or by a conditional replace once it has run out (studio.storage's
-create_exclusive / replace_if: one taker wins), and renewed by the leader with a
-conditional replace against the version it wrote. Standbys look at it every ttl/2 and
+A lease record in storage names the leader and when its lease ends. It is taken with
+studio.lease (the take-over rule the job claims use too: one taker wins) and renewed by the
+leader with a conditional replace against the version it wrote. Standbys look at it every ttl/2 and
 take over when it has run out, so a dead leader is replaced within about 1.5 x ttl.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from studio import layout
-from studio.storage import NotFound, Storage, StorageError
+from studio import layout, lease
+from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +40,12 @@ class Lease:
         now = self.clock()
         if self._version is not None and now < self._renew_at:
             return True
-        record = json.dumps({"owner": self.owner, "expires_at": now + self.ttl}).encode()
+        record = {"owner": self.owner, "expires_at": now + self.ttl}
         try:
             version = self._renew(record) if self._version is not None else None
             if version is None:
-                version = self._take(record, now)
+                taken = lease.take(self.storage, self.key, lambda _: record, now, owner=self.owner)
+                version = taken.version if taken else None
         except StorageError as e:
             log.warning("scheduler lease: %s", e)
             return self.held  # keep leading until our lease runs out; a standby then takes over
@@ -59,48 +59,34 @@ class Lease:
         self._version, self._expires_at, self._renew_at = version, now + self.ttl, now + self.ttl / 3
         return True
 
-    def _renew(self, record: bytes) -> str | None:
+    def _renew(self, record: dict) -> str | None:
         assert self._version is not None
-        return self.storage.replace_if(self.key, record, self._version)
-
-    def _take(self, record: bytes, now: float) -> str | None:
-        try:
-            data, version = self.storage.read_versioned(self.key)
-        except NotFound:
-            return self.storage.create_exclusive(self.key, record)
-        try:
-            current = json.loads(data)
-            free = current.get("owner") == self.owner or float(current["expires_at"]) <= now
-        except (ValueError, TypeError, KeyError, AttributeError):
-            free = True  # an unreadable lease record belongs to nobody
-        return self.storage.replace_if(self.key, record, version) if free else None
+        return self.storage.replace_if(self.key, lease.dump(record), self._version)
 
     def release(self) -> None:
         """Give the lease up at once (shutdown), so a standby need not wait for it to run out."""
         if self._version is None:
             return
-        record = json.dumps({"owner": self.owner, "expires_at": 0}).encode()
+        record = {"owner": self.owner, "expires_at": 0, "released": True}
         try:
-            self.storage.replace_if(self.key, record, self._version)
+            self.storage.replace_if(self.key, lease.dump(record), self._version)
         except StorageError as e:
             log.warning("scheduler lease: cannot release: %s", e)
         self._version = None
 
 
+@dataclass(eq=False)
 class Scheduler:
     """Runs tick() (which returns the seconds until it wants to run again) while holding the lease."""
 
-    def __init__(
-        self, lease: Lease, tick: Callable[[], float], on_lead: Callable[[], None], standby_seconds: float
-    ) -> None:
-        self.lease = lease
-        self.tick = tick
-        self.on_lead = on_lead
-        self.standby_seconds = standby_seconds
-        self.leading = False
-        self.wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    lease: Lease
+    tick: Callable[[], float]
+    on_lead: Callable[[], None]
+    standby_seconds: float
+    leading: bool = field(default=False, init=False)
+    wake: threading.Event = field(default_factory=threading.Event, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
 
     def start(self) -> None:
         if self._thread is None:

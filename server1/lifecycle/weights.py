@@ -1,4 +1,4 @@
-"""Model weights at start-up (DESIGN.md "Model weights"): download what is missing from MODELS_DIR.
+"""Model weights at start-up (docs/architecture.md "Model weights"): download what is missing from MODELS_DIR.
 
 Each missing file streams into a hidden partial file, resumes with an HTTP Range request
 after a dropped connection, is checked (size, and hash where an authoritative one is

@@ -1,4 +1,4 @@
-"""The segmentation pipeline (DESIGN.md "Segmentation pipeline"): one call, segment(), per image.
+"""The segmentation pipeline (docs/architecture.md "Segmentation pipeline"): one call, segment(), per image.
 
     classify -> (photo) YOLO points -> SAM automatic + point masks -> BiRefNet refinement of a one-colour
                 largest mask                                                    \\

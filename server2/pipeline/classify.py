@@ -27,7 +27,6 @@ MAX_SOFT_EDGES = 0.07
 class ImageStats:
     flat: float
     soft_edges: float
-    strong_edges: float
 
 
 def image_stats(image: Image.Image) -> ImageStats:
@@ -41,7 +40,6 @@ def image_stats(image: Image.Image) -> ImageStats:
     return ImageStats(
         flat=float((std < FLAT_STD).mean()),
         soft_edges=float(((gradient > low) & (gradient < high)).mean()),
-        strong_edges=float((gradient >= high).mean()),
     )
 
 

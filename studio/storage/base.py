@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 class StorageError(Exception):
@@ -30,6 +32,15 @@ class Entry:
     @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """An object opened for sending (Server1's /files/): its bytes, size and an HTTP entity tag."""
+
+    file: BinaryIO
+    size: int
+    etag: str  # changes whenever the bytes do
 
 
 def content_version(data: bytes) -> str:
@@ -103,6 +114,12 @@ class Storage(ABC):
     def local_path(self, key: str) -> Path | None:
         """A file path for key when the backend is a filesystem (for sending files)."""
         return None
+
+    def open_file(self, key: str) -> ServedFile:
+        """key's object opened for sending; NotFound if there is none or the key may not be served
+        (a filesystem refuses a symlink anywhere below the root)."""
+        data, version = self.read_versioned(key)
+        return ServedFile(io.BytesIO(data), len(data), version.strip('"'))
 
     def url(self, key: str, expires: int = 300) -> str | None:
         """A time-limited URL for key where the backend can give one."""

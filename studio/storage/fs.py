@@ -11,7 +11,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from studio.storage.base import UNKNOWN, Entry, NotFound, Storage, StorageError, check_key, content_version
+from studio.storage.base import (
+    UNKNOWN,
+    Entry,
+    NotFound,
+    ServedFile,
+    Storage,
+    StorageError,
+    check_key,
+    content_version,
+)
 
 
 class FileStorage(Storage):
@@ -42,6 +51,23 @@ class FileStorage(Storage):
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         return path if path.is_file() else None
+
+    def open_file(self, key: str) -> ServedFile:
+        try:
+            path = self._path(key)
+        except StorageError:  # an invalid key, or a symlink leading out of the root or the user's folder
+            raise NotFound(key) from None
+        # Refuse a symlink anywhere below the root, even one that stays inside the folder.
+        if os.path.realpath(path) != os.path.join(os.path.realpath(self.path), key):
+            raise NotFound(key)
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - the response closes it once sent
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(key) from None
+        except OSError as e:
+            raise StorageError(f"cannot read {key}: {e.strerror}") from e
+        stat = os.fstat(file.fileno())
+        return ServedFile(file, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
 
     def _write_tmp(self, path: Path, data: bytes) -> Path:
         """data in a hidden temporary file beside path; StorageError when the folder is unusable

@@ -42,12 +42,12 @@ def expected_outputs(user: str, image_id: str) -> list[str]:
     return [layout.mask(user, image_id, 1), layout.crop(user, layout.crop_name(image_id, 1, 1))]
 
 
-def _pause(seconds: float) -> None:
+def _pause(seconds: float, rng: random.Random) -> None:
     if seconds:
-        time.sleep(random.uniform(0, seconds))
+        time.sleep(rng.uniform(0, seconds))
 
 
-def process(jobs: Jobs, claim: Claim, pause: float) -> bool:
+def process(jobs: Jobs, claim: Claim, pause: float, rng: random.Random) -> bool:
     """Stage the outputs, then publish them with complete(); the token is the content."""
     jobs.storage.read(layout.resized(claim.user, claim.image_id))
     staged: dict[str, str] = {}
@@ -55,7 +55,7 @@ def process(jobs: Jobs, claim: Claim, pause: float) -> bool:
         staging_key = claim.staging + final.rsplit("/", 1)[1]
         jobs.storage.write(staging_key, claim.token.encode())
         staged[staging_key] = final
-        _pause(pause)
+        _pause(pause, rng)
     crops = [layout.crop_name(claim.image_id, 1, 1)]
     return jobs.complete(claim, staged, clippings=crops, method="test", token=claim.token)
 
@@ -68,9 +68,12 @@ def run(
     max_attempts: int = 3,
     batch: int = 1,
     pause: float = 0.0,
-    deadline: float = 120.0,
+    deadline: float = 600.0,  # generous: a loaded CI machine is slow, and the test ends when the work does
+    seed: int = 0,
 ) -> None:
-    """Claim and finish jobs until none is pending (held ones included) or the deadline passes."""
+    """Claim and finish jobs until none is pending (held ones included) or the deadline passes.
+    The order of claims and the pauses come from random.Random(f"{seed}-{name}")."""
+    rng = random.Random(f"{seed}-{name}")
     jobs = Jobs(storage, name, lease_seconds=lease, max_attempts=max_attempts)
     scanner = Scanner(jobs)
     log = Log(log_path)
@@ -79,7 +82,7 @@ def run(
         pending = [(user, image_id) for user in scanner.users() for image_id, _ in scanner.pending(user)]
         if not pending:
             return
-        random.shuffle(pending)
+        rng.shuffle(pending)
         claims: list[Claim] = []
         claimed = 0
         for n, (user, image_id) in enumerate(pending, start=1):
@@ -90,7 +93,7 @@ def run(
                 claimed += 1
             if claims and (len(claims) == batch or n == len(pending)):
                 for claim in claims:  # held together: a kill may catch several claims at once
-                    log.event("done" if process(jobs, claim, pause) else "lost", claim)
+                    log.event("done" if process(jobs, claim, pause, rng) else "lost", claim)
                 claims = []
         if not claimed:
             time.sleep(0.2)  # everything left is held by others: wait for them or their leases
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--go", type=Path, help="wait for this file before starting (a start line)")
     args = parser.parse_args()
 
@@ -119,7 +123,8 @@ def main() -> None:
     def work(i: int) -> None:
         name = f"{args.name}-{i}"
         try:
-            run(storage, name, args.log_dir / f"{name}.log", args.lease, args.max_attempts, args.batch, args.pause)
+            log_path = args.log_dir / f"{name}.log"
+            run(storage, name, log_path, args.lease, args.max_attempts, args.batch, args.pause, seed=args.seed)
         except BaseException as e:
             errors.append(e)
             raise

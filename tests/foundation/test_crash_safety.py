@@ -26,21 +26,22 @@ def has_claimed(log: Path) -> bool:
     return log.exists() and b"claim " in log.read_bytes()
 
 
-def kill_workers_mid_work(root: str, log_dir: Path, round_no: int) -> None:
+def kill_workers_mid_work(root: str, log_dir: Path, round_no: int, rng: random.Random) -> None:
     """Start workers that hold up to three claims at a time; kill each soon after its first claim.
 
     A victim dies well within LEASE of its first claim, so no victim outlives its own claims'
     leases: a slow but living worker is never taken for a dead one (that needs a longer stall)."""
     options = ["--lease", str(LEASE), "--max-attempts", "100", "--batch", "3", "--pause", "0.06"]
+    options += ["--seed", str(rng.randrange(2**32))]
     procs = {f"victim{round_no}{i}": start_worker(root, log_dir, f"victim{round_no}{i}", *options) for i in range(3)}
     kill_at: dict[str, float] = {}
-    end = time.monotonic() + 90
+    end = time.monotonic() + 300
     try:
         while any(proc.poll() is None for proc in procs.values()):
             assert time.monotonic() < end, "the victims never claimed a job"
             for name, proc in procs.items():
                 if name not in kill_at and has_claimed(log_dir / f"{name}-0.log"):
-                    kill_at[name] = time.monotonic() + random.uniform(0, KILL_WITHIN)
+                    kill_at[name] = time.monotonic() + rng.uniform(0, KILL_WITHIN)
                 if time.monotonic() >= kill_at.get(name, end):
                     proc.send_signal(signal.SIGKILL)
             time.sleep(0.01)
@@ -62,20 +63,23 @@ def check_published_outputs(storage: Storage, jobs: list[tuple[str, str]]) -> di
     return statuses
 
 
-def test_killed_workers_lose_nothing_and_do_nothing_twice(storage_root: str, tmp_path: Path) -> None:
+def test_killed_workers_lose_nothing_and_do_nothing_twice(storage_root: str, tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)  # kill times and the workers' own choices
     storage = open_storage(storage_root)
     jobs = make_jobs(storage, JOBS, USERS)
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
     for round_no in range(ROUNDS):
-        kill_workers_mid_work(storage_root, log_dir, round_no)
+        kill_workers_mid_work(storage_root, log_dir, round_no, rng)
     left_behind = check_published_outputs(storage, jobs)  # what the dead left behind is consistent
     killed = Events(log_dir)
     unfinished = {job for job in killed["claim"] if job not in killed["done"]}
     assert unfinished, "no worker was killed while holding a claim"
 
     # The survivor takes each dead worker's jobs over once its lease has run out.
-    job_worker.run(storage, "survivor", log_dir / "survivor.log", lease=LEASE, max_attempts=100, deadline=90)
+    job_worker.run(
+        storage, "survivor", log_dir / "survivor.log", lease=LEASE, max_attempts=100, deadline=600, seed=seed
+    )
 
     events = Events(log_dir)
     statuses = check_published_outputs(storage, jobs)

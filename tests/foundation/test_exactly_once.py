@@ -18,7 +18,7 @@ THREADS_PER_PROCESS = 2
 LOCAL_THREADS = 2  # 3 x 2 + 2 = 8 competing workers
 
 
-def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_path: Path) -> None:
+def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_path: Path, seed: int) -> None:
     storage = open_storage(storage_root)
     jobs = make_jobs(storage, JOBS)
     log_dir = tmp_path / "logs"
@@ -26,7 +26,9 @@ def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_
     go = tmp_path / "go"
     names = [f"proc{i}" for i in range(PROCESSES)]
     procs = [
-        start_worker(storage_root, log_dir, name, "--threads", str(THREADS_PER_PROCESS), "--go", str(go))
+        start_worker(
+            storage_root, log_dir, name, "--threads", str(THREADS_PER_PROCESS), "--go", str(go), "--seed", str(seed)
+        )
         for name in names
     ]
     errors: list[BaseException] = []
@@ -34,7 +36,7 @@ def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_
     def local_worker(i: int) -> None:
         wait_for(go.exists, 120, "the start line")
         try:
-            job_worker.run(storage, f"thread{i}", log_dir / f"thread{i}.log")
+            job_worker.run(storage, f"thread{i}", log_dir / f"thread{i}.log", seed=seed)
         except BaseException as e:
             errors.append(e)
 
@@ -50,8 +52,8 @@ def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_
         )
         go.touch()
         for t in threads:
-            t.join(150)
-        codes = [p.wait(150) for p in procs]
+            t.join(660)
+        codes = [p.wait(660) for p in procs]
     finally:
         go.touch()
         for p in procs:

@@ -21,6 +21,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(line)
 
 
+@pytest.fixture(autouse=True)
+def _own_tally() -> None:
+    """Each test asserts on its own cases only, whatever ran before it."""
+    TALLY.begin()
+
+
 @pytest.fixture(scope="module")
 def server1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real Server1 (gunicorn, as deployed) on a temporary folder, users alice and bob."""

@@ -1,7 +1,8 @@
 """Helpers of the hardening suite: the tally of attacks tried and held, and raw HTTP.
 
 Every attack is recorded with TALLY.check(area, case, held): the conftest prints the table
-at the end of the run, and each test fails on its own failures (TALLY.assert_held).
+at the end of the run, and each test fails on its own failures (TALLY.assert_held counts only
+the cases of the running test: the conftest calls TALLY.begin() before each test).
 """
 
 from __future__ import annotations
@@ -28,20 +29,26 @@ class Tally:
     """Cases per area: tried, held, and the first failures in words."""
 
     def __init__(self) -> None:
-        self.areas: dict[str, Area] = {}
+        self.areas: dict[str, Area] = {}  # the whole run, for the summary
+        self.current: dict[str, Area] = {}  # the running test, for its assertions
         self._lock = threading.Lock()
 
     def _area(self, area: str) -> Area:
         return self.areas.setdefault(area, Area())
 
+    def begin(self) -> None:
+        """A test starts: its assertions see only its own cases."""
+        with self._lock:
+            self.current = {}
+
     def check(self, area: str, case: str, held: bool, detail: str = "") -> bool:
         with self._lock:
-            found = self._area(area)
-            found.tried += 1
-            if held:
-                found.held += 1
-            elif len(found.failures) < 200:
-                found.failures.append(f"{case}: {detail}" if detail else case)
+            for found in (self._area(area), self.current.setdefault(area, Area())):
+                found.tried += 1
+                if held:
+                    found.held += 1
+                elif len(found.failures) < 200:
+                    found.failures.append(f"{case}: {detail}" if detail else case)
         return held
 
     def note(self, area: str, text: str) -> None:
@@ -50,7 +57,8 @@ class Tally:
             self._area(area).notes.append(text)
 
     def assert_held(self, area: str, minimum: int = 1) -> None:
-        found = self._area(area)
+        """The running test tried at least minimum cases of area, and all held."""
+        found = self.current.get(area, Area())
         assert found.tried >= minimum, f"{area}: only {found.tried} cases tried, expected at least {minimum}"
         assert not found.failures, f"{area}: {len(found.failures)} of {found.tried} failed:\n" + "\n".join(
             found.failures[:30]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server1.lifecycle.simulate import example_trace, ideal_schedule, simulate_day
+from bench.simulate import example_trace, ideal_schedule, simulate_day
 
 
 def test_ideal_schedule_merges_overlapping_work_and_tails():

@@ -20,7 +20,7 @@ def test_every_format_becomes_a_work_copy(name: str) -> None:
     prepared = ingest.prepare(data)
     resized = Image.open(io.BytesIO(prepared.resized))
     assert resized.format == "PNG" and resized.mode == "RGB"
-    assert max(resized.size) <= ingest.RESIZED_MAX and resized.size == (800, 600)
+    assert max(resized.size) <= layout.RESIZED_MAX and resized.size == (800, 600)
     assert prepared.original == data  # kept as uploaded
     assert Image.open(io.BytesIO(prepared.thumb)).format == "JPEG"
     assert (prepared.width, prepared.height) == (800, 600)

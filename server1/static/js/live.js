@@ -12,8 +12,12 @@ export function showWorker(data) {
   const badge = document.getElementById('worker-status');
   badge.dataset.state = state;
   badge.querySelector('.worker-label').textContent = WORKER_LABELS[state] ?? 'GPU unknown';
-  const counts = (typeof data === 'object' && data?.counts) || {};
-  const waiting = Number(counts.queued ?? 0) + Number(counts.processing ?? 0);
+  // GET /api/status and the "status" event: {"worker": ..., "queue": {state: n}}
+  const queue = (typeof data === 'object' && data?.queue) || {};
+  const waiting = Number(queue.queued ?? 0) + Number(queue.processing ?? 0);
+  const count = badge.querySelector('.worker-count');
+  count.textContent = waiting ? `· ${waiting} in queue` : '';
+  count.hidden = !waiting;
   badge.title = waiting ? `GPU worker: ${state}, ${waiting} image(s) waiting or in progress` : `GPU worker: ${state}`;
 }
 

@@ -37,14 +37,24 @@ def test_bad_variable_stops_serve_with_a_clear_message(tmp_path: Path, name: str
     assert "Traceback" not in done.stderr
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server2]:
-    """One server on a fresh shared folder whose MODELS_DIR starts empty."""
-    folder = tmp_path_factory.mktemp("serving-http")
+def _server_without_weights(folder: Path) -> Iterator[Server2]:
+    """A server on a fresh shared folder whose MODELS_DIR starts empty."""
     (folder / "models").mkdir()
     servers = Servers(folder)
     yield servers.start(SHARED_DIR=str(folder / "shared"), MODELS_DIR=str(folder / "models"))
     servers.kill_all()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server2]:
+    """Shared by the tests that install the weights first (`ready`)."""
+    yield from _server_without_weights(tmp_path_factory.mktemp("serving-http"))
+
+
+@pytest.fixture
+def empty_server(tmp_path: Path) -> Iterator[Server2]:
+    """Its own server: whatever ran before, its weights have not arrived yet."""
+    yield from _server_without_weights(tmp_path)
 
 
 def install_weights(source: Path, models_dir: Path) -> None:
@@ -62,7 +72,8 @@ def ready(server: Server2, test_models_dir: Path) -> Server2:
     return server
 
 
-def test_ping_is_503_with_the_reason_until_the_weights_arrive(server: Server2, test_models_dir: Path) -> None:
+def test_ping_is_503_with_the_reason_until_the_weights_arrive(empty_server: Server2, test_models_dir: Path) -> None:
+    server = empty_server
     deadline = time.monotonic() + 60
     body = server.ping().json()
     while body["status"] == "loading" and time.monotonic() < deadline:

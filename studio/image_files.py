@@ -1,0 +1,151 @@
+"""One image's files, for both servers: publish, find, list, delete, thumbnails, and their URLs.
+
+The keys come from studio.layout (docs/architecture.md "Storage layout"); this module knows
+which of them belong to one image and how to find them with a listing of only that image's
+names, never a whole folder. Server1 (albums, API, ingest) and Server2 (HTTP, worker) and the
+job protocol (studio.jobs) all go through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+
+from PIL import Image
+
+from studio import layout
+from studio.storage import Entry, Storage, StorageError
+
+FILES_URL = "/files/"  # Server1's route serving the user's files (server1/files.py)
+THUMB_QUALITY = 80  # JPEG quality of an original's thumbnail
+# What a worker makes for an image: removed before a new result is published.
+OUTPUT_KINDS = ("masks", "crops", "points", "boxes")
+
+
+# -- URLs (Server1's routes) -------------------------------------------------------------
+def file_url(key: str) -> str:
+    return FILES_URL + key
+
+
+def clipping(user: str, name: str) -> dict[str, str]:
+    """A clipping as the album shows it; BadName for a name no worker of ours writes."""
+    return {
+        "name": name,
+        "url": file_url(layout.crop(user, name)),
+        "thumb_url": file_url(layout.crop_thumb(user, name)),
+    }
+
+
+def zip_url(image_id: str) -> str:
+    return f"/api/images/{layout.check_name(image_id, 'image id')}/clippings.zip"
+
+
+# -- finding and listing -------------------------------------------------------------------
+def files(storage: Storage, user: str, image_id: str, folder: str, clippings: bool = True) -> list[Entry]:
+    """The image's files in folder (one of layout.image_folders(user)), from a listing of its names only.
+
+    In output/thumbs, clippings=False leaves out the clippings' thumbnails (the original's only)."""
+    starts = [image_id]
+    if clippings and folder == layout.output_dir(user, "thumbs"):
+        starts.append(layout.CLIPPING_THUMB + image_id)
+    return [e for start in starts for e in storage.list(folder + start) if layout.owned_by(image_id, folder, e.name)]
+
+
+def original(storage: Storage, user: str, image_id: str) -> Entry | None:
+    """The original as uploaded (input/<id>.<ext>), or None."""
+    found = files(storage, user, image_id, layout.input_dir(user))
+    return found[0] if found else None
+
+
+def job(storage: Storage, user: str, image_id: str) -> Entry | None:
+    """The job file (resized/<id>.<ext>), or None."""
+    folder = layout.resized_dir(user)
+    found = [e for e in files(storage, user, image_id, folder) if layout.job_from_resized(e.name)]
+    return found[0] if found else None
+
+
+def has_thumb(storage: Storage, user: str, image_id: str) -> bool:
+    """Is there a thumbnail of the original? (A job dropped into resized/ by other means has none.)"""
+    return bool(files(storage, user, image_id, layout.output_dir(user, "thumbs"), clippings=False))
+
+
+# -- publishing an upload -------------------------------------------------------------------
+def publish(
+    storage: Storage, user: str, new_id: Callable[[], str], thumb: bytes, uploaded: bytes, ext: str, resized: bytes
+) -> str:
+    """Write an upload's thumbnail, the original as uploaded (input/<id><ext>), then its job
+    file (resized/, last: that makes it work); returns the image id. The thumbnail is created
+    exclusively, which reserves the id new_id() gave: two uploads never share one. On a
+    storage error nothing of it is left."""
+    for _ in range(8):
+        image_id = new_id()
+        if storage.create_exclusive(layout.thumb(user, image_id), thumb) is not None:
+            break
+    else:
+        raise StorageError("could not find a free image id")
+    written = [layout.thumb(user, image_id), layout.input_file(user, image_id, ext)]
+    try:
+        storage.write(written[1], uploaded)
+        storage.write(layout.resized(user, image_id), resized)
+    except StorageError:
+        for key in written:
+            with contextlib.suppress(StorageError):  # storage may be down: the error above is the news
+                storage.delete(key)
+        raise
+    return image_id
+
+
+# -- deleting --------------------------------------------------------------------------------
+def delete_outputs(storage: Storage, user: str, image_id: str) -> None:
+    """Remove what a worker made for the image: masks, clippings and their thumbnails, points,
+    boxes (not the original, the job file, the original's thumbnail, status or claim)."""
+    for kind in OUTPUT_KINDS:
+        _delete(storage, files(storage, user, image_id, layout.output_dir(user, kind)))
+    thumbs = files(storage, user, image_id, layout.output_dir(user, "thumbs"))
+    _delete(storage, [e for e in thumbs if e.name.startswith(layout.CLIPPING_THUMB + image_id)])
+
+
+def delete(storage: Storage, user: str, image_id: str) -> None:
+    """Remove every file of the image, the job file first so no worker picks it up again."""
+    for folder in layout.image_folders(user):  # resized/ comes before the outputs
+        _delete(storage, files(storage, user, image_id, folder))
+    storage.delete_prefix(layout.staging_dir(user, image_id))
+
+
+def delete_all(storage: Storage, user: str) -> int:
+    """Every image of the user (not the settings); the job folder first so no worker starts on
+    one. Returns how many originals there were."""
+    count = sum(1 for _ in storage.list(layout.input_dir(user)))
+    storage.delete_prefix(layout.resized_dir(user))
+    for folder in layout.image_folders(user):  # resized/ again: jobs that arrived meanwhile
+        storage.delete_prefix(folder)
+    storage.delete_prefix(layout.output_dir(user, "staging"))
+    return count
+
+
+def _delete(storage: Storage, entries: list[Entry]) -> None:
+    for entry in entries:
+        storage.delete(entry.key)
+
+
+# -- thumbnails: the one writer ---------------------------------------------------------
+def thumbnail(image: Image.Image) -> Image.Image:
+    """A copy, longest side at most layout.THUMB_MAX (bilinear: fast, and enough at this size)."""
+    small = image.copy()
+    small.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX), Image.Resampling.BILINEAR)
+    return small
+
+
+def thumb_jpeg(image: Image.Image) -> bytes:
+    """The original's thumbnail (output/thumbs/<id>.jpg)."""
+    out = io.BytesIO()
+    thumbnail(image).convert("RGB").save(out, format="JPEG", quality=THUMB_QUALITY)
+    return out.getvalue()
+
+
+def thumb_png(image: Image.Image) -> bytes:
+    """A clipping's thumbnail (output/thumbs/crop-<clipping>.png), transparency kept."""
+    out = io.BytesIO()
+    thumbnail(image).save(out, format="PNG")
+    return out.getvalue()
