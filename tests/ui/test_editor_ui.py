@@ -151,7 +151,7 @@ def test_cut_and_touch_up_journey(
     assert old.shape[2] == 4
     page.screenshot(path=artifacts / "editor-5-saved.png")
     page.get_by_role("button", name="Back to the previous version").click()
-    expect(page.locator("#ed-status")).to_contain_text("Back to the previous version")
+    expect(page.locator("#ed-status")).to_contain_text("Restored the previous version")
     assert record(server, image_id)["clippings"][0] == new
     assert not server.storage.exists(layout.crop(USER, version))
     np.testing.assert_array_equal(_full_alpha(server, new, clip_box), alpha_old)

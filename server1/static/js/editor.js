@@ -416,7 +416,7 @@ async function revert() {
   try {
     const answer = await api('POST', `/api/images/${encodeURIComponent(imageId)}/clippings/${encodeURIComponent(target.name)}/undo`);
     await loadMeta(answer.clipping.name);
-    status('Back to the previous version.');
+    status('Restored the previous version.');
   } catch (error) {
     status(`Could not go back: ${error.message}`);
   }
