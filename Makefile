@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQS := requirements-server1.txt requirements-server2.txt requirements-server2-nodeps.txt requirements-dev.txt
 
-.PHONY: run test lint bench venv chromium clean
+.PHONY: run test lint bench bench-quality venv chromium clean
 
 # Server1's onnxruntime and Server2's onnxruntime-gpu both install the module `onnxruntime`; in this one
 # venv the GPU build (which runs on the CPU too) is put back last so its files are the ones left whole.
@@ -42,6 +42,12 @@ test: venv chromium
 
 bench: venv
 	$(PY) -m bench
+
+# Cut-out quality on labelled photos (bench/quality.py); models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL.
+PHOTOS ?= ../shared/realworld/photos
+WEIGHTS ?= ../shared/realworld/weights
+bench-quality: venv
+	$(PY) -m bench.quality --photos $(PHOTOS) --weights $(WEIGHTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

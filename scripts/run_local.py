@@ -38,12 +38,23 @@ def local_login(env: dict[str, str]) -> tuple[str, str, bool]:
         return login["user"], login["password"], True
 
 
+def gpu(env: dict[str, str]) -> bool:
+    """Whether Server2 will run on a GPU here (DEVICE, else what torch sees, as server2.models.pick_device)."""
+    if env.get("DEVICE", "auto").lower() == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("SHARED_DIR", str(REPO / "shared"))
     env.setdefault("PORT", "5050")
     env.pop("SAGEMAKER_ENDPOINT", None)  # local mode
     env["PYTHONUNBUFFERED"] = "1"
+    if "SAM_MODEL" not in env and not gpu(env):
+        env["SAM_MODEL"] = "vit_b"  # CPU local mode: the small SAM, the only one downloaded (README)
     try:
         user, password, generated = local_login(env)
     except ConfigError as e:

@@ -3,7 +3,7 @@
 GET  /api/images                 {"images": [{"id", "name", "created_at", "status": {"state", "error", "attempts",
                                   "updated_at"}, "original_url", "thumb_url", "clippings": [{"name", "url",
                                   "thumb_url"}], "zip_url"}]}   newest first; clippings largest first
-GET  /api/settings               {"settings", "defaults", "choices", "ranges"}
+GET  /api/settings               {"settings", "defaults", "choices", "ranges", "models" (configured, by role)}
 POST /api/settings               JSON object of changes -> {"settings"}; 400 {"error", "errors": {field: why}}
 POST /api/images/<id>/retry      failed/done images only -> {"retried": id}; 409 otherwise
 DELETE /api/images/<id>          -> {"deleted": id}
@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from server1.responses import current_user, json_body, json_error
 from server1.services import services
-from studio import image_files, layout, settings
+from studio import image_files, layout, modelfiles, settings
 from studio.storage import NotFound
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -49,6 +49,7 @@ def get_settings() -> Response:
         defaults=settings.DEFAULTS,
         choices=settings.CHOICES,
         ranges=ranges,
+        models=modelfiles.in_use(),
     )
 
 

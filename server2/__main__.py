@@ -1,4 +1,7 @@
-"""`python -m server2` (and server2/serve): Server2 under gunicorn with server2/gunicorn.conf.py."""
+"""`python -m server2` (and server2/serve): Server2 under gunicorn with server2/gunicorn.conf.py.
+
+`python -m server2 segment ...`: the pipeline on local files (server2/cli.py).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["segment"]:
+        from server2 import cli
+
+        sys.exit(cli.main(sys.argv[2:]))
     try:  # every variable checked here, with a clear message, before gunicorn starts
         config.load()  # gunicorn's settings and the worker's app reuse it
         IdleGuard.from_env()

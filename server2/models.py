@@ -1,4 +1,9 @@
-"""Loading the models once: SAM (each size whose weights exist), YOLO detect + segment, rembg's BiRefNet.
+"""The models, one small class each behind one interface (like rembg's sessions): name, files, load, predict.
+
+Which ones is configuration (studio/modelfiles.py, also where each file officially comes from):
+DETECT_MODEL (an Ultralytics file, its "-seg" sibling used when present), MATTE_MODEL (a rembg session
+name, loaded with rembg's own session class for its pre/post-processing), SAM_MODEL (the default size;
+every other SAM size whose weights exist is loaded too, for users' settings).
 
 SAM's architecture is read from the checkpoint's tensor shapes (embed dim, depth, heads, global-attention
 blocks, window, input size), so one code path loads the real vit_b/vit_l/vit_h checkpoints and the small
@@ -18,20 +23,18 @@ from pathlib import Path
 # Before ultralytics is imported: no DNS probes, analytics or asset (font) downloads; the network may be closed.
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402  (torch before onnxruntime: its CUDA libraries are the ones onnxruntime finds)
+from PIL import Image  # noqa: E402
 
-from studio import layout  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402
+from studio.modelfiles import SAM_SIZES, ModelChoice  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-SAM_SIZES = ("vit_b", "vit_l", "vit_h")
-SAM_DEFAULT = "vit_l"
-YOLO_DET = "yolov8n.pt"
-YOLO_SEG = "yolov8n-seg.pt"
-BIREFNET = "birefnet-dis.onnx"
 # SAM's prompt encoder and mask decoder are the same for every size.
 PROMPT_DIM = 256
+MATTE_THRESHOLD = 128  # on the matte's 0-255 mask
 
 
 class ModelsMissing(Exception):
@@ -80,7 +83,7 @@ def local_models_dir(models_dir: str, cache_dir: Path | None = None) -> Path:
     storage = open_storage(models_dir, check=False)  # reading is all this needs
     cache = cache_dir or Path(os.environ.get("MODELS_CACHE", "/tmp/sam-studio-models"))  # noqa: S108
     cache.mkdir(parents=True, exist_ok=True)
-    wanted = {*layout.MODEL_FILES, *(f"{size}.pth" for size in SAM_SIZES)}
+    wanted = {*ModelChoice.from_env().files(), *(f"{size}.pth" for size in SAM_SIZES)}
     for entry in storage.list(""):
         target = cache / entry.name
         if entry.key not in wanted or target.exists():
@@ -178,62 +181,142 @@ def load_sam(path: Path, device: str) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def _rembg_home(folder: Path) -> Iterator[None]:
-    """rembg finds <U2NET_HOME>/<model>.onnx before it would download; point it at the models folder."""
-    old = os.environ.get("U2NET_HOME")
-    os.environ["U2NET_HOME"] = str(folder)
+def _rembg_env(folder: Path) -> Iterator[None]:
+    """rembg finds <U2NET_HOME>/<model>.onnx before it would download; point it at the models folder, and
+    let it take the file there as it is (MODEL_CHECKSUM_DISABLED): Server1 checked what it downloaded, a
+    user's own file (an fp16 export, a mirror's) may differ from rembg's, and Server2 never downloads."""
+    old = {key: os.environ.get(key) for key in ("U2NET_HOME", "MODEL_CHECKSUM_DISABLED")}
+    os.environ.update(U2NET_HOME=str(folder), MODEL_CHECKSUM_DISABLED="1")
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("U2NET_HOME", None)
-        else:
-            os.environ["U2NET_HOME"] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def load_birefnet(models_dir: Path, device: str) -> object:
-    """rembg's birefnet-dis session over models_dir/birefnet-dis.onnx."""
-    from rembg import new_session
+class SamModel:
+    """Segment Anything of one size; predict is SAM's own predictor/generator (server2.pipeline.sam)."""
 
-    with _rembg_home(models_dir):
-        return new_session(BIREFNET.removesuffix(".onnx"), providers=onnx_providers(device))
+    def __init__(self, size: str) -> None:
+        self.name = size
+        self.files = (f"{size}.pth",)
+        self.module: torch.nn.Module | None = None
+
+    def load(self, folder: Path, device: str) -> SamModel:
+        self.module = load_sam(folder / self.files[0], device)
+        return self
+
+
+class DetectModel:
+    """An Ultralytics YOLO model (detect or segment task, from its file)."""
+
+    def __init__(self, file: str) -> None:
+        self.name = file
+        self.files = (file,)
+        self.task = "segment" if file.removesuffix(".pt").endswith("-seg") else "detect"
+        self.yolo: object = None
+        self.device = "cpu"
+
+    def load(self, folder: Path, device: str) -> DetectModel:
+        from ultralytics import YOLO
+
+        self.yolo, self.device = YOLO(str(folder / self.files[0]), task=self.task), device
+        return self
+
+    def predict(self, image: Image.Image, confidence: float) -> object:
+        """The ultralytics Results for the image."""
+        (result,) = self.yolo.predict(image.convert("RGB"), conf=confidence, device=self.device, verbose=False)
+        return result
+
+
+class MatteModel:
+    """A rembg session (BiRefNet, ISNet, U2-Net...): the salient foreground of an image."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.files = (f"{name}.onnx",)
+        self.session: object = None
+
+    def load(self, folder: Path, device: str) -> MatteModel:
+        from rembg import new_session
+
+        with _rembg_env(folder):
+            self.session = new_session(self.name, providers=onnx_providers(device))
+        return self
+
+    def predict(self, image: Image.Image) -> np.ndarray:
+        """The foreground as a bool mask at the image's size."""
+        (mask,) = self.session.predict(image.convert("RGB"))
+        return np.asarray(mask) >= MATTE_THRESHOLD
 
 
 @dataclass
 class Models:
-    """Every model, loaded once and kept in memory."""
+    """Every configured model, loaded once and kept in memory."""
 
     device: str
     sam: dict[str, torch.nn.Module]
-    yolo_det: object
-    yolo_seg: object
-    birefnet: object
+    detect: DetectModel
+    segment: DetectModel | None  # the detector's "-seg" sibling, when its file is there
+    matte: MatteModel
+    choice: ModelChoice = field(default_factory=ModelChoice)
     folder: Path = field(default=Path())
 
     @classmethod
-    def load(cls, models_dir: Path, device: str) -> Models:
+    def load(cls, models_dir: Path, device: str, choice: ModelChoice | None = None, need_sam: bool = True) -> Models:
+        """choice: the configured models (default: from the environment, studio.modelfiles).
+        need_sam=False (the matte-only command line and benchmark): SAM weights are loaded when present."""
         models_dir = Path(models_dir)
-        missing = [name for name in layout.MODEL_FILES if not (models_dir / name).is_file()]
+        choice = choice or ModelChoice.from_env()
+        segment = DetectModel(choice.segment) if choice.segment != choice.detect else None
+        needed = [*[SamModel(choice.sam)] * need_sam, DetectModel(choice.detect), MatteModel(choice.matte)]
+        missing = [f for model in needed for f in model.files if not (models_dir / f).is_file()]
         if missing:
             raise ModelsMissing(missing, models_dir)
-        from ultralytics import YOLO
-
         sam = {
-            size: load_sam(models_dir / f"{size}.pth", device)
+            size: SamModel(size).load(models_dir, device).module
             for size in SAM_SIZES
             if (models_dir / f"{size}.pth").is_file()
         }
-        yolo_det = YOLO(str(models_dir / YOLO_DET), task="detect")
-        yolo_seg = YOLO(str(models_dir / YOLO_SEG), task="segment")
-        birefnet = load_birefnet(models_dir, device)
-        log.info("models loaded from %s on %s: SAM %s, YOLO, BiRefNet", models_dir, device, ", ".join(sam))
-        return cls(device=device, sam=sam, yolo_det=yolo_det, yolo_seg=yolo_seg, birefnet=birefnet, folder=models_dir)
+        if segment is not None and (models_dir / segment.files[0]).is_file():
+            segment.load(models_dir, device)
+        else:
+            log.info("%s not in %s: prompts from %s boxes only", choice.segment, models_dir, choice.detect)
+            segment = None
+        detect = DetectModel(choice.detect).load(models_dir, device)
+        matte = MatteModel(choice.matte).load(models_dir, device)
+        log.info(
+            "models loaded from %s on %s: SAM %s (default %s), %s%s, %s",
+            models_dir,
+            device,
+            ", ".join(sam),
+            choice.sam,
+            choice.detect,
+            f" + {segment.name}" if segment else "",
+            choice.matte,
+        )
+        return cls(device, sam, detect, segment, matte, choice, models_dir)
+
+    def describe(self) -> dict:
+        """The models in use, for result.json, logs and the settings page."""
+        return {
+            "sam": self.choice.sam,
+            "sam_loaded": sorted(self.sam),
+            "detect": self.detect.name,
+            "segment": self.segment.name if self.segment else None,
+            "matte": self.matte.name,
+        }
 
     def sam_for(self, model_type: str) -> tuple[str, torch.nn.Module]:
-        """The SAM the user asked for, or vit_l when those weights are not there (logged)."""
+        """The SAM the user asked for, or the configured size when those weights are not there (logged)."""
         if model_type in self.sam:
             return model_type, self.sam[model_type]
+        if self.choice.sam not in self.sam:
+            raise ModelsMissing([f"{self.choice.sam}.pth"], self.folder)
         log.warning(
-            "SAM %s requested but %s.pth is not in %s; using %s", model_type, model_type, self.folder, SAM_DEFAULT
+            "SAM %s requested but %s.pth is not in %s; using %s", model_type, model_type, self.folder, self.choice.sam
         )
-        return SAM_DEFAULT, self.sam[SAM_DEFAULT]
+        return self.choice.sam, self.sam[self.choice.sam]

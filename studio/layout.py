@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import re
 
+from studio.modelfiles import ModelChoice
+
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 MODELS = "models"
 # Server-private state (the generated SECRET_KEY, the watcher's memory); never a user.
 SYSTEM = ".studio"
 RESERVED = {MODELS, SYSTEM}
-# The weights every Server2 needs in models/ (vit_b.pth / vit_h.pth are optional extras).
-MODEL_FILES = ("vit_l.pth", "yolov8n.pt", "yolov8n-seg.pt", "birefnet-dis.onnx")
+# The weights Server2 needs in models/ with the default configuration (studio.modelfiles: the configured
+# ones are ModelChoice.from_env().files(); vit_b.pth / vit_h.pth are optional extras).
+MODEL_FILES = tuple(ModelChoice().files())
 THUMB_MAX = 320  # longest side of every image in output/thumbs (originals' and clippings')
 RESIZED_MAX = 1024  # longest side of the work copy in resized/
 CLIPPING_THUMB = "crop-"  # name prefix of a clipping's thumbnail in output/thumbs

@@ -5,10 +5,11 @@ build_test_models(folder) writes, under the names Server2 loads (docs/architectu
   shape from the tensors, exactly as it does for the real vit_l checkpoint.
 - yolov8n.pt / yolov8n-seg.pt: ultralytics models built from yolov8n.yaml / yolov8n-seg.yaml with random
   weights and the COCO class names, saved with YOLO.save().
-- birefnet-dis.onnx: an ONNX graph with BiRefNet's input/output names and shapes (1x3x1024x1024 ->
-  1x1x1024x1024 logits). Random weights would give noise, so its few fixed operations make a plain
-  saliency map instead: pixels far in brightness from the image border's are foreground, slightly grown.
-  Tests of the BiRefNet path can then check where a clipping is opaque.
+- birefnet-dis.onnx: an ONNX graph with BiRefNet's input/output names and shapes (1x3xHxW, 1024 for
+  BiRefNet -> 1x1xHxW logits; H and W free, so the same file also stands in for rembg's other sessions,
+  e.g. u2netp's 320 px, under their names). Random weights would give noise, so its few fixed operations
+  make a plain saliency map instead: pixels far in brightness from the image border's are foreground,
+  slightly grown. Tests of the matte path can then check where a clipping is opaque.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def build_birefnet_weights(path: Path) -> Path:
             input_names=["input_image"],
             output_names=["output_image"],
             opset_version=17,
+            dynamic_axes={"input_image": {2: "height", 3: "width"}, "output_image": {2: "height", 3: "width"}},
             dynamo=False,
         )
     return path

@@ -25,7 +25,7 @@ from server1.lifecycle import scaler as scaling
 from server1.lifecycle.config import LifecycleConfig
 from server1.lifecycle.scheduler import Lease, Scheduler
 from server1.lifecycle.watcher import HttpInvoker, Invoker, SageMakerInvoker, Watcher
-from server1.lifecycle.weights import Weights, model_files
+from server1.lifecycle.weights import Weights, model_files, settings_sam_sizes
 from studio import layout
 from studio.jobs import iso
 from studio.storage import Storage, StorageError
@@ -55,7 +55,9 @@ class Lifecycle:
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.weights = Weights(
-            cfg.models_dir, model_files(cfg.model_manifest, cfg.model_base_url), cfg.skip_model_download
+            cfg.models_dir,
+            model_files(cfg.model_manifest, cfg.model_base_url, settings_sam_sizes(storage, users)),
+            cfg.skip_model_download,
         )
         self.scaler: scaling.Scaler | None = None
         self.endpoint_api: scaling.EndpointApi | None = None

@@ -17,14 +17,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from studio import layout
+from studio import layout, settings
 from studio.errors import ConfigError
+from studio.modelfiles import SAM_SIZES, ModelChoice, ModelFile, required_files
 from studio.storage import FileStorage, Storage, StorageError, open_storage
 
 log = logging.getLogger(__name__)
@@ -32,30 +32,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 PROGRESS_SECONDS = 5.0
 ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    name: str
-    url: str
-    size: int | None = None
-    sha256: str | None = None
-    md5: str | None = None
-
-
-# Only hashes from an authoritative source: a wrong one would make every download fail.
-BUILTIN = (
-    ModelFile("vit_l.pth", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"),
-    # The md5 rembg 2.0.86 itself checks for this file (rembg/sessions/birefnet_dis.py).
-    ModelFile(
-        "birefnet-dis.onnx",
-        "https://github.com/danielgatis/rembg/releases/download/v0.0.0/BiRefNet-DIS-epoch_590.onnx",
-        md5="2d4d44102b446f33a4ebb2e56c051f2b",
-    ),
-    # The release ultralytics 8.4 downloads its assets from (ultralytics/utils/downloads.py).
-    ModelFile("yolov8n.pt", "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n.pt"),
-    ModelFile("yolov8n-seg.pt", "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-seg.pt"),
-)
 
 
 class DownloadError(Exception):
@@ -103,12 +79,31 @@ def read_manifest(path: str) -> list[ModelFile]:
     return files
 
 
-def model_files(manifest: str | None, base_url: str | None) -> list[ModelFile]:
-    """The manifest (or the built-in list), every URL replaced by $MODEL_BASE_URL/<name> when set."""
-    files = read_manifest(manifest) if manifest else list(BUILTIN)
+def model_files(
+    manifest: str | None, base_url: str | None, sam_sizes: set[str] | frozenset[str] = frozenset()
+) -> list[ModelFile]:
+    """The manifest, or the files the configuration needs (studio.modelfiles: DETECT_MODEL, MATTE_MODEL,
+    SAM_MODEL plus sam_sizes, the SAM sizes users' settings name); every URL replaced by
+    $MODEL_BASE_URL/<name> when set."""
+    files = read_manifest(manifest) if manifest else required_files(ModelChoice.from_env(), sam_sizes)
     if base_url:
         files = [ModelFile(f.name, f"{base_url.rstrip('/')}/{f.name}", f.size, f.sha256, f.md5) for f in files]
     return files
+
+
+def settings_sam_sizes(storage: Storage, users: list[str]) -> set[str]:
+    """The SAM sizes users picked in their settings (fetched besides the configured one). Stored settings
+    hold every field, so only a size other than the settings' default counts as a choice."""
+    sizes = set()
+    for user in users:
+        try:
+            stored = json.loads(storage.read(layout.settings(user)))
+        except (StorageError, ValueError):  # NotFound is a StorageError: no settings saved yet
+            continue
+        size = stored.get("model_type") if isinstance(stored, dict) else None
+        if size in SAM_SIZES and size != settings.DEFAULTS["model_type"]:
+            sizes.add(size)
+    return sizes
 
 
 def _safe_url(url: str) -> str:

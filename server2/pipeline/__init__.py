@@ -1,11 +1,13 @@
 """The segmentation pipeline (docs/architecture.md "Segmentation pipeline"): one call, segment(), per image.
 
-    classify -> (photo) YOLO points -> SAM automatic + point masks -> BiRefNet refinement of a one-colour
-                largest mask                                                    \\
-             -> (drawing) BiRefNet                                               -> keep masks -> clippings
+    classify -> YOLO -> (photo) SAM automatic + YOLO point masks -> matte refinement of a one-colour
+                                largest mask                                   \\
+                     -> (drawing) matte, split per YOLO box (pipeline/matte.py) -> keep masks -> clippings
 
-settings["mode"] (auto | sam | birefnet) overrides the classification. Masks are at the resized image's
-size; clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
+settings["mode"] (auto | sam | birefnet) overrides the classification; "birefnet" is the matte path with
+whichever matting model MATTE_MODEL names. Without a GPU the SAM generator is limited (CPU_LIMITS).
+Masks are at the resized image's size; clippings are cut from the original. The keyword flags exist for
+the benchmark's naive baseline.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from server2.pipeline import classify, clippings, detect, masks, refine, sam
+from server2.pipeline import classify, clippings, detect, masks, matte, refine, sam
 from studio.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,16 @@ class _Timer:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 4)
 
 
-EMPTY_POINTS = {"points": [], "labels": [], "boxes": []}
+# CPU local mode (no GPU): SAM's automatic generator at most 16x16 points on the whole image only; with
+# vit_b (studio.modelfiles: SAM_MODEL's CPU default) a 1024-px photo then takes seconds, not minutes.
+CPU_LIMITS = {"points_per_side": 16, "crop_n_layers": 0}
+
+
+def cpu_limits(settings: dict) -> dict:
+    limited = {key: min(int(settings[key]), cap) for key, cap in CPU_LIMITS.items()}
+    if any(limited[key] != settings[key] for key in limited):
+        log.info("no GPU: SAM generator limited to %s", limited)
+    return {**settings, **limited}
 
 
 def segment(
@@ -84,23 +95,23 @@ def segment(
     encoder runs twice); batched_points: all point prompts in one decoder call (else one call each);
     autocast: SAM's image encoder in bf16/fp16 on CUDA (no effect on CPU).
     """
-    settings = {**DEFAULTS, **settings}
+    settings = cpu_limits({**DEFAULTS, **settings}) if models.device == "cpu" else {**DEFAULTS, **settings}
     timer = _Timer()
     rgb = resized.convert("RGB")
     image = np.asarray(rgb)
     mode = settings["mode"]
     with timer("classify"):
         drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "birefnet"
-    points, boxes, refined, model_type, details, embedding = EMPTY_POINTS, {}, False, "", {}, None
+    refined, model_type, details, embedding = False, "", {}, None
+    with timer("detect"):
+        detections = detect.run_yolo(models, rgb)
+        prompts = detect.merge(detections.get("seg", []) + detections["det"])
+        points = detect.points_record(prompts)
+        boxes = {source: detect.draw_boxes(rgb, found) for source, found in detections.items()}
     if drawing:
-        with timer("birefnet"):
-            found = [refine.birefnet_mask(models.birefnet, rgb)]
+        with timer("matte"):
+            found = matte.split(rgb, models.matte.predict(rgb), prompts, models.matte.predict)
     else:
-        with timer("detect"):
-            detections = detect.run_yolo(models, rgb)
-            prompts = detect.merge(detections["seg"] + detections["det"])
-            points = detect.points_record(prompts)
-            boxes = {source: detect.draw_boxes(rgb, found) for source, found in detections.items()}
         model_type, model = models.sam_for(str(settings["model_type"]))
         predictor = sam.StudioPredictor(
             model, reuse=shared_embedding, dtype=sam.autocast_dtype(models.device, autocast)
@@ -112,7 +123,7 @@ def segment(
             found += sam.automatic_masks(predictor, image, settings)
         details = {"encoder_runs": predictor.encoder_runs, "sam_masks": len(found)}
         with timer("refine"):
-            found, refined = refine.refine_largest(found, image, lambda: refine.birefnet_mask(models.birefnet, rgb))
+            found, refined = refine.refine_largest(found, image, lambda: models.matte.predict(rgb))
     with timer("masks"):
         kept = masks.keep_masks(found, int(settings["min_area"]))
     with timer("clippings"):

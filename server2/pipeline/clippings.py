@@ -82,3 +82,10 @@ def select(masks: list[np.ndarray], min_area: int, max_clippings: int) -> list[C
     parts = [c for i, m in enumerate(masks) for c in components(m, i, min_area)]
     parts.sort(key=lambda c: -c.area)
     return parts[:max_clippings]
+
+
+def full_mask(clipping: Image.Image, box: Box, size: tuple[int, int]) -> np.ndarray:
+    """A clipping as a bool mask at the original's size (its alpha >= 128, placed at its box)."""
+    canvas = Image.new("L", size)
+    canvas.paste(clipping.getchannel("A"), box[:2])
+    return np.asarray(canvas) >= 128

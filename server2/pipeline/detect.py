@@ -76,13 +76,10 @@ def merge(found: list[Detection]) -> list[Detection]:
 
 
 def run_yolo(models: object, image: Image.Image) -> dict[str, list[Detection]]:
-    """Both YOLO models on the image: {"seg": [...], "det": [...]}."""
+    """The YOLO models on the image: {"seg": [...] (when that model is loaded), "det": [...]}."""
     rgb = image.convert("RGB")
-    out = {}
-    for source, model in (("seg", models.yolo_seg), ("det", models.yolo_det)):
-        (result,) = model.predict(rgb, conf=CONFIDENCE, device=models.device, verbose=False)
-        out[source] = detections(result, source)
-    return out
+    pairs = (("seg", models.segment), ("det", models.detect))
+    return {source: detections(model.predict(rgb, CONFIDENCE), source) for source, model in pairs if model}
 
 
 def points_record(kept: list[Detection]) -> dict:

@@ -7,18 +7,10 @@ object: it is replaced by its part that BiRefNet finds salient (the objects on i
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-THRESHOLD = 128  # on BiRefNet's 0-255 mask
 COLOUR_DISTANCE = 32.0  # RGB distance from the mask's median colour that still counts as "the same colour"
 ONE_COLOUR_SHARE = 0.9
 SAMPLE = 20_000
-
-
-def birefnet_mask(session: object, image: Image.Image) -> np.ndarray:
-    """The salient foreground as a bool mask at the image's size."""
-    (mask,) = session.predict(image.convert("RGB"))
-    return np.asarray(mask) >= THRESHOLD
 
 
 def nearly_one_colour(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> bool:

@@ -17,7 +17,8 @@ import pytest
 
 from server1.lifecycle import Lifecycle
 from server1.lifecycle.config import LifecycleConfig
-from server1.lifecycle.weights import BUILTIN, ModelFile, Weights, model_files, read_manifest
+from server1.lifecycle.weights import ModelFile, Weights, model_files, read_manifest, settings_sam_sizes
+from studio import layout, modelfiles, settings
 from studio.errors import ConfigError
 from studio.storage import FileStorage
 from tests.conftest import free_port
@@ -187,14 +188,61 @@ def test_an_s3_models_dir_gets_the_file_uploaded_after_its_check(s3_root, tmp_pa
     assert obj["Body"].read() == data
 
 
-def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path):
+MODEL_VARIABLES = ("DETECT_MODEL", "MATTE_MODEL", "SAM_MODEL")
+
+
+def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path, monkeypatch):
+    for name in MODEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"files": [{"name": "vit_b.pth", "url": "https://example.org/v.pth", "size": 3}]}))
     assert model_files(str(manifest), None) == [ModelFile("vit_b.pth", "https://example.org/v.pth", 3)]
+    builtin = model_files(None, None)
     mirrored = model_files(None, "http://mirror.local/w/")
-    assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in BUILTIN]
-    assert [f.md5 for f in mirrored] == [f.md5 for f in BUILTIN]
-    assert {f.name for f in BUILTIN} == {"vit_l.pth", "birefnet-dis.onnx", "yolov8n.pt", "yolov8n-seg.pt"}
+    assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in builtin]
+    assert [f.md5 for f in mirrored] == [f.md5 for f in builtin]
+    assert [f.name for f in builtin] == list(layout.MODEL_FILES)
+    assert [f.name for f in builtin] == ["vit_l.pth", "yolov8n.pt", "yolov8n-seg.pt", "birefnet-dis.onnx"]
+    urls = {f.name: f.url for f in builtin}
+    assert urls["vit_l.pth"] == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"
+    assert urls["yolov8n-seg.pt"] == "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-seg.pt"
+
+
+def test_the_download_list_follows_the_configuration(tmp_path, monkeypatch):
+    """Only the configured models, plus SAM sizes users picked; each with rembg's own md5 where it has one."""
+    monkeypatch.setenv("DETECT_MODEL", "yolo11n.pt")
+    monkeypatch.setenv("MATTE_MODEL", "isnet-general-use")
+    monkeypatch.setenv("SAM_MODEL", "vit_b")
+    files = model_files(None, None, {"vit_h"})
+    assert [f.name for f in files] == [
+        "vit_b.pth",
+        "vit_h.pth",
+        "yolo11n.pt",
+        "yolo11n-seg.pt",
+        "isnet-general-use.onnx",
+    ]
+    isnet = files[-1]
+    assert isnet.url == "https://github.com/danielgatis/rembg/releases/download/v0.0.0/isnet-general-use.onnx"
+    assert isnet.md5 == "fc16ebd8b0c10d971d3513d564d01e29"
+    assert all(f.md5 is None and f.sha256 is None for f in files[:-1])  # no authoritative full hash known
+    monkeypatch.setenv("MATTE_MODEL", "birefnet-large")
+    with pytest.raises(ConfigError, match="MATTE_MODEL must be one of birefnet-dis, "):
+        model_files(None, None)
+    monkeypatch.setenv("MATTE_MODEL", "u2netp")
+    monkeypatch.setenv("DETECT_MODEL", "../yolo.pt")
+    with pytest.raises(ConfigError, match="DETECT_MODEL must be an Ultralytics weights file name"):
+        model_files(None, None)
+
+
+def test_sam_sizes_users_picked_are_fetched_too(tmp_path):
+    storage = FileStorage(tmp_path)
+    picks = {"alice": {"model_type": "vit_h"}, "bob": {"model_type": "vit_l"}, "carol": "not json{", "dave": None}
+    for user, stored in picks.items():
+        if stored is not None:
+            data = stored if isinstance(stored, str) else json.dumps({**settings.DEFAULTS, **stored})
+            storage.write(layout.settings(user), data.encode())
+    # vit_l is the settings' default: every saved settings file names it, so it is no user's choice.
+    assert settings_sam_sizes(storage, list(picks)) == {"vit_h"}
 
 
 @pytest.mark.parametrize(
@@ -219,3 +267,14 @@ def test_a_missing_manifest_file_stops_start_up_with_a_clear_error(tmp_path, mon
     monkeypatch.setenv("MODEL_MANIFEST", str(tmp_path / "nope.json"))
     with pytest.raises(ConfigError, match="MODEL_MANIFEST .* cannot be read"):
         Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], config=LifecycleConfig.from_env())
+
+
+def test_the_settings_page_names_the_models_in_use(monkeypatch):
+    monkeypatch.setenv("DETECT_MODEL", "yolo11n.pt")
+    monkeypatch.setenv("MATTE_MODEL", "u2netp")
+    monkeypatch.setenv("SAM_MODEL", "vit_b")
+    assert modelfiles.in_use() == {"sam": "vit_b", "detect": "yolo11n.pt", "matte": "u2netp"}
+    monkeypatch.setenv("MATTE_MODEL", "nope")
+    assert modelfiles.in_use() == {
+        "error": "MATTE_MODEL must be one of " + ", ".join(modelfiles.MATTE) + ", got 'nope'"
+    }

@@ -19,6 +19,7 @@ async function openSettings() {
   try {
     const data = await api('GET', '/api/settings');
     fill(data.settings ?? data);
+    showModels(data.models);
   } catch (error) {
     showError(`Could not load your settings: ${error.message}`);
   }
@@ -28,6 +29,14 @@ function fill(settings) {
   for (const field of form().elements) {
     if (field.name && field.name in settings) field.value = String(settings[field.name]);
   }
+}
+
+// The models this installation is configured with (DETECT_MODEL, MATTE_MODEL, SAM_MODEL).
+function showModels(models) {
+  const line = document.getElementById('settings-models');
+  if (!models) line.textContent = '';
+  else if (models.error) line.textContent = `Models: ${models.error}`;
+  else line.textContent = `Models in use: SAM ${models.sam}, detection ${models.detect}, cut-out ${models.matte}.`;
 }
 
 function collect() {

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from pathlib import Path
 
 import boto3
 import pytest
 import torch
+from PIL import Image
+from rembg.sessions import sessions_class
 from rembg.sessions.birefnet_dis import BiRefNetSessionDIS
+from rembg.sessions.dis_general_use import DisSession
+from rembg.sessions.u2netp import U2netpSession
 from segment_anything import sam_model_registry
 
 from server2.models import Models, ModelsMissing, build_sam, local_models_dir, pick_device, sam_config
-from studio import layout
+from studio import layout, modelfiles
 from studio.errors import ConfigError
+from studio.modelfiles import ModelChoice
 from tests.weights import TEST_SAM
 
 # The encoders segment_anything's own builders make (build_sam.py).
@@ -28,11 +34,52 @@ def test_models_load_from_the_test_weights(models: Models) -> None:
     assert models.device == "cpu"
     assert set(models.sam) == {"vit_l"}
     assert sam_config(models.sam["vit_l"].state_dict()) == TEST_SAM
-    assert models.yolo_det.task == "detect" and models.yolo_seg.task == "segment"
-    assert models.yolo_det.names[0] == "person"
-    assert isinstance(models.birefnet, BiRefNetSessionDIS)
-    assert models.birefnet.inner_session.get_providers() == ["CPUExecutionProvider"]
-    assert [i.shape for i in models.birefnet.inner_session.get_inputs()] == [[1, 3, 1024, 1024]]
+    assert models.detect.yolo.task == "detect" and models.segment.yolo.task == "segment"
+    assert models.detect.yolo.names[0] == "person"
+    assert isinstance(models.matte.session, BiRefNetSessionDIS)
+    assert models.matte.session.inner_session.get_providers() == ["CPUExecutionProvider"]
+    assert models.describe() == {
+        "sam": "vit_l",
+        "sam_loaded": ["vit_l"],
+        "detect": "yolov8n.pt",
+        "segment": "yolov8n-seg.pt",
+        "matte": "birefnet-dis",
+    }
+
+
+@pytest.mark.parametrize(("name", "session"), [("isnet-general-use", DisSession), ("u2netp", U2netpSession)])
+def test_models_are_chosen_by_name(tmp_path: Path, test_models_dir: Path, name: str, session: type) -> None:
+    """DETECT_MODEL / MATTE_MODEL pick the files and rembg's own session class (its pre/post-processing);
+    the file is taken as it is, without rembg's md5 check or download."""
+    (tmp_path / "vit_l.pth").symlink_to(test_models_dir / "vit_l.pth")
+    (tmp_path / "yolo11n.pt").symlink_to(test_models_dir / "yolov8n.pt")  # no yolo11n-seg.pt: boxes only
+    (tmp_path / f"{name}.onnx").symlink_to(test_models_dir / "birefnet-dis.onnx")
+    models = Models.load(tmp_path, "cpu", ModelChoice(detect="yolo11n.pt", matte=name))
+    assert isinstance(models.matte.session, session) and models.segment is None
+    assert models.describe()["detect"] == "yolo11n.pt" and models.describe()["matte"] == name
+    picture = Image.new("RGB", (64, 48), "white")
+    picture.paste((0, 0, 0), (20, 10, 44, 38))
+    mask = models.matte.predict(picture)
+    assert mask.shape == (48, 64) and mask[24, 32] and not mask[2, 2]
+
+
+def test_the_catalogue_has_rembgs_own_files_and_hashes() -> None:
+    """studio.modelfiles.MATTE (Server1 has no rembg) against the md5 and file each rembg session checks."""
+    by_name = {cls.name(): cls for cls in sessions_class}
+    for name, (upstream, md5) in modelfiles.MATTE.items():
+        source = inspect.getsource(by_name[name])
+        assert f"md5:{md5}" in source and upstream in source, name
+
+
+def test_model_variables_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETECT_MODEL", "yolo11n.pt")
+    monkeypatch.setenv("MATTE_MODEL", "u2netp")
+    monkeypatch.delenv("SAM_MODEL", raising=False)
+    assert ModelChoice.from_env() == ModelChoice("yolo11n.pt", "u2netp", "vit_l")
+    assert ModelChoice.from_env(cpu=True).sam == "vit_b"
+    monkeypatch.setenv("SAM_MODEL", "vit_x")
+    with pytest.raises(ConfigError, match="SAM_MODEL must be one of vit_b, vit_l, vit_h"):
+        ModelChoice.from_env()
 
 
 @pytest.mark.parametrize("size", sorted(REGISTRY))
@@ -61,17 +108,24 @@ def test_not_a_sam_checkpoint_is_refused() -> None:
 def test_missing_weights_are_named(tmp_path: Path, test_models_dir: Path) -> None:
     with pytest.raises(ModelsMissing) as empty:
         Models.load(tmp_path, "cpu")
-    assert empty.value.missing == list(layout.MODEL_FILES)
-    for name in layout.MODEL_FILES:
+    needed = ["vit_l.pth", "yolov8n.pt", "birefnet-dis.onnx"]  # yolov8n-seg.pt is used when present
+    assert empty.value.missing == needed
+    for name in needed:
         assert name in str(empty.value)
     for name in ("yolov8n.pt", "birefnet-dis.onnx"):
         shutil.copy(test_models_dir / name, tmp_path / name)
-    with pytest.raises(ModelsMissing, match=r"vit_l\.pth, yolov8n-seg\.pt$") as partial:
+    with pytest.raises(ModelsMissing, match=r"vit_l\.pth$") as partial:
         Models.load(tmp_path, "cpu")
-    assert partial.value.missing == ["vit_l.pth", "yolov8n-seg.pt"]
+    assert partial.value.missing == ["vit_l.pth"]
+    matte_only = Models.load(tmp_path, "cpu", need_sam=False)  # the matte path needs no SAM
+    assert matte_only.sam == {} and matte_only.segment is None
+    with pytest.raises(ModelsMissing, match=r"vit_l\.pth"):
+        matte_only.sam_for("vit_l")
 
 
-def test_other_sam_sizes_load_when_present_and_vit_l_stands_in(tmp_path: Path, test_models_dir: Path) -> None:
+def test_other_sam_sizes_load_when_present_and_the_configured_one_stands_in(
+    tmp_path: Path, test_models_dir: Path
+) -> None:
     for name in layout.MODEL_FILES:
         (tmp_path / name).symlink_to(test_models_dir / name)
     (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")

@@ -11,7 +11,8 @@ from PIL import Image
 from scipy import ndimage
 
 from server2.models import Models
-from server2.pipeline import Result, sam, segment
+from server2.pipeline import Result, cpu_limits, sam, segment
+from studio.settings import DEFAULTS
 from tests.server2.pipeline.conftest import FAST, line_art, photo
 
 
@@ -71,8 +72,8 @@ def test_a_line_drawing_goes_through_birefnet(models: Models) -> None:
     original = line_art((800, 600))
     result = segment(models, resized, original, {"min_area": 200})
     assert result.method == "birefnet"
-    assert set(result.timings) == {"classify", "birefnet", "masks", "clippings"}
-    assert result.points == {"points": [], "labels": [], "boxes": []} and result.boxes == {}
+    assert set(result.timings) == {"classify", "detect", "matte", "masks", "clippings"}
+    assert result.points == {"points": [], "labels": [], "boxes": []}  # the random test YOLO finds nothing
     # The four drawn figures, apart from each other: four clippings, each opaque on its strokes.
     assert len(result.clippings) == 4
     check_clippings(result, resized, original, {})
@@ -126,8 +127,17 @@ def test_reduced_precision_encoder_keeps_a_float32_embedding(models: Models) -> 
 
 
 def test_generator_survives_crops_without_masks(models: Models) -> None:
-    """segment_anything fails when no crop yields a mask and crop_n_layers > 0; the pipeline does not."""
-    blank = Image.new("RGB", (128, 96), (128, 128, 128))
-    settings = {**FAST, "crop_n_layers": 1, "pred_iou_thresh": 0.99, "stability_score_thresh": 0.99, "mode": "sam"}
-    result = segment(models, blank, blank, settings)
-    assert result.method == "sam" and result.clippings == []
+    """segment_anything fails when no crop yields a mask and crop_n_layers > 0; the pipeline's generator
+    does not (called directly: on a CPU segment() limits crop_n_layers to 0)."""
+    blank = np.full((96, 128, 3), 128, dtype=np.uint8)
+    settings = {**FAST, "crop_n_layers": 1, "pred_iou_thresh": 0.99, "stability_score_thresh": 0.99}
+    assert sam.automatic_masks(sam.StudioPredictor(models.sam["vit_l"]), blank, settings) == []
+
+
+def test_without_a_gpu_the_generator_is_limited() -> None:
+    assert cpu_limits({**DEFAULTS, "points_per_side": 64, "crop_n_layers": 2}) == {
+        **DEFAULTS,
+        "points_per_side": 16,
+        "crop_n_layers": 0,
+    }
+    assert cpu_limits({**DEFAULTS, "points_per_side": 8})["points_per_side"] == 8

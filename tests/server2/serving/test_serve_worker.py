@@ -29,7 +29,7 @@ def test_a_model_error_is_retried_then_failed_and_the_worker_goes_on(models: Mod
     storage = FileStorage(tmp_path)
     set_settings(storage, {"mode": "birefnet", **FAST})
     jobs = Jobs(storage, "w1", max_attempts=3)
-    broken = Worker(storage, jobs, dataclasses.replace(models, birefnet=None))  # BiRefNet fails on every image
+    broken = Worker(storage, jobs, dataclasses.replace(models, matte=None))  # the matting model fails on every image
     add_image(storage, "poison", drawing())
 
     outcomes = [broken.run(USER, "poison", layout.resized(USER, "poison")) for _ in range(3)]

@@ -1,0 +1,124 @@
+"""`python -m server2 segment`: Server2's pipeline on local files, like rembg's command line.
+
+    python -m server2 segment [--mode auto|sam|birefnet] [--models DIR] --out OUT INPUT...
+
+For each input (a file, or every image in a folder) OUT/<stem>/ gets mask-<n>.png (8-bit 0/255 at the
+input's full size, one per clipping, largest first), clipping-<n>.png (RGBA, as in the album) and
+result.json (method, models, boxes, timings). The same code as Server2: server2.worker.open_image,
+server2.pipeline.segment; models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL (studio/modelfiles.py).
+A file that cannot be read or segmented is reported and skipped; the exit status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+RESIZED_MAX = 1024  # as Server1's work copy (server1/ingest.py RESIZED_MAX)
+
+
+def inputs(paths: list[str]) -> list[Path]:
+    """Files as given; a folder's image files (by extension, sorted; not its subfolders)."""
+    out = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_EXTS)
+        else:
+            out.append(path)
+    return out
+
+
+def resized(original: Image.Image) -> Image.Image:
+    """The work copy Server1 would queue: longest side at most 1024."""
+    work = original.copy()
+    work.thumbnail((RESIZED_MAX, RESIZED_MAX), Image.Resampling.LANCZOS)
+    return work
+
+
+def write_result(folder: Path, path: Path, original: Image.Image, result: object, models: object) -> dict:
+    """mask-<n>.png, clipping-<n>.png and result.json into folder (written under .part names, then renamed)."""
+    from server2.pipeline.clippings import full_mask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "input": str(path),
+        "size": list(original.size),
+        "method": result.method,
+        "models": {**models.describe(), "sam_used": result.model_type or None},
+        "boxes": result.points["boxes"],
+        "points": {"points": result.points["points"], "labels": result.points["labels"]},
+        "clippings": [],
+        "timings": result.timings,
+    }
+    for n, clip in enumerate(result.clippings, start=1):
+        pixels = full_mask(clip.image, clip.box, original.size)
+        mask = Image.fromarray(pixels.astype("uint8") * 255)
+        for name, image in ((f"mask-{n}.png", mask), (f"clipping-{n}.png", clip.image)):
+            image.save(folder / f".{name}.part", format="PNG")
+            os.replace(folder / f".{name}.part", folder / name)
+        record["clippings"].append({"n": n, "box": list(clip.box), "area": int(pixels.sum())})
+    (folder / ".result.json.part").write_text(json.dumps(record, indent=1))
+    os.replace(folder / ".result.json.part", folder / "result.json")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server2 segment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("auto", "sam", "birefnet"), default="auto")
+    parser.add_argument("--models", default=os.environ.get("MODELS_DIR", "models"), help="weights folder")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=os.environ.get("DEVICE", "auto"))
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from tqdm import tqdm
+
+    from server2 import pipeline
+    from server2.models import Models, ModelsMissing, pick_device
+    from server2.worker import BadImage, open_image
+    from studio.errors import ConfigError
+    from studio.modelfiles import ModelChoice
+
+    files = inputs(args.inputs)
+    if not files:
+        print("segment: no image files among the inputs", file=sys.stderr)
+        return 2
+    try:
+        device = pick_device(args.device)
+        choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: SAM vit_b unless SAM_MODEL says
+        models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "birefnet")
+    except (ModelsMissing, ConfigError) as e:
+        print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
+        return 2
+    out, used, failed = Path(args.out), set(), []
+    for path in tqdm(files, unit="image", disable=None):
+        stem = path.stem
+        while stem in used:  # a.jpg and a.png: a-2 for the second
+            stem = f"{path.stem}-{len([u for u in used if u.startswith(path.stem)]) + 1}"
+        used.add(stem)
+        try:
+            original = open_image(path.read_bytes(), path.name)
+            started = time.perf_counter()
+            result = pipeline.segment(models, resized(original), original, {"mode": args.mode})
+            result.timings["total"] = round(time.perf_counter() - started, 4)
+            write_result(out / stem, path, original, result, models)
+        except (OSError, BadImage) as e:
+            failed.append(path)
+            tqdm.write(
+                f"segment: {path}: skipped: {e.strerror if isinstance(e, OSError) and e.strerror else e}", sys.stderr
+            )
+        except Exception as e:  # noqa: BLE001  (one bad image must not stop the rest)
+            failed.append(path)
+            tqdm.write(f"segment: {path}: failed: {type(e).__name__}: {e}", sys.stderr)
+    print(f"segment: {len(files) - len(failed)} of {len(files)} images done into {out}", file=sys.stderr)
+    return 1 if failed else 0

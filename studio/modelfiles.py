@@ -1,0 +1,139 @@
+"""Which model weight files the configuration needs, and where each comes from officially.
+
+One source of truth for both servers (DESIGN.md "Model weights"): Server1 downloads exactly these files
+at start-up, Server2 (server2/models.py) loads them. Light on purpose (no torch, no rembg): Server1 imports it.
+
+Configuration (environment):
+- DETECT_MODEL: an Ultralytics weights file (yolov8n.pt default; yolo11n.pt, yolov8s.pt...). Its "-seg"
+  sibling (yolov8n-seg.pt) is fetched too and used when present: its masks give better SAM prompts.
+- MATTE_MODEL: a rembg session name (birefnet-dis default; see MATTE below), file <name>.onnx.
+- SAM_MODEL: the SAM size loaded by default (vit_l; vit_b in CPU local mode). Sizes users pick in their
+  settings are fetched as well (required_files(sam_sizes=...)).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from studio.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+
+SAM_SIZES = ("vit_b", "vit_l", "vit_h")
+SAM_DEFAULT = "vit_l"
+SAM_CPU_DEFAULT = "vit_b"  # CPU local mode: the smallest encoder (about 1/3 of vit_l's time)
+DETECT_DEFAULT = "yolov8n.pt"
+MATTE_DEFAULT = "birefnet-dis"
+
+# Meta's release; the 6 hex digits in each name are the start of its sha256 (torch.hub's convention).
+SAM_URLS = {
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+}
+SAM_SHA256_PREFIX = {size: url.rsplit("_", 1)[1].removesuffix(".pth") for size, url in SAM_URLS.items()}
+# The release ultralytics 8.4 downloads its assets from (ultralytics/utils/downloads.py).
+ULTRALYTICS_RELEASE = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
+REMBG_RELEASE = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+# rembg session name -> (file name in rembg's release, the md5 rembg 2.0.86 itself checks in
+# rembg/sessions/<module>.py). tests/server2/pipeline/test_models.py compares this with rembg's code.
+MATTE = {
+    "birefnet-dis": ("BiRefNet-DIS-epoch_590.onnx", "2d4d44102b446f33a4ebb2e56c051f2b"),
+    "birefnet-general": ("BiRefNet-general-epoch_244.onnx", "7a35a0141cbbc80de11d9c9a28f52697"),
+    "birefnet-general-lite": ("BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", "4fab47adc4ff364be1713e97b7e66334"),
+    "isnet-general-use": ("isnet-general-use.onnx", "fc16ebd8b0c10d971d3513d564d01e29"),
+    "u2net": ("u2net.onnx", "60024c5c889badc19c04ad937298a77b"),
+    "u2netp": ("u2netp.onnx", "8e83ca70e441ab06c318d82300c84806"),
+}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The configured models (Server2 loads these; Server1 fetches their files)."""
+
+    detect: str = DETECT_DEFAULT
+    matte: str = MATTE_DEFAULT
+    sam: str = SAM_DEFAULT
+
+    @classmethod
+    def from_env(cls, cpu: bool = False) -> ModelChoice:
+        """DETECT_MODEL, MATTE_MODEL, SAM_MODEL; cpu: Server2 has no GPU (SAM vit_b unless SAM_MODEL says)."""
+        sam_default = SAM_CPU_DEFAULT if cpu else SAM_DEFAULT
+        return cls(
+            detect=check_detect(os.environ.get("DETECT_MODEL") or DETECT_DEFAULT),
+            matte=check_matte(os.environ.get("MATTE_MODEL") or MATTE_DEFAULT),
+            sam=check_sam(os.environ.get("SAM_MODEL") or sam_default),
+        )
+
+    @property
+    def segment(self) -> str:
+        """The detector's segmentation sibling: yolov8n.pt -> yolov8n-seg.pt."""
+        stem = self.detect.removesuffix(".pt")
+        return self.detect if stem.endswith("-seg") else f"{stem}-seg.pt"
+
+    @property
+    def matte_file(self) -> str:
+        return f"{self.matte}.onnx"
+
+    def files(self, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """The weight file names, the configured SAM size's first."""
+        sams = [self.sam, *sorted(s for s in sam_sizes if s != self.sam and s in SAM_SIZES)]
+        return [
+            *(f"{s}.pth" for s in sams),
+            self.detect,
+            *([self.segment] * (self.segment != self.detect)),
+            self.matte_file,
+        ]
+
+
+def check_detect(name: str) -> str:
+    if not name.endswith(".pt") or "/" in name or name.startswith("."):
+        raise ConfigError(f"DETECT_MODEL must be an Ultralytics weights file name like yolov8n.pt, got {name!r}")
+    return name
+
+
+def check_matte(name: str) -> str:
+    if name not in MATTE:
+        raise ConfigError(f"MATTE_MODEL must be one of {', '.join(MATTE)}, got {name!r}")
+    return name
+
+
+def check_sam(name: str) -> str:
+    if name not in SAM_SIZES:
+        raise ConfigError(f"SAM_MODEL must be one of {', '.join(SAM_SIZES)}, got {name!r}")
+    return name
+
+
+def official(name: str) -> ModelFile:
+    """Where the file comes from, with its authoritative hash when one is known."""
+    stem = name.removesuffix(".pth")
+    if stem in SAM_URLS:
+        return ModelFile(name, SAM_URLS[stem])
+    if name.endswith(".onnx") and name.removesuffix(".onnx") in MATTE:
+        upstream, md5 = MATTE[name.removesuffix(".onnx")]
+        return ModelFile(name, REMBG_RELEASE + upstream, md5=md5)
+    if name.endswith(".pt"):
+        return ModelFile(name, ULTRALYTICS_RELEASE + name)
+    raise ConfigError(f"no official source known for model file {name!r}")
+
+
+def required_files(choice: ModelChoice, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[ModelFile]:
+    return [official(name) for name in choice.files(sam_sizes)]
+
+
+def in_use() -> dict[str, str]:
+    """The configured models, by role, for the settings page ({"error": why} when misconfigured)."""
+    try:
+        choice = ModelChoice.from_env()
+    except ConfigError as e:
+        return {"error": str(e)}
+    return {"sam": choice.sam, "detect": choice.detect, "matte": choice.matte}

@@ -1,0 +1,126 @@
+"""`python -m server2 segment` (server2/cli.py) and `make bench-quality`'s quick run, on the test weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image, ImageDraw
+
+from bench import quality
+from server2 import cli
+
+REPO = Path(__file__).resolve().parents[3]
+SHAPES = (  # on a 400 x 300 ground, well apart (the test matte grows each a little)
+    lambda d, fill: d.ellipse((30, 30, 150, 150), fill=fill),
+    lambda d, fill: d.rectangle((250, 30, 370, 130), fill=fill),
+    lambda d, fill: d.polygon([(100, 280), (200, 190), (300, 280)], fill=fill),
+)
+
+
+def shapes(size: tuple[int, int] = (400, 300)) -> Image.Image:
+    """Three flat shapes in plain colours on an off-white ground, drawn at 400 x 300 and scaled to size."""
+    image = Image.new("RGB", (400, 300), (240, 240, 235))
+    draw = ImageDraw.Draw(image)
+    for shape, fill in zip(SHAPES, ((220, 40, 40), (40, 90, 200), (250, 200, 0)), strict=True):
+        shape(draw, fill)
+    return image.resize(size, Image.Resampling.NEAREST)
+
+
+@pytest.fixture(autouse=True)
+def default_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DETECT_MODEL", "MATTE_MODEL", "SAM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_segment_writes_masks_clippings_and_a_record_and_skips_a_bad_file(
+    tmp_path: Path, test_models_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    shapes((400, 300)).save(photos / "a.png")
+    pillow_heif.from_pillow(shapes((600, 450))).save(photos / "b.heic")
+    (photos / "bad.jpg").write_bytes(b"not a jpeg")
+    (photos / "notes.txt").write_text("not an image, not an input")
+    out = tmp_path / "out"
+    status = cli.main(["--mode", "birefnet", "--models", str(test_models_dir), "--out", str(out), str(photos)])
+    assert status == 1  # bad.jpg failed; the others went on
+    assert "bad.jpg: skipped: bad.jpg is not an image file" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    for stem, size in (("a", (400, 300)), ("b", (600, 450))):
+        folder = out / stem
+        record = json.loads((folder / "result.json").read_text())
+        assert record["method"] == "birefnet" and record["size"] == list(size)
+        assert record["models"]["matte"] == "birefnet-dis" and record["models"]["detect"] == "yolov8n.pt"
+        assert record["boxes"] == [] and {"classify", "detect", "matte", "total"} <= set(record["timings"])
+        assert len(record["clippings"]) == 3  # the three flat shapes
+        areas = []
+        for n in (1, 2, 3):
+            mask = Image.open(folder / f"mask-{n}.png")
+            pixels = np.asarray(mask)
+            assert mask.mode == "L" and mask.size == size and set(np.unique(pixels)) == {0, 255}
+            clipping = Image.open(folder / f"clipping-{n}.png")
+            x0, y0, x1, y1 = record["clippings"][n - 1]["box"]
+            assert clipping.mode == "RGBA" and clipping.size == (x1 - x0, y1 - y0)
+            assert ((np.asarray(clipping)[..., 3] >= 128) == (pixels[y0:y1, x0:x1] == 255)).all()
+            areas.append(int((pixels == 255).sum()))
+        assert areas == sorted(areas, reverse=True) and areas == [c["area"] for c in record["clippings"]]
+        assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_the_module_command_runs_and_says_what_is_missing(tmp_path: Path, test_models_dir: Path) -> None:
+    shapes((200, 150)).save(tmp_path / "one.jpg")
+
+    def segment(models: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "server2", "segment", "--mode", "birefnet", "--models", str(models)]
+        command += ["--out", str(tmp_path / "out"), str(tmp_path / "one.jpg")]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    done = segment(test_models_dir)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "one" / "mask-1.png").is_file()
+    assert "1 of 1 images done" in done.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = segment(empty)
+    assert missing.returncode == 2
+    assert "model weights missing in" in missing.stderr and "yolov8n.pt" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_bench_quality_quick_run(tmp_path: Path, test_models_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A synthetic labelled photo in the realworld format; no real SAM: those modes say they are skipped."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = shapes((400, 300))
+    image.save(photos / "shapes.png")
+    labels = {}
+    for i, shape in enumerate(SHAPES):
+        canvas = Image.new("1", image.size)
+        shape(ImageDraw.Draw(canvas), 1)
+        labels[f"{i}_shape"] = np.asarray(canvas)
+    np.savez_compressed(photos / "shapes.masks.npz", **labels, ignore=np.zeros((300, 400), bool))
+    out = tmp_path / "out"
+    assert quality.main(["--photos", str(photos), "--weights", str(test_models_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sam: skipped: no real SAM checkpoint (vit_b.pth from Meta)" in printed
+    report = json.loads((out / "quality.json").read_text())
+    assert report["modes"]["auto"] == {"skipped": f"no real vit_b.pth in {test_models_dir}"}
+    summary = report["modes"]["birefnet"]["summary"]
+    assert summary["all"]["objects"] == 3 and summary["all"]["share_050"] == 1.0
+    assert summary["all"]["mean_best_iou"] > 0.7 and summary["masks_per_photo"] == 3
+    assert Image.open(out / "sheet-birefnet.png").width > 400
+
+
+def test_iou_leaves_ignored_pixels_out() -> None:
+    pred, label, ignore = (np.zeros((4, 4), bool) for _ in range(3))
+    pred[0, :] = label[0, :2] = True
+    assert quality.iou(pred, label, None) == 0.5
+    ignore[0, 2:] = True
+    assert quality.iou(pred, label, ignore) == 1.0
