@@ -9,12 +9,18 @@ REQS := requirements-server1.txt requirements-server2.txt requirements-server2-n
 
 .PHONY: run test lint bench bench-quality venv system-packages clean
 
+# Server1's onnxruntime and Server2's onnxruntime-gpu both install the module `onnxruntime`; in this one
+# venv the GPU build (which runs on the CPU too) is put back last so its files are the ones left whole.
+ORT_GPU = $(shell grep '^onnxruntime-gpu==' requirements-server2.txt)
+
 # ultralytics goes in without its dependencies (listed in requirements-server2.txt): it asks
 # for opencv-python, which would fight opencv-python-headless over cv2.
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-server1.txt -r requirements-server2.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-server2-nodeps.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --force-reinstall $(ORT_GPU)
+	$(PY) -c "import onnxruntime; onnxruntime.InferenceSession"
 	touch $@
 
 venv: $(STAMP)

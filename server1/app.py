@@ -15,7 +15,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from server1 import api, appconfig, auth, events, files, pages, upload
+from server1 import api, appconfig, auth, editor, events, files, pages, upload
 from server1.albums import Albums
 from server1.lifecycle import Lifecycle
 from server1.responses import error
@@ -95,7 +95,7 @@ def create_app(config: dict | None = None) -> Flask:
         exempt_when=lambda: request.endpoint != "auth.login",
         error_message=auth.THROTTLED,
     )(auth.bp)
-    for blueprint in (auth.bp, pages.bp, upload.bp, api.bp, files.bp, events.bp):
+    for blueprint in (auth.bp, pages.bp, upload.bp, api.bp, files.bp, events.bp, editor.bp):
         app.register_blueprint(blueprint)
     _add_headers(app)
     _add_error_handlers(app)

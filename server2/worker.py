@@ -19,7 +19,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 from ultralytics.utils import patches as ultralytics_patches
 
-from server2 import pipeline
+from server2 import embeddings, pipeline
 from server2.models import Models
 from server2.outcome import Outcome
 from studio import image_files, layout, settings
@@ -94,6 +94,7 @@ class Worker:
             read_s = time.perf_counter() - started
             prefs = settings.load(self.storage, user)
             result = pipeline.segment(self.models, resized, original, prefs)
+            editing = embeddings.prepare(self.storage, self.models, result)
         except BadImage as e:
             return self._fail(claim, str(e), final=True)  # retrying cannot help
         except StorageError as e:
@@ -107,7 +108,7 @@ class Worker:
                 return Outcome("stopped", "released on shutdown")
             try:
                 write_started = time.perf_counter()
-                staged, names = self._stage(claim, result, original)
+                staged, names, editing = self._stage(claim, result, original, editing)
                 timings = {
                     **result.timings,
                     "read": read_s,
@@ -124,6 +125,7 @@ class Worker:
                     "masks": len(result.masks),
                     "device": self.models.device,
                     **({"model_type": result.model_type, "refined": result.refined} if result.model_type else {}),
+                    **editing,
                 }
                 if not self.jobs.complete(claim, staged, **fields):
                     log.warning(
@@ -151,8 +153,11 @@ class Worker:
                 )
         return resized, resized, "resized"
 
-    def _stage(self, claim: Claim, result: pipeline.Result, original: Image.Image) -> tuple[dict[str, str], list[str]]:
-        """Write every output under the claim's staging prefix: ({staging key: final key}, clipping names)."""
+    def _stage(
+        self, claim: Claim, result: pipeline.Result, original: Image.Image, embedding: dict | None
+    ) -> tuple[dict[str, str], list[str], dict]:
+        """Write every output under the claim's staging prefix: ({staging key: final key}, clipping names,
+        the status fields for the editor)."""
         user, image_id = claim.user, claim.image_id
         staged: dict[str, str] = {}
 
@@ -169,12 +174,13 @@ class Worker:
             put(layout.crop(user, name), png(clip.image))
             put(layout.crop_thumb(user, name), image_files.thumb_png(clip.image))
             names.append(name)
+        editing = embeddings.stage(result, claim, names, embedding, put)
         put(layout.points(user, image_id), json.dumps(result.points).encode())
         for suffix, image in result.boxes.items():
             put(layout.boxes(user, image_id, suffix), png(image))
         if not image_files.has_thumb(self.storage, user, image_id):  # a job dropped into resized/ by other means
             put(layout.thumb(user, image_id, ".jpg"), image_files.thumb_jpeg(original))
-        return staged, names
+        return staged, names, editing
 
     # -- endings -------------------------------------------------------------------------
     def _fail(self, claim: Claim, reason: str, final: bool = False) -> Outcome:

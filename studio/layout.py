@@ -123,6 +123,16 @@ def claim(user: str, image_id: str) -> str:
     return output_dir(user, "claims") + f"{check_name(image_id, 'image id')}.json"
 
 
+def embedding(user: str, image_id: str) -> str:
+    """SAM's image embedding of the resized image (float16 .npy), for the editor's prompt decoder."""
+    return output_dir(user, "embeddings") + f"{check_name(image_id, 'image id')}.npy"
+
+
+def decoder(digest: str) -> str:
+    """SAM's prompt encoder + mask decoder as ONNX, for the checkpoint whose hash starts with digest."""
+    return f"{MODELS}/{check_name(f'sam-decoder-{digest}.onnx', 'model file name')}"
+
+
 def staging_dir(user: str, image_id: str) -> str:
     """Every staging folder of one image's jobs."""
     return output_dir(user, "staging") + f"{check_name(image_id, 'image id')}/"
@@ -144,6 +154,7 @@ _OWNED = {
     "output/points": r"{i}\.json",
     "output/boxes": r"{i}-[A-Za-z0-9_]+\.png",
     "output/status": r"{i}\.json",
+    "output/embeddings": r"{i}\.npy",
     "output/claims": r"{i}\.json",
 }
 

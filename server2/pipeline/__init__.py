@@ -46,6 +46,7 @@ class Result:
     refined: bool = False  # SAM's one-colour largest mask was refined with BiRefNet
     model_type: str = ""  # the SAM size used ("" for BiRefNet)
     details: dict = field(default_factory=dict)  # encoder_runs, mask counts: for logs and the benchmark
+    embedding: sam.Embedding | None = None  # SAM's embedding of the resized image, kept for the editor
 
 
 class _Timer:
@@ -101,7 +102,7 @@ def segment(
     mode = settings["mode"]
     with timer("classify"):
         drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "birefnet"
-    refined, model_type, details = False, "", {}
+    refined, model_type, details, embedding = False, "", {}, None
     with timer("detect"):
         detections = detect.run_yolo(models, rgb)
         prompts = detect.merge(detections.get("seg", []) + detections["det"])
@@ -117,6 +118,7 @@ def segment(
         )
         with timer("sam_points"):
             found = sam.point_masks(predictor, image, points["points"], points["labels"], batched=batched_points)
+            embedding = sam.embedding(predictor, image)
         with timer("sam_auto"):
             found += sam.automatic_masks(predictor, image, settings)
         details = {"encoder_runs": predictor.encoder_runs, "sam_masks": len(found)}
@@ -129,4 +131,4 @@ def segment(
         cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
     method = "birefnet" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
-    return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details)
+    return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details, embedding)

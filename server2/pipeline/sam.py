@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,6 +52,25 @@ class StudioPredictor(SamPredictor):
         with context:
             super().set_torch_image(transformed_image, original_image_size)
         self.features = self.features.float()
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """The whole image's embedding (1 x 256 x g x g) and the size of the image it was computed from."""
+
+    features: torch.Tensor
+    width: int
+    height: int
+
+
+def embedding(predictor: StudioPredictor, image: np.ndarray) -> Embedding | None:
+    """The whole image's embedding for the editor: the kept one (no extra encoder run), or encoded now
+    when no point prompt needed it yet (the generator's crop 0 then reuses it). None when the predictor
+    keeps nothing (the benchmark's naive baseline, which should not pay for it)."""
+    if not predictor.reuse:
+        return None
+    predictor.set_image(image)
+    return Embedding(predictor.features, width=image.shape[1], height=image.shape[0])
 
 
 def autocast_dtype(device: str, enabled: bool) -> torch.dtype | None:

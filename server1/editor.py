@@ -1,0 +1,365 @@
+"""The editor's routes: click to cut with SAM's prompt decoder over the stored embedding, and touch-ups.
+
+GET  /edit/<id>                     the editor page (its CSP adds 'wasm-unsafe-eval' for onnxruntime-web)
+GET  /api/images/<id>/editor        {"id", "width", "height", "original_url", "resized_url", "state",
+                                     "embedding": {"url", "decoder_url", "width", "height", "input_size"} | null,
+                                     "message", "clippings": [{"name", "url", "box", "undo"}]}
+GET  /api/images/<id>/embedding     the embedding (.npy, float16 1x256xgxg); 404 while there is none
+GET  /api/models/sam-decoder.onnx   ?v=<digest>: that decoder; without: the newest one exported
+POST /api/images/<id>/cut           {"points", "labels", "box"} in the original's pixels -> {"clipping": {...}}
+POST /api/images/<id>/clippings/<name>/mask   multipart "mask": PNG at the original's size (its alpha, or
+                                     its gray levels when it has none) -> a new version of the clipping
+POST /api/images/<id>/clippings/<name>/undo   back to the version before the last touch-up
+
+All need the owner's session (like every file route) and the CSRF token on POSTs. The embedding and the
+decoder are immutable under their versioned URL (?v=...), so the browser keeps them; no GPU is involved.
+Clipping files are never rewritten: a cut or a touch-up writes a new name (<id>_mask<N>_0.png, N >= 1000)
+and the status record says which names are shown ("clippings"), where each lies in the original
+("clipping_boxes") and which version each replaced ("edits", for undo).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+import re
+import time
+from collections.abc import Callable
+
+import numpy as np
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from PIL import Image
+
+from server1 import cutting, ingest
+from server1.responses import current_user, json_body, json_error
+from server1.services import services
+from studio import image_files, layout
+from studio.jobs import iso
+from studio.storage import NotFound, Storage
+
+bp = Blueprint("editor", __name__)
+
+DIGEST_RE = re.compile(r"[0-9a-f]{16}")
+FIRST_EDIT = 1000  # mask numbers of cut and touched-up clippings start here (the pipeline's count from 0)
+IMMUTABLE = 365 * 86400
+RETRY_FIRST = "process it first: retry the image and the editor can cut it once it is done"
+decoders = cutting.Decoders()
+# onnxruntime-web's files under /static: a module script and WebAssembly must carry their types (a slim
+# image may have no /etc/mime.types, and the page sends nosniff).
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("application/wasm", ".wasm")
+
+
+def _record(user: str, image_id: str) -> dict | None:
+    """The image's status record; None for none or a name that is no image id."""
+    try:
+        return services().jobs.read_status(user, layout.check_name(image_id, "image id"))
+    except layout.BadName:
+        return None
+
+
+def _embedding_meta(record: dict | None) -> dict | None:
+    meta = (record or {}).get("embedding") if (record or {}).get("state") == "done" else None
+    return meta if isinstance(meta, dict) and DIGEST_RE.fullmatch(str(meta.get("decoder", ""))) else None
+
+
+def _version(record: dict) -> str:
+    return re.sub(r"[^0-9A-Za-z]", "", str(record.get("updated_at", "")))
+
+
+def _clipping(user: str, image_id: str, name: str, record: dict) -> dict:
+    return {
+        **image_files.clipping(user, name),
+        "box": (record.get("clipping_boxes") or {}).get(name),
+        "undo": name in (record.get("edits") or {}),
+    }
+
+
+def _cached(data: bytes, mimetype: str, immutable: bool) -> Response:
+    response = Response(data, mimetype=mimetype)
+    response.add_etag()
+    response.cache_control.private = True
+    if immutable:
+        response.cache_control.max_age = IMMUTABLE
+        response.cache_control.immutable = True
+    else:
+        response.cache_control.no_cache = True
+    return response.make_conditional(request)
+
+
+@bp.get("/edit/<image_id>")
+def page(image_id: str) -> Response:
+    """The editor page for one of the user's images."""
+    if not _known(current_user(), image_id):
+        abort(404)
+    from server1.app import CSP  # (server1.app imports this module)
+
+    response = Response(render_template("editor.html", user=current_user(), image_id=image_id))
+    # The app's policy plus 'wasm-unsafe-eval', on this page only: onnxruntime-web compiles its vendored
+    # WebAssembly. It allows no JavaScript eval; everything else stays as strict.
+    response.headers["Content-Security-Policy"] = CSP.replace(
+        "script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'"
+    )
+    return response
+
+
+@bp.get("/api/images/<image_id>/editor")
+def editor(image_id: str) -> Response | tuple[Response, int]:
+    user = current_user()
+    if not _known(user, image_id):
+        return json_error("no such image", 404)
+    original, job = services().albums.find(user, image_id)
+    record = _record(user, image_id) or {}
+    meta = _embedding_meta(record)
+    state = record.get("state", "queued")
+    if meta:
+        message = "Click the object to cut it out."
+    elif state == "done":
+        message = "This photo was processed before editing existed: retry it once and it can be edited."
+    else:
+        message = f"The photo is {state}; it can be edited once it is done."
+    return Response(
+        json.dumps(
+            {
+                "id": image_id,
+                "state": state,
+                "width": record.get("width"),
+                "height": record.get("height"),
+                "original_url": image_files.file_url(original or job),
+                "resized_url": image_files.file_url(job) if job else None,
+                "embedding": meta
+                and {
+                    "url": f"/api/images/{image_id}/embedding?v={_version(record)}",
+                    "decoder_url": f"/api/models/sam-decoder.onnx?v={meta['decoder']}",
+                    **{k: meta[k] for k in ("width", "height", "input_size")},
+                },
+                "message": message,
+                "clippings": [_clipping(user, image_id, n, record) for n in record.get("clippings") or []]
+                if state == "done"
+                else [],
+            }
+        ),
+        mimetype="application/json",
+    )
+
+
+@bp.get("/api/images/<image_id>/embedding")
+def embedding(image_id: str) -> Response | tuple[Response, int]:
+    user = current_user()
+    record = _record(user, image_id)
+    if not _embedding_meta(record):
+        return json_error("this image has no embedding yet: " + RETRY_FIRST, 404)
+    try:
+        data = services().storage.read(layout.embedding(user, image_id))
+    except NotFound:
+        return json_error("this image has no embedding yet: " + RETRY_FIRST, 404)
+    return _cached(data, "application/octet-stream", request.args.get("v") == _version(record))
+
+
+def _newest_decoder(storage: Storage) -> str | None:
+    _, entries = storage.list_dir(layout.MODELS + "/")
+    found = [e for e in entries if re.fullmatch(r"sam-decoder-[0-9a-f]{16}\.onnx", e.name)]
+    return max(found, key=lambda e: e.mtime).name[len("sam-decoder-") : -len(".onnx")] if found else None
+
+
+@bp.get("/api/models/sam-decoder.onnx")
+def decoder() -> Response | tuple[Response, int]:
+    storage = services().storage
+    digest = request.args.get("v")
+    if digest is not None and not DIGEST_RE.fullmatch(digest):
+        return json_error("no such decoder", 404)
+    digest = digest or _newest_decoder(storage)
+    try:
+        data = storage.read(layout.decoder(digest)) if digest else None
+    except NotFound:
+        data = None
+    if data is None:
+        return json_error("no decoder yet: it is exported when the first photo is processed with SAM", 404)
+    return _cached(data, "application/octet-stream", immutable=request.args.get("v") == digest)
+
+
+# -- saving clippings ---------------------------------------------------------------------------
+class Refused(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _known(user: str, image_id: str) -> bool:
+    try:
+        layout.check_name(image_id, "image id")
+    except layout.BadName:
+        return False
+    return services().albums.find(user, image_id) != (None, None)
+
+
+def _editable(user: str, image_id: str) -> dict:
+    if not _known(user, image_id):
+        raise Refused("no such image", 404)
+    record = _record(user, image_id)
+    if not record or record.get("state") != "done":
+        raise Refused(f"the image is {(record or {}).get('state', 'queued')}; " + RETRY_FIRST, 409)
+    return record
+
+
+def _original(user: str, image_id: str) -> Image.Image:
+    """The upright original at full resolution (as the worker cut its clippings from it)."""
+    key, job = services().albums.find(user, image_id)
+    data = services().storage.read(key or job)
+    return ingest._decode(ingest._open(data, current_app.config["MAX_IMAGE_PIXELS"]), None)
+
+
+def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: Callable[[dict, str], None]) -> dict:
+    """Write the clipping under a fresh name and its thumbnail, then change the status record with
+    update(record, name) under its version (a concurrent change makes it try again)."""
+    storage = services().storage
+    data = cutting.png(image)
+    small = image.copy()
+    small.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX))
+    number = FIRST_EDIT
+    while True:
+        name = layout.crop_name(image_id, number, 0)
+        if storage.create_exclusive(layout.crop(user, name), data) is not None:
+            break
+        number += 1
+    storage.write(layout.crop_thumb(user, name), cutting.png(small))
+
+    def change(record: dict) -> None:
+        record.setdefault("clipping_boxes", {})[name] = box
+        update(record, name)
+
+    try:
+        record = _change_record(user, image_id, change)
+    except Refused:
+        storage.delete(layout.crop(user, name))
+        storage.delete(layout.crop_thumb(user, name))
+        raise
+    return _clipping(user, image_id, name, record)
+
+
+def _change_record(user: str, image_id: str, change: Callable[[dict], None]) -> dict:
+    """Apply change to the done image's status record with a conditional write (a concurrent change,
+    e.g. another tab's save, makes it read and apply again); the record written."""
+    storage, key = services().storage, layout.status(user, image_id)
+    for _ in range(20):
+        raw, version = storage.read_versioned(key)
+        record = json.loads(raw)
+        if record.get("state") != "done":
+            raise Refused(f"the image is {record.get('state')} now; try again once it is done", 409)
+        change(record)
+        record["updated_at"] = iso(services().jobs.clock())
+        if storage.replace_if(key, json.dumps(record, separators=(",", ":")).encode(), version):
+            return record
+    raise Refused("the image is being changed by another request; try again", 409)
+
+
+def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple[Response, int]]:
+    def wrapped(**kwargs: str) -> Response | tuple[Response, int]:
+        try:
+            return handler(**kwargs)
+        except Refused as e:
+            return json_error(str(e), e.status)
+        except cutting.BadPrompt as e:
+            return json_error(f"bad prompt: {e}", 400)
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+@bp.post("/api/images/<image_id>/cut")
+@_refusal
+def cut(image_id: str) -> Response:
+    user, storage = current_user(), services().storage
+    record = _editable(user, image_id)
+    meta = _embedding_meta(record)
+    if not meta:
+        raise Refused("this image has no embedding: " + RETRY_FIRST, 409)
+    size = (int(record["width"]), int(record["height"]))
+    points, labels, box = cutting.parse_prompt(json_body(), *size)
+    started = time.perf_counter()
+    try:
+        features = np.load(io.BytesIO(storage.read(layout.embedding(user, image_id))), allow_pickle=False)
+        session = decoders.session(meta["decoder"], lambda: storage.read(layout.decoder(meta["decoder"])))
+    except NotFound:
+        raise Refused("the embedding or decoder is missing: " + RETRY_FIRST, 409) from None
+    coords, point_labels = cutting.decoder_inputs(
+        points, labels, box, size, (meta["width"], meta["height"]), meta["input_size"]
+    )
+    logits = cutting.low_res_logits(session, features, coords, point_labels)
+    mask = cutting.upscale(logits, (meta["width"], meta["height"]), meta["input_size"], size)
+    original = _original(user, image_id)
+    if original.size != size:
+        raise Refused("the original changed size since it was processed; retry the image", 409)
+    made = cutting.clip(original, mask)
+    if made is None:
+        raise cutting.BadPrompt("the prompt selects nothing; click inside the object")
+
+    def add(record: dict, name: str) -> None:
+        record["clippings"] = [name, *(record.get("clippings") or [])]
+
+    clipping = _save(user, image_id, *made, add)
+    return Response(
+        json.dumps({"clipping": clipping, "seconds": round(time.perf_counter() - started, 3)}),
+        mimetype="application/json",
+    )
+
+
+@bp.post("/api/images/<image_id>/clippings/<name>/mask")
+@_refusal
+def touch_up(image_id: str, name: str) -> Response:
+    user = current_user()
+    record = _editable(user, image_id)
+    if name not in (record.get("clippings") or []):
+        raise Refused("no such clipping", 404)
+    if name not in (record.get("clipping_boxes") or {}):
+        raise Refused("this clipping was made before touch-ups existed: retry the image to edit it", 409)
+    upload = request.files.get("mask")
+    if upload is None:
+        raise Refused('send the edited mask as a PNG in the form field "mask"', 400)
+    size = (int(record["width"]), int(record["height"]))
+    try:
+        with Image.open(upload.stream, formats=["PNG"]) as image:
+            image.load()
+            if image.size != size:
+                raise Refused(f"the mask is {image.width}x{image.height}; it must be {size[0]}x{size[1]}", 400)
+            alpha = np.asarray(image.getchannel("A") if "A" in image.getbands() else image.convert("L"))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise Refused("the mask is not a readable PNG", 400) from None
+    made = cutting.clip(_original(user, image_id), alpha)
+    if made is None:
+        raise Refused("the mask is empty: nothing would be left of the clipping", 400)
+
+    def replace(record: dict, new: str) -> None:
+        shown = record.get("clippings") or []
+        if name not in shown:
+            raise Refused("the clipping was changed meanwhile; reload the editor", 409)
+        record["clippings"] = [new if n == name else n for n in shown]
+        record.setdefault("edits", {})[new] = name
+
+    return Response(json.dumps({"clipping": _save(user, image_id, *made, replace)}), mimetype="application/json")
+
+
+@bp.post("/api/images/<image_id>/clippings/<name>/undo")
+@_refusal
+def undo(image_id: str, name: str) -> Response:
+    user, storage = current_user(), services().storage
+    _editable(user, image_id)
+    previous: list[str] = []
+
+    def revert(record: dict) -> None:
+        edits, shown = record.get("edits") or {}, record.get("clippings") or []
+        if name not in shown:
+            raise Refused("no such clipping", 404)
+        if name not in edits:
+            raise Refused("this clipping has no earlier version", 409)
+        previous[:] = [edits.pop(name)]
+        record["clippings"] = [previous[0] if n == name else n for n in shown]
+        record["clipping_boxes"].pop(name, None)
+
+    record = _change_record(user, image_id, revert)
+    storage.delete(layout.crop(user, name))
+    storage.delete(layout.crop_thumb(user, name))
+    return Response(
+        json.dumps({"clipping": _clipping(user, image_id, previous[0], record)}), mimetype="application/json"
+    )

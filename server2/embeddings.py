@@ -1,0 +1,155 @@
+"""What the editor needs from a SAM job: the image embedding, and SAM's prompt decoder as ONNX.
+
+The image encoder (most of SAM's cost) runs here, once per image; Server1 and the browser then run only
+the small prompt encoder + mask decoder over the stored embedding, so editing needs no GPU.
+
+- output/embeddings/<id>.npy: float16, 1 x 256 x g x g (g = 64 for the real checkpoints), of the resized
+  image, staged with the job's other outputs (deleted with the image).
+- models/sam-decoder-<digest>.onnx: upstream SamOnnxModel (any number of points, an optional box as
+  corner points 2 and 3, one mask chosen as SAM's demo does), exported on the CPU once per checkpoint;
+  digest = the first 16 hex digits of the checkpoint file's SHA-256.
+- The status record's "embedding" says which decoder goes with the embedding and the resized image's
+  size; "clipping_boxes" says where each clipping lies in the original, so it can be touched up.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import logging
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from studio import layout
+from studio.jobs import Claim
+from studio.storage import Storage
+
+log = logging.getLogger(__name__)
+
+DIGEST_CHARS = 16
+OPSET = 17
+_digests: dict[tuple[str, int, float], str] = {}
+_lock = threading.Lock()
+
+
+def checkpoint_digest(path: Path) -> str:
+    """SHA-256 prefix of the checkpoint, computed once per file version (a real one is over 1 GB)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime)
+    if key not in _digests:
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        _digests[key] = sha.hexdigest()[:DIGEST_CHARS]
+    return _digests[key]
+
+
+def npy_bytes(features: torch.Tensor) -> bytes:
+    out = io.BytesIO()
+    np.save(out, features.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
+    return out.getvalue()
+
+
+def _decoder_model(parts: torch.nn.Module) -> torch.nn.Module:
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    class LowResDecoder(SamOnnxModel):
+        """Upstream's model, answering the chosen mask's low-res logits (1 x 1 x 4g x 4g).
+
+        Upstream's upscaling crops by int(tensor), which the tracer fixes to the example image's aspect
+        ratio; callers upscale as SamPredictor.postprocess_masks does (server1.cutting, editor.js)."""
+
+        def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+            return masks
+
+    return LowResDecoder(parts, return_single_mask=True).eval()
+
+
+def export_decoder(sam: torch.nn.Module, path: Path) -> None:
+    """This SAM's prompt encoder and mask decoder (copied to the CPU) as ONNX, written to path."""
+    parts = torch.nn.Module()
+    parts.prompt_encoder = copy.deepcopy(sam.prompt_encoder).float().cpu()
+    parts.mask_decoder = copy.deepcopy(sam.mask_decoder).float().cpu()
+    parts.image_encoder = SimpleNamespace(img_size=sam.image_encoder.img_size)
+    parts.mask_threshold = sam.mask_threshold
+    model = _decoder_model(parts)
+    grid = sam.prompt_encoder.image_embedding_size
+    inputs = {
+        "image_embeddings": torch.randn(1, sam.prompt_encoder.embed_dim, *grid),
+        "point_coords": torch.randint(0, 1024, (1, 5, 2), dtype=torch.float),
+        "point_labels": torch.randint(0, 4, (1, 5), dtype=torch.float),
+        "mask_input": torch.randn(1, 1, 4 * grid[0], 4 * grid[1]),
+        "has_mask_input": torch.tensor([0.0]),
+        "orig_im_size": torch.tensor([1500.0, 2250.0]),  # unused (see LowResDecoder): not in the graph
+    }
+    # The TorchScript exporter, as upstream's export script uses (the dynamo one needs onnxscript).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            tuple(inputs.values()),
+            str(path),
+            input_names=list(inputs)[:-1],
+            output_names=["masks", "iou_predictions", "low_res_masks"],
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def ensure_decoder(storage: Storage, sam: torch.nn.Module, digest: str) -> str:
+    """models/sam-decoder-<digest>.onnx, exported unless it is there already; its key."""
+    key = layout.decoder(digest)
+    with _lock:
+        if storage.exists(key):
+            return key
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "decoder.onnx"
+            export_decoder(sam, path)
+            storage.write(key, path.read_bytes())
+        log.info("exported SAM's prompt decoder to %s", key)
+        return key
+
+
+def prepare(storage: Storage, models: object, result: object) -> dict | None:
+    """The status record's "embedding" for a SAM result (None for others), its decoder exported first.
+
+    Called before the job's outputs are staged, outside the worker's claim lock: hashing a checkpoint
+    and exporting take seconds, and the heartbeat must keep renewing the lease meanwhile.
+    models: server2.models.Models; result: server2.pipeline.Result.
+    """
+    if result.embedding is None:
+        return None
+    sam = models.sam[result.model_type]
+    try:
+        digest = checkpoint_digest(models.folder / f"{result.model_type}.pth")
+        ensure_decoder(storage, sam, digest)
+    except Exception:  # the cut-outs are what the job is for: they are kept, only editing waits for a retry
+        log.exception("no embedding kept: exporting SAM's prompt decoder failed")
+        return None
+    return {
+        "decoder": digest,
+        "width": result.embedding.width,
+        "height": result.embedding.height,
+        "input_size": int(sam.image_encoder.img_size),
+    }
+
+
+def stage(result: object, claim: Claim, names: list[str], meta: dict | None, put: Callable[[str, bytes], None]) -> dict:
+    """Stage the embedding through put; the status record's fields for the editor (meta from prepare)."""
+    boxes = [list(clip.box) for clip in result.clippings]
+    fields: dict = {"clipping_boxes": dict(zip(names, boxes, strict=True))}
+    if meta is not None:
+        put(layout.embedding(claim.user, claim.image_id), npy_bytes(result.embedding.features))
+        fields["embedding"] = meta
+    return fields

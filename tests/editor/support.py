@@ -1,0 +1,75 @@
+"""The editor suites' helpers: an image processed by the real Server2 worker on the test weights, seeded
+random prompts, and SAM's own answer for a prompt (SamPredictor over the stored embedding)."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+
+from server2.models import Models, load_sam
+from server2.worker import Worker
+from studio import layout
+from studio.jobs import Jobs
+from studio.storage import Storage
+
+
+def process(storage: Storage, models: Models, user: str, image_id: str) -> dict:
+    """Run the real worker on the image's job; its status record."""
+    outcome = Worker(storage, Jobs(storage, owner="test-server2"), models).run(
+        user, image_id, layout.resized(user, image_id)
+    )
+    assert outcome.state == "done", outcome
+    return outcome.status
+
+
+def random_prompts(seed: int, count: int, width: int, height: int) -> list[dict]:
+    """Points (positive and negative) and boxes in the original's pixels, each with something positive."""
+    rng = random.Random(seed)
+    prompts = []
+    for n in range(count):
+        points = [[rng.uniform(0, width - 1), rng.uniform(0, height - 1)] for _ in range(rng.randint(0, 4))]
+        labels = [rng.choice([1, 1, 0]) for _ in points]
+        box = None
+        if n % 3 == 0 or 1 not in labels:
+            x0, y0 = rng.uniform(0, width * 0.6), rng.uniform(0, height * 0.6)
+            box = [x0, y0, rng.uniform(x0 + 20, width), rng.uniform(y0 + 20, height)]
+        prompts.append({"points": points, "labels": labels, "box": box})
+    return prompts
+
+
+class Reference:
+    """SamPredictor with the stored (float16) embedding set as its features: SAM's mask for a prompt."""
+
+    def __init__(self, weights: str, npy: bytes, embedded: tuple[int, int]) -> None:
+        self.predictor = SamPredictor(load_sam(weights, "cpu"))
+        self.features = torch.from_numpy(np.load(io.BytesIO(npy)).astype(np.float32))
+        self.embedded = embedded  # (width, height) of the image the embedding was computed from
+
+    def mask(self, prompt: dict, size: tuple[int, int], logits: bool = False) -> np.ndarray | tuple:
+        """The mask (bool, size = (width, height)) for a prompt given in size's pixels; SAM's demo choice:
+        the best of three for a lone point, else the single mask. logits: also its low-res logits."""
+        p = self.predictor
+        p.reset_image()
+        p.features, p.is_image_set = self.features, True
+        p.original_size = (size[1], size[0])
+        p.input_size = p.transform.get_preprocess_shape(self.embedded[1], self.embedded[0], p.transform.target_length)
+        points = np.array(prompt["points"], dtype=np.float32).reshape(-1, 2)
+        box = np.array(prompt["box"], dtype=np.float32) if prompt["box"] is not None else None
+        many = len(points) + (2 if box is not None else 1) < 2.5
+        masks, scores, low_res = p.predict(
+            point_coords=points if len(points) else None,
+            point_labels=np.array(prompt["labels"]) if len(points) else None,
+            box=box,
+            multimask_output=many,
+        )
+        best = int(scores.argmax()) if many else 0
+        return (masks[best], low_res[best]) if logits else masks[best]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0

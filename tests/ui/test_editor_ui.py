@@ -1,0 +1,201 @@
+"""The editor in Debian's Chromium against the real Server1 process, over an image processed by the real
+Server2 worker on the test weights: onnxruntime-web's masks against SamPredictor's, and the journey
+(open -> hover -> click -> save -> album and canvas; brush erase -> save -> undo). Screenshots go to
+test-artifacts/ui/editor-*.png."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect
+
+from server1.ingest import ingest
+from server2.models import Models
+from studio import layout, settings
+from tests.editor.support import Reference, iou, process, random_prompts
+from tests.server1.support import encode, photo
+from tests.ui.conftest import PASSWORD, USER, Problems, Server
+
+SEED = 2015
+ORIGINAL = (1200, 900)
+FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 20}
+
+
+@pytest.fixture(scope="module")
+def image_id(server: Server, test_models_dir: Path) -> str:
+    """A photo ingested as an upload is, then processed by the real worker (test weights, CPU)."""
+    settings.save(server.storage, USER, FAST)
+    image_id = ingest(server.storage, USER, "street.jpg", encode(photo(*ORIGINAL), "JPEG", quality=92))
+    process(server.storage, Models.load(test_models_dir, "cpu"), USER, image_id)
+    return image_id
+
+
+def open_editor(page: Page, server: Server, image_id: str) -> None:
+    page.goto(f"{server.url}/edit/{image_id}")
+    expect(page.locator("#editor")).to_have_attribute("data-ready", "1", timeout=60_000)
+
+
+def record(server: Server, image_id: str) -> dict:
+    import json
+
+    return json.loads(server.storage.read(layout.status(USER, image_id)))
+
+
+def test_the_browser_decoder_matches_sam_predictor(
+    page: Page, server: Server, login: Callable[[Page], None], image_id: str, test_models_dir: Path
+) -> None:
+    print("seed", SEED)
+    login(page)
+    open_editor(page, server, image_id)
+    meta = record(server, image_id)["embedding"]
+    ref = Reference(
+        test_models_dir / "vit_l.pth",
+        server.storage.read(layout.embedding(USER, image_id)),
+        (meta["width"], meta["height"]),
+    )
+    scale = meta["width"] / ORIGINAL[0]
+    nonempty = 0
+    for prompt in random_prompts(SEED, 24, *ORIGINAL):
+        answer = page.evaluate("(prompt) => window.samEditor.lowRes(prompt)", prompt)
+        ours = np.array(answer["bits"], dtype=bool).reshape(answer["side"], answer["side"])
+        scaled = {
+            "points": [[x * scale, y * scale] for x, y in prompt["points"]],
+            "labels": prompt["labels"],
+            "box": [v * scale for v in prompt["box"]] if prompt["box"] else None,
+        }
+        _, logits = ref.mask(scaled, (meta["width"], meta["height"]), logits=True)
+        assert iou(ours, logits > 0) >= 0.99, prompt
+        nonempty += bool(ours.any())
+    assert nonempty >= 12
+
+
+def _canvas_point(page: Page, fx: float, fy: float) -> tuple[float, float]:
+    box = page.locator("#ed-overlay").bounding_box()
+    return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+
+def test_cut_and_touch_up_journey(
+    page: Page, server: Server, login: Callable[[Page], None], image_id: str, artifacts: Path
+) -> None:
+    login(page)
+    before = list(record(server, image_id)["clippings"])
+    page.get_by_role("link", name="Open the original of street in the editor").click()
+    expect(page.locator("#editor")).to_have_attribute("data-ready", "1", timeout=60_000)
+    expect(page.locator("#ed-gpu-note")).to_contain_text("works while the GPU is off")
+
+    # Hover previews, a click adds a point, save makes the clipping.
+    decodes = int(page.locator("#editor").get_attribute("data-decodes") or 0)
+    page.mouse.move(*_canvas_point(page, 0.45, 0.4))
+    page.wait_for_function(f"Number(document.querySelector('#editor').dataset.decodes) > {decodes}")
+    page.screenshot(path=artifacts / "editor-1-hover.png")
+    page.mouse.move(*_canvas_point(page, 0.2, 0.3))
+    page.mouse.down()
+    page.mouse.move(*_canvas_point(page, 0.5, 0.55), steps=5)
+    page.mouse.move(*_canvas_point(page, 0.8, 0.85), steps=5)
+    page.mouse.up()
+    expect(page.locator("#ed-status")).to_contain_text("Box drawn")
+    page.mouse.click(*_canvas_point(page, 0.5, 0.6))
+    expect(page.locator("#ed-save-cut")).to_be_enabled()
+    page.screenshot(path=artifacts / "editor-2-prompt.png")
+    page.get_by_role("button", name="Save as clipping").click()
+    expect(page.locator("#ed-status")).to_contain_text("Saved as a new clipping", timeout=30_000)
+    after = record(server, image_id)["clippings"]
+    assert len(after) == len(before) + 1
+    new = after[0]
+    assert new not in before
+
+    # The album shows it (first), and it goes on the canvas.
+    page.get_by_role("link", name="Back to the album").click()
+    card = page.locator(f'.card[data-id="{image_id}"]')
+    expect(card.get_by_role("img", name=f"Clipping {len(after)} of street")).to_be_visible()
+    card.get_by_role("button", name="Open clipping 1 of street").click()
+    viewer = page.get_by_role("dialog", name="Clipping 1 of street")
+    expect(viewer.locator("img").first).to_have_attribute("src", f"/files/{layout.crop(USER, new)}")
+    viewer.get_by_role("button", name="Add to canvas").click()
+    expect(page.locator("#canvas-count")).to_have_text("1")
+    page.get_by_role("button", name="Open canvas").click()
+    expect(page.locator("#stage-empty")).to_be_hidden()
+    page.screenshot(path=artifacts / "editor-3-canvas.png")
+
+    # Touch-up: erase a stroke across the new clipping, save, check the alpha; then undo.
+    open_editor(page, server, image_id)
+    page.get_by_label("What to edit").select_option(new)
+    expect(page.locator("#ed-status")).to_contain_text("Paint to erase")
+    clip_box = record(server, image_id)["clipping_boxes"][new]
+    old = np.asarray(Image.open(io.BytesIO(server.storage.read(layout.crop(USER, new)))))
+    y = (clip_box[1] + clip_box[3]) / 2 / ORIGINAL[1]
+    x0, x1 = clip_box[0] / ORIGINAL[0] - 0.05, clip_box[2] / ORIGINAL[0] + 0.05
+    page.mouse.move(*_canvas_point(page, max(x0, 0.01), y))
+    page.mouse.down()
+    page.mouse.move(*_canvas_point(page, min(x1, 0.99), y), steps=12)
+    page.mouse.up()
+    page.screenshot(path=artifacts / "editor-4-brush.png")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#ed-status")).to_contain_text("Saved as a new version", timeout=30_000)
+    edited = record(server, image_id)
+    version = edited["clippings"][0]
+    assert version != new and edited["edits"][version] == new
+    alpha = _full_alpha(server, version, edited["clipping_boxes"][version])
+    alpha_old = _full_alpha(server, new, clip_box)
+    changed = np.argwhere(alpha != alpha_old)
+    assert len(changed), "the stroke changed nothing"
+    row = y * ORIGINAL[1]
+    radius = 24 / 2 * ORIGINAL[0] / page.locator("#ed-overlay").bounding_box()["width"]
+    assert np.abs(changed[:, 0] - row).max() <= radius + 3, "alpha changed away from the stroke"
+    assert (alpha[int(row)] == 0).all(), "the stroke's middle line is not erased"
+    assert old.shape[2] == 4
+    page.screenshot(path=artifacts / "editor-5-saved.png")
+    page.get_by_role("button", name="Back to the previous version").click()
+    expect(page.locator("#ed-status")).to_contain_text("Restored the previous version")
+    assert record(server, image_id)["clippings"][0] == new
+    assert not server.storage.exists(layout.crop(USER, version))
+    np.testing.assert_array_equal(_full_alpha(server, new, clip_box), alpha_old)
+
+
+def _full_alpha(server: Server, name: str, box: list[int]) -> np.ndarray:
+    image = np.asarray(Image.open(io.BytesIO(server.storage.read(layout.crop(USER, name)))))
+    full = np.zeros((ORIGINAL[1], ORIGINAL[0]), dtype=np.uint8)
+    full[box[1] : box[3], box[0] : box[2]] = image[..., 3]
+    return full
+
+
+def test_an_image_without_an_embedding_says_to_retry(page: Page, server: Server, login: Callable[[Page], None]) -> None:
+    login(page)
+    other = ingest(server.storage, USER, "old.png", encode(photo(400, 300), "PNG"))
+    from tests.server1.support import finish_job
+
+    finish_job(server.storage, USER, other)  # as a worker from before the editor leaves it
+    open_editor(page, server, other)
+    expect(page.locator("#ed-status")).to_contain_text("retry it once")
+    expect(page.locator("#ed-save-cut")).to_be_disabled()
+
+
+def test_a_phone_taps_points_and_saves(
+    browser: Browser, server: Server, image_id: str, problems: Problems, artifacts: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.add(f"page error: {error}"))
+    try:
+        page.goto(server.url + "/login")
+        page.get_by_label("Username").fill(USER)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(server.url + "/")
+        open_editor(page, server, image_id)
+        expect(page.locator("#ed-gpu-note")).to_be_visible()
+        page.get_by_label("Clicks mark background").uncheck()
+        page.locator("#ed-overlay").tap(position={"x": 150, "y": 100})
+        expect(page.locator("#ed-status")).to_contain_text("Point added")
+        page.get_by_label("Clicks mark background").check()
+        page.locator("#ed-overlay").tap(position={"x": 40, "y": 30})
+        expect(page.locator("#ed-status")).to_contain_text("Background point added")
+        expect(page.locator("#ed-save-cut")).to_be_enabled()
+        page.screenshot(path=artifacts / "editor-6-phone.png", full_page=True)
+    finally:
+        context.close()
