@@ -115,8 +115,13 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
     state = record.get("state", "queued")
     if meta:
         message = "Click the object to cut it out."
-    elif state == "done":
+    elif state == "done" and record.get("method") == "sam":
         message = "This photo was processed before editing existed: retry it once and it can be edited."
+    elif state == "done":
+        message = (
+            f"This photo was cut out with {record.get('method', 'another method')}, which keeps no SAM embedding:"
+            " set the mode to SAM in the settings and retry it to click-cut here."
+        )
     else:
         message = f"The photo is {state}; it can be edited once it is done."
     return Response(
