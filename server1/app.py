@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from server1 import api, appconfig, auth, editor, events, files, pages, upload
 from server1.albums import Albums
 from server1.lifecycle import Lifecycle
-from server1.responses import error
+from server1.responses import CSP, SECURITY_HEADERS, error
 from server1.services import Services
 from server1.sessions import Sessions
 from studio import layout
@@ -28,19 +28,6 @@ from studio.storage import Storage, StorageError, open_storage
 
 log = logging.getLogger(__name__)
 
-# The page loads its scripts and styles from /static only: no inline script, no CDN.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
 SESSION_DAYS = 14
 
 

@@ -32,7 +32,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from PIL import Image
 
 from server1 import cutting, ingest
-from server1.responses import current_user, json_body, json_error
+from server1.responses import CSP, current_user, json_body, json_error
 from server1.services import services
 from studio import image_files, layout
 from studio.jobs import iso
@@ -93,8 +93,6 @@ def page(image_id: str) -> Response:
     """The editor page for one of the user's images."""
     if not _known(current_user(), image_id):
         abort(404)
-    from server1.app import CSP  # (server1.app imports this module)
-
     response = Response(render_template("editor.html", user=current_user(), image_id=image_id))
     # The app's policy plus 'wasm-unsafe-eval', on this page only: onnxruntime-web compiles its vendored
     # WebAssembly. It allows no JavaScript eval; everything else stays as strict.
