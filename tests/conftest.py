@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from playwright.sync_api import Browser, sync_playwright
 
 from studio.storage import Storage, open_storage
 
@@ -160,3 +161,25 @@ def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.weights import build_test_models  # torch and ultralytics only for suites that need them
 
     return build_test_models(tmp_path_factory.mktemp("models"))
+
+
+# One Playwright instance for the whole run: its sync API refuses a second one while the first lives.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-packages)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser
 from werkzeug.routing import PathConverter
 
 from server1 import auth, create_app
@@ -24,7 +24,6 @@ from studio import layout
 from studio.storage import open_storage
 from tests.hardening.support import TALLY, cookie_header, raw_get
 from tests.server1.support import USERS, Server, csrf_of, encode, finish_job, photo, samples
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 
 STATE_CHANGING = {"POST", "PUT", "DELETE", "PATCH"}
 PUBLIC = {"auth.login", "pages.healthz", "static"}
@@ -399,7 +398,9 @@ def test_csrf_is_refused_on_every_state_changing_route(server1: Server, storage)
 
 
 # -- headers, CSP, uploaded content types ------------------------------------------------------
-def test_security_headers_and_csp_the_page_satisfies(server1: Server, alice: requests.Session) -> None:
+def test_security_headers_and_csp_the_page_satisfies(
+    server1: Server, alice: requests.Session, browser: Browser
+) -> None:
     area = "headers"
     for path in ["/login", "/", "/api/images", "/healthz"]:
         answer = alice.get(server1.url + path, timeout=10)
@@ -413,9 +414,8 @@ def test_security_headers_and_csp_the_page_satisfies(server1: Server, alice: req
         )
         TALLY.check(area, f"{path} CSP with no inline script", "script-src 'self'" in csp and "unsafe" not in csp, csp)
     violations: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context()
+    context = browser.new_context()
+    try:
         page = context.new_page()
         page.add_init_script(
             "window.__csp = []; document.addEventListener('securitypolicyviolation',"
@@ -432,7 +432,8 @@ def test_security_headers_and_csp_the_page_satisfies(server1: Server, alice: req
         page.locator("#album-summary").filter(has_not_text="Loading").wait_for()
         page.wait_for_timeout(500)
         app_seen = page.evaluate("window.__csp")
-        browser.close()
+    finally:
+        context.close()
     TALLY.check(area, "login page: no CSP violation", not login_seen, str(login_seen))
     TALLY.check(area, "app page: no CSP violation", not app_seen, str(app_seen))
     TALLY.check(area, "no console error (CSP reports show there)", not violations, str(violations))
