@@ -218,15 +218,13 @@ def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: 
     update(record, name) under its version (a concurrent change makes it try again)."""
     storage = services().storage
     data = cutting.png(image)
-    small = image.copy()
-    small.thumbnail((layout.THUMB_MAX, layout.THUMB_MAX))
     number = FIRST_EDIT
     while True:
         name = layout.crop_name(image_id, number, 0)
         if storage.create_exclusive(layout.crop(user, name), data) is not None:
             break
         number += 1
-    storage.write(layout.crop_thumb(user, name), cutting.png(small))
+    storage.write(layout.crop_thumb(user, name), image_files.thumb_png(image))
 
     def change(record: dict) -> None:
         record.setdefault("clipping_boxes", {})[name] = box
