@@ -89,7 +89,8 @@ def browser_ms(shared: Path, image_id: str) -> list[float]:
     """Per-prompt decoder time in Chromium, measured in the page around session.run (after 3 warm-ups)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, USER, start_server, stop_server
+    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests.ui.conftest import PASSWORD, USER, start_server, stop_server
 
     server = start_server(shared.parent)
     rng = np.random.default_rng(0)
