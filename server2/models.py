@@ -25,6 +25,10 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (torch before onnxruntime: its CUDA libraries are the ones onnxruntime finds)
+
+# ultralytics' import sets OMP_NUM_THREADS=1 when unset, which rembg passes on to onnxruntime: keep torch's
+# own default (every physical core) for both instead.
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 from PIL import Image  # noqa: E402
 
 from server2 import gpu_check  # noqa: E402
@@ -228,7 +232,9 @@ class DetectModel:
 
     def predict(self, image: Image.Image, confidence: float) -> object:
         """The ultralytics Results for the image."""
+        threads = torch.get_num_threads()
         (result,) = self.yolo.predict(image.convert("RGB"), conf=confidence, device=self.device, verbose=False)
+        torch.set_num_threads(threads)  # ultralytics' select_device sets cpu_count - 1 for the whole process
         return result
 
 

@@ -62,9 +62,11 @@ class _Timer:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 4)
 
 
-# CPU local mode (no GPU): SAM's automatic generator at most 16x16 points on the whole image only; with
-# vit_b (studio.modelfiles: SAM_MODEL's CPU default) a 1024-px photo then takes seconds, not minutes.
-CPU_LIMITS = {"points_per_side": 16, "crop_n_layers": 0}
+# CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only. Each point
+# costs a mask decoder run plus 3 masks upscaled to the image's size (about 0.2 CPU-s on a CPU core), so
+# 16x16 points took longer than vit_b's encoder (studio.modelfiles: SAM_MODEL's CPU default); see
+# bench.cpu_mode and README "CPU local mode".
+CPU_LIMITS = {"points_per_side": 8, "crop_n_layers": 0}
 
 
 def cpu_limits(settings: dict) -> dict:
@@ -121,7 +123,12 @@ def segment(
             embedding = sam.embedding(predictor, image)
         with timer("sam_auto"):
             found += sam.automatic_masks(predictor, image, settings)
-        details = {"encoder_runs": predictor.encoder_runs, "sam_masks": len(found)}
+        details = {
+            "encoder_runs": predictor.encoder_runs,
+            "encoder_s": round(predictor.encoder_seconds, 2),
+            "decoder_s": round(predictor.decoder_seconds, 2),
+            "sam_masks": len(found),
+        }
         with timer("refine"):
             found, refined = refine.refine_largest(found, image, lambda: models.matte.predict(rgb))
     with timer("masks"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,8 @@ class StudioPredictor(SamPredictor):
     reuse: set_image of an image identical to the kept one (same pixels) restores its embedding.
     dtype: reduced precision (torch.float16/bfloat16) for the image encoder only; the embedding is stored
     as float32, so the mask decoder and the generator's filtering run in full precision.
+    encoder_seconds, decoder_seconds: time in the image encoder and in predict_torch (prompt encoder, mask
+    decoder, masks upscaled to the image's size), for the logs and bench.cpu_mode's breakdown.
     """
 
     def __init__(self, sam: torch.nn.Module, reuse: bool = True, dtype: torch.dtype | None = None) -> None:
@@ -30,6 +33,8 @@ class StudioPredictor(SamPredictor):
         self.reuse = reuse
         self.dtype = dtype
         self.encoder_runs = 0
+        self.encoder_seconds = 0.0
+        self.decoder_seconds = 0.0
         self._kept: tuple[bytes, torch.Tensor, tuple, tuple] | None = None
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -46,12 +51,21 @@ class StudioPredictor(SamPredictor):
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
         self.encoder_runs += 1
+        started = time.perf_counter()
         context = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
         )
         with context:
             super().set_torch_image(transformed_image, original_image_size)
         self.features = self.features.float()
+        self.encoder_seconds += time.perf_counter() - started
+
+    def predict_torch(self, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        started = time.perf_counter()
+        try:
+            return super().predict_torch(*args, **kwargs)
+        finally:
+            self.decoder_seconds += time.perf_counter() - started
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,20 @@ def test_models_load_from_the_test_weights(models: Models) -> None:
     }
 
 
+def test_yolo_leaves_torch_on_every_core(models: Models) -> None:
+    """ultralytics' select_device sets torch to cpu_count - 1 threads (1 on 2 cores) for the whole process:
+    SAM then ran on half the cores (bench.cpu_mode)."""
+    from ultralytics.utils import NUM_THREADS
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(NUM_THREADS + 1)
+    try:
+        models.detect.predict(Image.new("RGB", (64, 64)), 0.25)
+        assert torch.get_num_threads() == NUM_THREADS + 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(("name", "session"), [("isnet-general-use", DisSession), ("u2netp", U2netpSession)])
 def test_models_are_chosen_by_name(tmp_path: Path, test_models_dir: Path, name: str, session: type) -> None:
     """DETECT_MODEL / MATTE_MODEL pick the files and rembg's own session class (its pre/post-processing);

@@ -137,7 +137,11 @@ def test_generator_survives_crops_without_masks(models: Models) -> None:
 def test_without_a_gpu_the_generator_is_limited() -> None:
     assert cpu_limits({**DEFAULTS, "points_per_side": 64, "crop_n_layers": 2}) == {
         **DEFAULTS,
-        "points_per_side": 16,
+        "points_per_side": 8,
         "crop_n_layers": 0,
     }
-    assert cpu_limits({**DEFAULTS, "points_per_side": 8})["points_per_side"] == 8
+    assert cpu_limits({**DEFAULTS, "points_per_side": 8, "crop_n_layers": 0}) == {
+        **DEFAULTS,
+        "points_per_side": 8,
+        "crop_n_layers": 0,
+    }
