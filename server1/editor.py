@@ -217,7 +217,7 @@ def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: 
     """Write the clipping under a fresh name and its thumbnail, then change the status record with
     update(record, name) under its version (a concurrent change makes it try again)."""
     storage = services().storage
-    data = cutting.png(image)
+    data = image_files.png(image)
     number = FIRST_EDIT
     while True:
         name = layout.crop_name(image_id, number, 0)
