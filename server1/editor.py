@@ -1,6 +1,7 @@
 """The editor's routes: click to cut with SAM's prompt decoder over the stored embedding, and touch-ups.
 
-GET  /edit/<id>                     the editor page (its CSP adds 'wasm-unsafe-eval' for onnxruntime-web)
+GET  /edit/<id>                     the editor page: cross-origin isolated for onnxruntime-web's threads, its
+                                     CSP with 'wasm-unsafe-eval' (so are onnxruntime-web's files)
 GET  /api/images/<id>/editor        {"id", "width", "height", "original_url", "resized_url", "state",
                                      "embedding": {"url", "decoder_url", "width", "height", "input_size"} | null,
                                      "message", "clippings": [{"name", "url", "box", "undo"}]}
@@ -43,6 +44,19 @@ bp = Blueprint("editor", __name__)
 DIGEST_RE = re.compile(r"[0-9a-f]{16}")
 FIRST_EDIT = 1000  # mask numbers of cut and touched-up clippings start here (the pipeline's count from 0)
 IMMUTABLE = 365 * 86400
+# The app's policy plus 'wasm-unsafe-eval', for the editor page and onnxruntime-web's files only: it compiles
+# its vendored WebAssembly, in the page and in its worker threads (a worker takes the policy of its own
+# script's response). It allows no JavaScript eval; everything else stays as strict.
+EDITOR_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+# Cross-origin isolation gives the page SharedArrayBuffer, which onnxruntime-web's threads need. The page
+# loads only same-origin resources, so requiring CORP costs nothing; its workers' scripts carry it too.
+ISOLATED = {
+    "Content-Security-Policy": EDITOR_CSP,
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+ORT_STATIC = "/static/vendor/onnxruntime-web/"
 RETRY_FIRST = "process it first: retry the image and the editor can cut it once it is done"
 decoders = cutting.Decoders()
 # onnxruntime-web's files under /static: a module script and WebAssembly must carry their types (a slim
@@ -94,11 +108,15 @@ def page(image_id: str) -> Response:
     if not _known(current_user(), image_id):
         abort(404)
     response = Response(render_template("editor.html", user=current_user(), image_id=image_id))
-    # The app's policy plus 'wasm-unsafe-eval', on this page only: onnxruntime-web compiles its vendored
-    # WebAssembly. It allows no JavaScript eval; everything else stays as strict.
-    response.headers["Content-Security-Policy"] = CSP.replace(
-        "script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'"
-    )
+    response.headers.update(ISOLATED)
+    return response
+
+
+@bp.after_app_request
+def isolate_decoder_files(response: Response) -> Response:
+    """onnxruntime-web's files run in the isolated page and its workers: they get the page's headers."""
+    if request.path.startswith(ORT_STATIC):
+        response.headers.update(ISOLATED)
     return response
 
 

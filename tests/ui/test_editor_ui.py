@@ -82,11 +82,18 @@ def _canvas_point(page: Page, fx: float, fy: float) -> tuple[float, float]:
 def test_cut_and_touch_up_journey(
     page: Page, server: Server, login: Callable[[Page], None], image_id: str, artifacts: Path
 ) -> None:
+    blocked: list[str] = []  # by COEP / CORP (net::ERR_BLOCKED_BY_RESPONSE); navigations abort others
+    page.on("requestfailed", lambda r: "BLOCKED" in (r.failure or "") and blocked.append(f"{r.url}: {r.failure}"))
     login(page)
     before = list(record(server, image_id)["clippings"])
     page.get_by_role("link", name="Open the original of street in the editor").click()
     expect(page.locator("#editor")).to_have_attribute("data-ready", "1", timeout=60_000)
     expect(page.locator("#ed-gpu-note")).to_contain_text("works while the GPU is off")
+    # Cross-origin isolated, so onnxruntime-web runs on threads; the photo and every file still load.
+    assert page.evaluate("window.crossOriginIsolated") is True
+    threads = page.evaluate("Math.min(4, navigator.hardwareConcurrency || 1)")
+    expect(page.locator("#editor")).to_have_attribute("data-threads", str(threads))
+    assert page.evaluate("document.getElementById('ed-image').naturalWidth") > 0
 
     # Hover previews, a click adds a point, save makes the clipping.
     decodes = int(page.locator("#editor").get_attribute("data-decodes") or 0)
@@ -121,6 +128,7 @@ def test_cut_and_touch_up_journey(
     page.get_by_role("button", name="Open canvas").click()
     expect(page.locator("#stage-empty")).to_be_hidden()
     page.screenshot(path=artifacts / "editor-3-canvas.png")
+    assert not blocked, blocked  # the editor's isolation blocked nothing, there or on the album and canvas
 
     # Touch-up: erase a stroke across the new clipping, save, check the alpha; then undo.
     open_editor(page, server, image_id)
