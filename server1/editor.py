@@ -228,7 +228,7 @@ def _original(user: str, image_id: str) -> Image.Image:
     """The upright original at full resolution (as the worker cut its clippings from it)."""
     key, job = services().albums.find(user, image_id)
     data = services().storage.read(key or job)
-    return ingest._decode(ingest._open(data, current_app.config["MAX_IMAGE_PIXELS"]), None)
+    return ingest.full_resolution(data, current_app.config["MAX_IMAGE_PIXELS"])
 
 
 def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: Callable[[dict, str], None]) -> dict:
@@ -251,8 +251,7 @@ def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: 
     try:
         record = _change_record(user, image_id, change)
     except Refused:
-        storage.delete(layout.crop(user, name))
-        storage.delete(layout.crop_thumb(user, name))
+        image_files.delete_clipping(storage, user, name)
         raise
     return _clipping(user, image_id, name, record)
 
@@ -377,8 +376,7 @@ def undo(image_id: str, name: str) -> Response:
         record["clipping_boxes"].pop(name, None)
 
     record = _change_record(user, image_id, revert)
-    storage.delete(layout.crop(user, name))
-    storage.delete(layout.crop_thumb(user, name))
+    image_files.delete_clipping(storage, user, name)
     return Response(
         json.dumps({"clipping": _clipping(user, image_id, previous[0], record)}), mimetype="application/json"
     )

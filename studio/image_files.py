@@ -126,6 +126,12 @@ def delete_all(storage: Storage, user: str) -> int:
     return count
 
 
+def delete_clipping(storage: Storage, user: str, name: str) -> None:
+    """Remove one clipping: its PNG and its thumbnail (e.g. a version the editor replaced and undid)."""
+    storage.delete(layout.crop(user, name))
+    storage.delete(layout.crop_thumb(user, name))
+
+
 def _delete(storage: Storage, entries: list[Entry]) -> None:
     for entry in entries:
         storage.delete(entry.key)
