@@ -178,8 +178,8 @@ def png(image: Image.Image) -> bytes:
         image = image.convert("RGBA")
     pixels = np.asarray(image)
     if image.mode == "RGBA":
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)  # a new array: the image is left as it is
-        pixels[pixels[:, :, 3] == 0] = 0
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+        pixels = cv2.bitwise_and(pixels, pixels, dst=np.zeros_like(pixels), mask=pixels[:, :, 3])  # 0 where alpha is
     elif image.mode == "RGB":
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", pixels, _PNG_FAST)
