@@ -100,6 +100,22 @@ def test_cut_and_touch_up_journey(
     page.mouse.move(*_canvas_point(page, 0.45, 0.4))
     page.wait_for_function(f"Number(document.querySelector('#editor').dataset.decodes) > {decodes}")
     page.screenshot(path=artifacts / "editor-1-hover.png")
+    # Moves during a decode do not queue up: after the running decode, only the latest position is decoded.
+    page.wait_for_function("document.querySelector('#editor').dataset.busy === '0'")
+    decodes = int(page.locator("#editor").get_attribute("data-decodes"))
+    page.evaluate(
+        """() => {
+          const overlay = document.getElementById('ed-overlay');
+          const r = overlay.getBoundingClientRect();
+          for (let i = 0; i < 20; i += 1) {
+            const at = { clientX: r.left + r.width * (0.3 + i / 50), clientY: r.top + r.height / 2 };
+            overlay.dispatchEvent(new PointerEvent('pointermove', { bubbles: true, pointerType: 'mouse', ...at }));
+          }
+        }"""
+    )
+    page.wait_for_function("document.querySelector('#editor').dataset.busy === '0'")
+    # 20 queued would make 21; one more than 2 is allowed for a mouse move Chromium itself may send.
+    assert decodes + 2 <= int(page.locator("#editor").get_attribute("data-decodes")) <= decodes + 3
     page.mouse.move(*_canvas_point(page, 0.2, 0.3))
     page.mouse.down()
     page.mouse.move(*_canvas_point(page, 0.5, 0.55), steps=5)

@@ -129,6 +129,7 @@ async function refresh() {
   if (!session || target) return draw();
   if (busy) { queued = true; return; }
   busy = true;
+  root.dataset.busy = '1';
   try {
     do {
       queued = false;
@@ -142,6 +143,7 @@ async function refresh() {
     status(`The cutting model failed: ${error.message}`);
   } finally {
     busy = false;
+    root.dataset.busy = '0';
   }
 }
 
