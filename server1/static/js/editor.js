@@ -68,9 +68,11 @@ async function loadDecoder() {
   ort = await import(`${VENDOR}ort.wasm.min.mjs`);
   ort.env.wasm.wasmPaths = VENDOR;
   // Threads need SharedArrayBuffer, which the page has because it is cross-origin isolated (server1/editor.py).
-  // ?one-thread is the benchmark's: the single-thread figure next to the threaded one.
+  // One core is left to the page (drawing, pointer events): on 2 cores under load a second decoder thread
+  // measured slower than one (README "Editor"). ?one-thread is the benchmark's single-thread figure.
   const single = new URLSearchParams(window.location.search).has('one-thread');
-  ort.env.wasm.numThreads = crossOriginIsolated && !single ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  const spare = Math.max(1, (navigator.hardwareConcurrency || 2) - 1);
+  ort.env.wasm.numThreads = crossOriginIsolated && !single ? Math.min(4, spare) : 1;
   root.dataset.threads = String(ort.env.wasm.numThreads);
   const [model, npy] = await Promise.all([fetchBuffer(meta.embedding.decoder_url), fetchBuffer(meta.embedding.url)]);
   session = await ort.InferenceSession.create(model, { executionProviders: ['wasm'] });
