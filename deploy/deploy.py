@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,9 +283,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_reported(action: str, work: Callable[[], None]) -> int:
+    """Run work; 0, or 1 with one line "<action> failed: ..." for a DeployError or an AWS error."""
+    try:
+        work()
+    except DeployError as e:
+        print(f"{action} failed: {e}", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as e:
+        print(f"{action} failed: AWS: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def deploy() -> None:
         session = aws_session(args.region)
         if not preflight.preflight(
             session.region_name, args.instance_type, args.memory_reservation_mb, build=not args.skip_build
@@ -303,14 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             vpc, subnets = default_network(session.client("ec2"))
         outputs = deploy_stack(session.client("cloudformation"), args.app, stack_parameters(args, images, vpc, subnets))
-    except DeployError as e:
-        print(f"deploy failed: {e}", file=sys.stderr)
-        return 1
-    except (ClientError, BotoCoreError) as e:
-        print(f"deploy failed: AWS: {e}", file=sys.stderr)
-        return 1
-    print_summary(args, outputs, session.region_name)
-    return 0
+        print_summary(args, outputs, session.region_name)
+
+    return run_reported("deploy", deploy)
 
 
 def print_summary(args: argparse.Namespace, outputs: dict[str, str], region: str) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+from botocore.exceptions import ClientError, WaiterError
 
-from deploy.deploy import DeployError, aws_session, failure_reasons, repository_names, stack_status
+from deploy.deploy import DeployError, aws_session, failure_reasons, repository_names, run_reported, stack_status
 
 
 def delete_stack(cfn, stack: str) -> dict[str, str]:
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delete-data", action="store_true", help="also delete the bucket and all photos in it")
     p.add_argument("--keep-images", action="store_true", help="keep the ECR repositories")
     args = p.parse_args(argv)
-    try:
+
+    def teardown() -> None:
         session = aws_session(args.region)
         outputs = delete_stack(session.client("cloudformation"), args.app)
         if not args.keep_images:
@@ -70,13 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             delete_bucket(session.client("s3"), bucket)
         elif bucket:
             print(f"kept bucket {bucket} (your photos); --delete-data removes it")
-    except DeployError as e:
-        print(f"teardown failed: {e}", file=sys.stderr)
-        return 1
-    except (ClientError, BotoCoreError) as e:
-        print(f"teardown failed: AWS: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_reported("teardown", teardown)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ maps them (original -> resized -> the model's input frame, each axis by its own 
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 
@@ -19,7 +18,6 @@ import onnxruntime as ort
 from PIL import Image
 
 MAX_POINTS = 32
-PNG_LEVEL = 1  # zlib's fastest for saved clippings: encoding is most of a 12-MP cut's time
 
 
 class BadPrompt(ValueError):
@@ -157,9 +155,3 @@ def clip(original: Image.Image, alpha: np.ndarray) -> tuple[Image.Image, list[in
     image = original.crop(box).convert("RGBA")
     image.putalpha(Image.fromarray(np.ascontiguousarray(alpha[box[1] : box[3], box[0] : box[2]])))
     return image, box
-
-
-def png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=PNG_LEVEL)
-    return out.getvalue()

@@ -1,6 +1,7 @@
 """The editor's routes: click to cut with SAM's prompt decoder over the stored embedding, and touch-ups.
 
-GET  /edit/<id>                     the editor page (its CSP adds 'wasm-unsafe-eval' for onnxruntime-web)
+GET  /edit/<id>                     the editor page: cross-origin isolated for onnxruntime-web's threads, its
+                                     CSP with 'wasm-unsafe-eval' (so are onnxruntime-web's files)
 GET  /api/images/<id>/editor        {"id", "width", "height", "original_url", "resized_url", "state",
                                      "embedding": {"url", "decoder_url", "width", "height", "input_size"} | null,
                                      "message", "clippings": [{"name", "url", "box", "undo"}]}
@@ -43,6 +44,19 @@ bp = Blueprint("editor", __name__)
 DIGEST_RE = re.compile(r"[0-9a-f]{16}")
 FIRST_EDIT = 1000  # mask numbers of cut and touched-up clippings start here (the pipeline's count from 0)
 IMMUTABLE = 365 * 86400
+# The app's policy plus 'wasm-unsafe-eval', for the editor page and onnxruntime-web's files only: it compiles
+# its vendored WebAssembly, in the page and in its worker threads (a worker takes the policy of its own
+# script's response). It allows no JavaScript eval; everything else stays as strict.
+EDITOR_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+# Cross-origin isolation gives the page SharedArrayBuffer, which onnxruntime-web's threads need. The page
+# loads only same-origin resources, so requiring CORP costs nothing; its workers' scripts carry it too.
+ISOLATED = {
+    "Content-Security-Policy": EDITOR_CSP,
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+ORT_STATIC = "/static/vendor/onnxruntime-web/"
 RETRY_FIRST = "process it first: retry the image and the editor can cut it once it is done"
 decoders = cutting.Decoders()
 # onnxruntime-web's files under /static: a module script and WebAssembly must carry their types (a slim
@@ -94,11 +108,15 @@ def page(image_id: str) -> Response:
     if not _known(current_user(), image_id):
         abort(404)
     response = Response(render_template("editor.html", user=current_user(), image_id=image_id))
-    # The app's policy plus 'wasm-unsafe-eval', on this page only: onnxruntime-web compiles its vendored
-    # WebAssembly. It allows no JavaScript eval; everything else stays as strict.
-    response.headers["Content-Security-Policy"] = CSP.replace(
-        "script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'"
-    )
+    response.headers.update(ISOLATED)
+    return response
+
+
+@bp.after_app_request
+def isolate_decoder_files(response: Response) -> Response:
+    """onnxruntime-web's files run in the isolated page and its workers: they get the page's headers."""
+    if request.path.startswith(ORT_STATIC):
+        response.headers.update(ISOLATED)
     return response
 
 
@@ -210,14 +228,14 @@ def _original(user: str, image_id: str) -> Image.Image:
     """The upright original at full resolution (as the worker cut its clippings from it)."""
     key, job = services().albums.find(user, image_id)
     data = services().storage.read(key or job)
-    return ingest._decode(ingest._open(data, current_app.config["MAX_IMAGE_PIXELS"]), None)
+    return ingest.full_resolution(data, current_app.config["MAX_IMAGE_PIXELS"])
 
 
 def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: Callable[[dict, str], None]) -> dict:
     """Write the clipping under a fresh name and its thumbnail, then change the status record with
     update(record, name) under its version (a concurrent change makes it try again)."""
     storage = services().storage
-    data = cutting.png(image)
+    data = image_files.png(image)
     number = FIRST_EDIT
     while True:
         name = layout.crop_name(image_id, number, 0)
@@ -233,8 +251,7 @@ def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: 
     try:
         record = _change_record(user, image_id, change)
     except Refused:
-        storage.delete(layout.crop(user, name))
-        storage.delete(layout.crop_thumb(user, name))
+        image_files.delete_clipping(storage, user, name)
         raise
     return _clipping(user, image_id, name, record)
 
@@ -359,8 +376,7 @@ def undo(image_id: str, name: str) -> Response:
         record["clipping_boxes"].pop(name, None)
 
     record = _change_record(user, image_id, revert)
-    storage.delete(layout.crop(user, name))
-    storage.delete(layout.crop_thumb(user, name))
+    image_files.delete_clipping(storage, user, name)
     return Response(
         json.dumps({"clipping": _clipping(user, image_id, previous[0], record)}), mimetype="application/json"
     )

@@ -137,6 +137,11 @@ def _decode(image: Image.Image, longest: int | None) -> Image.Image:
     return rgb
 
 
+def full_resolution(data: bytes, max_pixels: int) -> Image.Image:
+    """The upright original at full resolution, RGB: what clippings are cut from. Rejected when unusable."""
+    return _decode(_open(data, max_pixels), None)
+
+
 def find_sheet(image: Image.Image) -> np.ndarray | None:
     """Corners (4x2, clockwise from top-left, in image pixels) of a sheet of paper that
     covers a good part of the photo and is brighter than its surroundings; else None."""
@@ -206,7 +211,7 @@ def prepare(data: bytes, max_pixels: int = 100_000_000, straighten_sheet: bool =
         if corners is not None:
             # Clippings are cut from the original, so it must show the same flat sheet:
             # straighten it at full resolution and keep that as the original.
-            full = _decode(_open(data, max_pixels), None)
+            full = full_resolution(data, max_pixels)
             flat = straighten(full, corners * (full.width / work.width))
             original, ext, (width, height) = _jpeg(flat, 92), ".jpg", flat.size
             work = _shrink(flat, layout.RESIZED_MAX)

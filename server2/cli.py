@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from studio import layout
+from studio import image_files, layout
 
 INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 
@@ -64,7 +64,7 @@ def write_result(folder: Path, path: Path, original: Image.Image, result: object
         pixels = full_mask(clip.image, clip.box, original.size)
         mask = Image.fromarray(pixels.astype("uint8") * 255)
         for name, image in ((f"mask-{n}.png", mask), (f"clipping-{n}.png", clip.image)):
-            image.save(folder / f".{name}.part", format="PNG")
+            (folder / f".{name}.part").write_bytes(image_files.png(image))
             os.replace(folder / f".{name}.part", folder / name)
         record["clippings"].append({"n": n, "box": list(clip.box), "area": int(pixels.sum())})
     (folder / ".result.json.part").write_text(json.dumps(record, indent=1))

@@ -53,12 +53,6 @@ def open_image(data: bytes, name: str) -> Image.Image:
         raise BadImage(f"{name} is damaged and cannot be read ({e})") from None
 
 
-def png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 class Worker:
     def __init__(self, storage: Storage, jobs: Jobs, models: Models) -> None:
         self.storage = storage
@@ -167,17 +161,18 @@ class Worker:
             staged[temp] = final_key
 
         for n, mask in enumerate(result.masks):
-            put(layout.mask(user, image_id, n), png(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)))
+            mask_png = image_files.png(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255))
+            put(layout.mask(user, image_id, n), mask_png)
         names = []
         for clip in result.clippings:
             name = layout.crop_name(image_id, clip.mask_index, clip.component)
-            put(layout.crop(user, name), png(clip.image))
+            put(layout.crop(user, name), image_files.png(clip.image))
             put(layout.crop_thumb(user, name), image_files.thumb_png(clip.image))
             names.append(name)
         editing = embeddings.stage(result, claim, names, embedding, put)
         put(layout.points(user, image_id), json.dumps(result.points).encode())
         for suffix, image in result.boxes.items():
-            put(layout.boxes(user, image_id, suffix), png(image))
+            put(layout.boxes(user, image_id, suffix), image_files.png(image))
         if not image_files.has_thumb(self.storage, user, image_id):  # a job dropped into resized/ by other means
             put(layout.thumb(user, image_id, ".jpg"), image_files.thumb_jpeg(original))
         return staged, names, editing

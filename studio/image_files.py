@@ -12,6 +12,8 @@ import contextlib
 import io
 from collections.abc import Callable
 
+import cv2
+import numpy as np
 from PIL import Image
 
 from studio import layout
@@ -124,6 +126,12 @@ def delete_all(storage: Storage, user: str) -> int:
     return count
 
 
+def delete_clipping(storage: Storage, user: str, name: str) -> None:
+    """Remove one clipping: its PNG and its thumbnail (e.g. a version the editor replaced and undid)."""
+    storage.delete(layout.crop(user, name))
+    storage.delete(layout.crop_thumb(user, name))
+
+
 def _delete(storage: Storage, entries: list[Entry]) -> None:
     for entry in entries:
         storage.delete(entry.key)
@@ -146,6 +154,35 @@ def thumb_jpeg(image: Image.Image) -> bytes:
 
 def thumb_png(image: Image.Image) -> bytes:
     """A clipping's thumbnail (output/thumbs/crop-<clipping>.png), transparency kept."""
-    out = io.BytesIO()
-    thumbnail(image).save(out, format="PNG")
-    return out.getvalue()
+    return png(thumbnail(image))
+
+
+# -- PNGs of outputs: the one encoder -----------------------------------------------------
+_PNG_FAST = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+    cv2.IMWRITE_PNG_STRATEGY,
+    cv2.IMWRITE_PNG_STRATEGY_RLE,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_SUB,
+]
+
+
+def png(image: Image.Image) -> bytes:
+    """A clipping, mask or other output as PNG, 8 bits per channel (L, RGB or RGBA; other modes
+    become RGBA). Fast: zlib's level 1 with run-length matching after the SUB filter, about three
+    times faster than Pillow's level 1 on a 12-MP clipping, whose encoding is most of a cut's time.
+    Where alpha is 0 the colour is written as 0: a transparent pixel shows nothing, and the long
+    runs of zeros make the file smaller; every pixel with alpha > 0 is kept exactly."""
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA")
+    pixels = np.asarray(image)
+    if image.mode == "RGBA":
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+        pixels = cv2.bitwise_and(pixels, pixels, dst=np.zeros_like(pixels), mask=pixels[:, :, 3])  # 0 where alpha is
+    elif image.mode == "RGB":
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", pixels, _PNG_FAST)
+    if not ok:
+        raise ValueError(f"could not encode a {image.mode} image of {image.width}x{image.height} as PNG")
+    return encoded.tobytes()

@@ -128,7 +128,13 @@ def test_embedding_and_decoder_are_served_to_their_owner_and_cached(
     assert (
         page.status_code == 200 and "script-src 'self' 'wasm-unsafe-eval';" in page.headers["Content-Security-Policy"]
     )
-    assert "wasm-unsafe-eval" not in alice.get("/").headers["Content-Security-Policy"]  # the editor page only
+    assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"  # isolated: onnxruntime-web's threads
+    ort_file = alice.get("/static/vendor/onnxruntime-web/ort-wasm-simd-threaded.mjs")  # a worker's script
+    assert ort_file.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    assert "'wasm-unsafe-eval'" in ort_file.headers["Content-Security-Policy"]
+    for other in ("/", "/static/js/editor.js"):  # the editor page and its decoder's files only
+        assert "wasm-unsafe-eval" not in alice.get(other).headers["Content-Security-Policy"], other
+        assert "Cross-Origin-Embedder-Policy" not in alice.get(other).headers, other
     assert bob.get(f"/edit/{image_id}").status_code == 404
     logged_out = app.test_client()
     assert logged_out.get(meta["embedding"]["decoder_url"]).status_code in (302, 401)

@@ -3,6 +3,9 @@ neighbour whose id starts the same; an upload published whole or not at all."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -79,3 +82,21 @@ def test_thumbnails_fit_the_layout_size() -> None:
     assert image_files.thumbnail(photo).size == (layout.THUMB_MAX, layout.THUMB_MAX // 2)
     assert image_files.thumb_png(clipping)[:8] == b"\x89PNG\r\n\x1a\n"
     assert image_files.thumb_jpeg(photo)[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB", "L"])
+def test_png_keeps_every_visible_pixel_and_blanks_transparent_colour(mode: str) -> None:
+    seed = 15
+    print("seed", seed)
+    pixels = np.random.default_rng(seed).integers(0, 256, (97, 131, 4), dtype=np.uint8)
+    pixels[:40, :, 3] = 0  # a transparent band, with colour under it
+    pixels[40:45, :, 3] = 1  # barely visible: its colour must survive
+    image = Image.fromarray(pixels, "RGBA").convert(mode)
+    with Image.open(io.BytesIO(image_files.png(image)), formats=["PNG"]) as read:
+        assert read.mode == mode
+        decoded = np.asarray(read)
+    expected = np.asarray(image).copy()
+    if mode == "RGBA":
+        assert not decoded[:40].any()  # colour and alpha 0 where alpha was 0
+        expected[expected[:, :, 3] == 0] = 0
+    np.testing.assert_array_equal(decoded, expected)

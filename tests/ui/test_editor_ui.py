@@ -82,17 +82,41 @@ def _canvas_point(page: Page, fx: float, fy: float) -> tuple[float, float]:
 def test_cut_and_touch_up_journey(
     page: Page, server: Server, login: Callable[[Page], None], image_id: str, artifacts: Path
 ) -> None:
+    blocked: list[str] = []  # by COEP / CORP (net::ERR_BLOCKED_BY_RESPONSE); navigations abort others
+    page.on("requestfailed", lambda r: "BLOCKED" in (r.failure or "") and blocked.append(f"{r.url}: {r.failure}"))
     login(page)
     before = list(record(server, image_id)["clippings"])
     page.get_by_role("link", name="Open the original of street in the editor").click()
     expect(page.locator("#editor")).to_have_attribute("data-ready", "1", timeout=60_000)
     expect(page.locator("#ed-gpu-note")).to_contain_text("works while the GPU is off")
+    # Cross-origin isolated, so onnxruntime-web may run on threads (all cores but one, at most 4); the photo
+    # and every file still load.
+    assert page.evaluate("window.crossOriginIsolated") is True
+    threads = min(4, max(1, page.evaluate("navigator.hardwareConcurrency") - 1))
+    expect(page.locator("#editor")).to_have_attribute("data-threads", str(threads))
+    assert page.evaluate("document.getElementById('ed-image').naturalWidth") > 0
 
     # Hover previews, a click adds a point, save makes the clipping.
     decodes = int(page.locator("#editor").get_attribute("data-decodes") or 0)
     page.mouse.move(*_canvas_point(page, 0.45, 0.4))
     page.wait_for_function(f"Number(document.querySelector('#editor').dataset.decodes) > {decodes}")
     page.screenshot(path=artifacts / "editor-1-hover.png")
+    # Moves during a decode do not queue up: after the running decode, only the latest position is decoded.
+    page.wait_for_function("document.querySelector('#editor').dataset.busy === '0'")
+    decodes = int(page.locator("#editor").get_attribute("data-decodes"))
+    page.evaluate(
+        """() => {
+          const overlay = document.getElementById('ed-overlay');
+          const r = overlay.getBoundingClientRect();
+          for (let i = 0; i < 20; i += 1) {
+            const at = { clientX: r.left + r.width * (0.3 + i / 50), clientY: r.top + r.height / 2 };
+            overlay.dispatchEvent(new PointerEvent('pointermove', { bubbles: true, pointerType: 'mouse', ...at }));
+          }
+        }"""
+    )
+    page.wait_for_function("document.querySelector('#editor').dataset.busy === '0'")
+    # 20 queued would make 21; one more than 2 is allowed for a mouse move Chromium itself may send.
+    assert decodes + 2 <= int(page.locator("#editor").get_attribute("data-decodes")) <= decodes + 3
     page.mouse.move(*_canvas_point(page, 0.2, 0.3))
     page.mouse.down()
     page.mouse.move(*_canvas_point(page, 0.5, 0.55), steps=5)
@@ -121,6 +145,7 @@ def test_cut_and_touch_up_journey(
     page.get_by_role("button", name="Open canvas").click()
     expect(page.locator("#stage-empty")).to_be_hidden()
     page.screenshot(path=artifacts / "editor-3-canvas.png")
+    assert not blocked, blocked  # the editor's isolation blocked nothing, there or on the album and canvas
 
     # Touch-up: erase a stroke across the new clipping, save, check the alpha; then undo.
     open_editor(page, server, image_id)

@@ -26,8 +26,8 @@ let hover = null; // a preview point, original's pixels
 let drag = null; // {x, y} where a press started (overlay pixels)
 let cursor = null; // the keyboard cursor (overlay pixels)
 let mask = null; // the last decoded low-res logits
-let busy = false;
-let queued = false;
+let busy = false; // a decode is running
+let queued = false; // the prompt changed meanwhile: decode once more, the latest prompt only
 let decodes = 0;
 let target = null; // the clipping being touched up
 let brush = null; // {canvas, base, strokes, redo, stroke}
@@ -67,7 +67,13 @@ async function loadDecoder() {
   status('Loading the cutting model (it runs in this browser)…');
   ort = await import(`${VENDOR}ort.wasm.min.mjs`);
   ort.env.wasm.wasmPaths = VENDOR;
-  ort.env.wasm.numThreads = 1; // no SharedArrayBuffer needed (the page is not cross-origin isolated)
+  // Threads need SharedArrayBuffer, which the page has because it is cross-origin isolated (server1/editor.py).
+  // One core is left to the page (drawing, pointer events): on 2 cores under load a second decoder thread
+  // measured slower than one (README "Editor"). ?one-thread is the benchmark's single-thread figure.
+  const single = new URLSearchParams(window.location.search).has('one-thread');
+  const spare = Math.max(1, (navigator.hardwareConcurrency || 2) - 1);
+  ort.env.wasm.numThreads = crossOriginIsolated && !single ? Math.min(4, spare) : 1;
+  root.dataset.threads = String(ort.env.wasm.numThreads);
   const [model, npy] = await Promise.all([fetchBuffer(meta.embedding.decoder_url), fetchBuffer(meta.embedding.url)]);
   session = await ort.InferenceSession.create(model, { executionProviders: ['wasm'] });
   const parsed = parseNpy(npy);
@@ -119,10 +125,13 @@ function currentPrompt() {
   return { points: all, box };
 }
 
+// Hover preview at the decoder's speed, never queued up: a change during a decode only marks the prompt
+// stale; the loop then decodes whatever the prompt is by then (intermediate cursor positions are dropped).
 async function refresh() {
   if (!session || target) return draw();
   if (busy) { queued = true; return; }
   busy = true;
+  root.dataset.busy = '1';
   try {
     do {
       queued = false;
@@ -136,6 +145,7 @@ async function refresh() {
     status(`The cutting model failed: ${error.message}`);
   } finally {
     busy = false;
+    root.dataset.busy = '0';
   }
 }
 
