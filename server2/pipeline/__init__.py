@@ -63,8 +63,8 @@ class _Timer:
 
 
 # CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only. Each point
-# costs a mask decoder run plus 3 masks upscaled to the image's size (about 0.2 CPU-s on a CPU core), so
-# 16x16 points took longer than vit_b's encoder (studio.modelfiles: SAM_MODEL's CPU default); see
+# costs a mask decoder run plus 3 masks upscaled to the image's size (~0.4 s on the 2-core build machine),
+# so 16x16 points took 2.5x as long as vit_b's encoder (studio.modelfiles: SAM_MODEL's CPU default); see
 # bench.cpu_mode and README "CPU local mode".
 CPU_LIMITS = {"points_per_side": 8, "crop_n_layers": 0}
 
