@@ -39,9 +39,12 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Three pytest-xdist workers on 2 cores: most tests wait on servers, mounts and browsers, not the CPU.
+# worksteal rebalances when a worker is left with long tests (which conftest.py orders first).
+TEST_WORKERS ?= 3
 test: venv system-packages
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: venv
 	$(PY) -m bench

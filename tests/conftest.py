@@ -30,6 +30,12 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests (marked slow) first: `make test` runs the suite on parallel workers (pytest-xdist),
+    and it ends when the last long test ends, so they must not start at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def seed() -> int:
     """The seed of a test's randomness: TEST_SEED if set (to replay a failure), else a fresh one.

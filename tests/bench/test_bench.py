@@ -11,10 +11,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bench.__main__ import FIGURES, RESULTS
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_quick_bench_prints_every_figure_and_writes_positive_numbers():
     env = {**os.environ, "BENCH_QUICK": "1"}
     assert RESULTS.name == "latest.json"  # imported without BENCH_QUICK: the quick run writes quick.json

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import job_worker
+import pytest
 from multiworker import Events, make_jobs, start_worker
 
 from studio import layout
@@ -63,6 +64,7 @@ def check_published_outputs(storage: Storage, jobs: list[tuple[str, str]]) -> di
     return statuses
 
 
+@pytest.mark.slow
 def test_killed_workers_lose_nothing_and_do_nothing_twice(storage_root: str, tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)  # kill times and the workers' own choices
     storage = open_storage(storage_root)

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import job_worker
+import pytest
 from multiworker import Events, make_jobs, start_worker, wait_for
 
 from studio import layout
@@ -18,6 +19,7 @@ THREADS_PER_PROCESS = 2
 LOCAL_THREADS = 2  # 3 x 2 + 2 = 8 competing workers
 
 
+@pytest.mark.slow
 def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_path: Path, seed: int) -> None:
     storage = open_storage(storage_root)
     jobs = make_jobs(storage, JOBS)

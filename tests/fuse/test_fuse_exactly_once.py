@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "foundation"))
 
 import job_worker  # noqa: E402
@@ -22,6 +24,7 @@ JOBS = 60
 THREADS = 2  # per process: 5 processes, 10 competing workers
 
 
+@pytest.mark.slow
 def test_every_job_is_done_exactly_once_by_mount_and_native_workers(bucket_mounts: dict, tmp_path: Path) -> None:
     s3fs, rclone = bucket_mounts["s3fs"], bucket_mounts["rclone"]
     folder = s3fs.folder()

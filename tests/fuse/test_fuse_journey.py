@@ -33,6 +33,7 @@ def wait_ready(server2: Server2, timeout: float) -> None:
                 raise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", ["s3fs", "rclone", "mixed"])
 def test_upload_to_clippings_on_a_mount(setup: str, bucket_mounts: dict, test_models_dir: Path, tmp_path: Path) -> None:
     mount = bucket_mounts["rclone" if setup == "rclone" else "s3fs"]

@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -80,6 +81,7 @@ def _round(server: Server, sessions: dict[str, requests.Session], area: str, lab
         stream.close()
 
 
+@pytest.mark.slow
 def test_two_users_200_concurrent_uploads_and_50_event_streams(tmp_path: Path) -> None:
     area = "load"
     server = Server(

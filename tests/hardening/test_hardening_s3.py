@@ -102,6 +102,7 @@ def s3(tmp_path: Path) -> Iterator[tuple[Forwarder, Moto, Path]]:
     moto.stop()
 
 
+@pytest.mark.slow
 def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, monkeypatch) -> None:
     area = "storage hiccup (S3)"
     forwarder, moto, recording = s3

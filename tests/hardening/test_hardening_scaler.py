@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import boto3
+import pytest
 from botocore.config import Config
 
 from studio.storage import FileStorage
@@ -25,6 +26,7 @@ SCENARIOS = {
 }
 
 
+@pytest.mark.slow
 def test_scaler_ends_right_through_100_runs_of_aws_faults(fault_proxy, make_endpoint, sagemaker, tmp_path: Path):
     area = "scaler under AWS faults"
     rng = random.Random(7)

@@ -146,6 +146,7 @@ def _mid_job(log: str) -> bool:
     return log.rfind(": processing") > log.rfind(": done in")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_over_50_jobs(stack: Stack) -> None:
     area = "server2 SIGKILL"
     storage = stack.storage

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.simulate import example_trace, ideal_schedule, simulate_day
 
 
@@ -9,6 +11,7 @@ def test_ideal_schedule_merges_overlapping_work_and_tails():
     assert ideal_schedule([0, 10, 1000], 20, 300) == [(0, 340), (1000, 1320)]
 
 
+@pytest.mark.slow
 def test_a_simulated_day_keeps_the_gpu_within_a_minute_per_idle_gap_of_ideal(tmp_path, sagemaker, make_endpoint):
     endpoint = make_endpoint(0)
     trace = example_trace()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import Error as PlaywrightError
 
 from studio.storage import Storage, open_storage
 from tests.conftest import REPO, free_port, wait_http
@@ -24,6 +25,21 @@ from tests.ui.fake_worker import FakeWorker
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 USER, PASSWORD = "alice", "correct horse battery"
 DESKTOP = {"width": 1360, "height": 860}
+REFUSED_CAPTURE = "Unable to capture screenshot"
+
+
+def shot(page: Page, artifacts: Path, name: str, full_page: bool = False) -> None:
+    """test-artifacts/ui/<name>.png, to look at. Chromium now and then refuses one capture under load
+    (REFUSED_CAPTURE; robotframework-browser issue 5237 has the statistics) and takes it once the page has
+    drawn another frame: that one error is asked again after a frame, any other fails the test."""
+    path = artifacts / f"{name}.png"
+    try:
+        page.screenshot(path=path, full_page=full_page)
+    except PlaywrightError as e:
+        if REFUSED_CAPTURE not in str(e):
+            raise
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => done()))")
+        page.screenshot(path=path, full_page=full_page)
 
 
 @dataclass

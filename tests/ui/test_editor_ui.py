@@ -19,7 +19,7 @@ from server2.models import Models
 from studio import layout, settings
 from tests.editor.support import Reference, iou, process, random_prompts
 from tests.server1.support import encode, photo
-from tests.ui.conftest import PASSWORD, USER, Problems, Server
+from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot
 
 SEED = 2015
 ORIGINAL = (1200, 900)
@@ -100,7 +100,7 @@ def test_cut_and_touch_up_journey(
     decodes = int(page.locator("#editor").get_attribute("data-decodes") or 0)
     page.mouse.move(*_canvas_point(page, 0.45, 0.4))
     page.wait_for_function(f"Number(document.querySelector('#editor').dataset.decodes) > {decodes}")
-    page.screenshot(path=artifacts / "editor-1-hover.png")
+    shot(page, artifacts, "editor-1-hover")
     # Moves during a decode do not queue up: after the running decode, only the latest position is decoded.
     page.wait_for_function("document.querySelector('#editor').dataset.busy === '0'")
     decodes = int(page.locator("#editor").get_attribute("data-decodes"))
@@ -125,7 +125,7 @@ def test_cut_and_touch_up_journey(
     expect(page.locator("#ed-status")).to_contain_text("Box drawn")
     page.mouse.click(*_canvas_point(page, 0.5, 0.6))
     expect(page.locator("#ed-save-cut")).to_be_enabled()
-    page.screenshot(path=artifacts / "editor-2-prompt.png")
+    shot(page, artifacts, "editor-2-prompt")
     page.get_by_role("button", name="Save as clipping").click()
     expect(page.locator("#ed-status")).to_contain_text("Saved as a new clipping", timeout=30_000)
     after = record(server, image_id)["clippings"]
@@ -144,7 +144,7 @@ def test_cut_and_touch_up_journey(
     expect(page.locator("#canvas-count")).to_have_text("1")
     page.get_by_role("button", name="Open canvas").click()
     expect(page.locator("#stage-empty")).to_be_hidden()
-    page.screenshot(path=artifacts / "editor-3-canvas.png")
+    shot(page, artifacts, "editor-3-canvas")
     assert not blocked, blocked  # the editor's isolation blocked nothing, there or on the album and canvas
 
     # Touch-up: erase a stroke across the new clipping, save, check the alpha; then undo.
@@ -159,7 +159,7 @@ def test_cut_and_touch_up_journey(
     page.mouse.down()
     page.mouse.move(*_canvas_point(page, min(x1, 0.99), y), steps=12)
     page.mouse.up()
-    page.screenshot(path=artifacts / "editor-4-brush.png")
+    shot(page, artifacts, "editor-4-brush")
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.locator("#ed-status")).to_contain_text("Saved as a new version", timeout=30_000)
     edited = record(server, image_id)
@@ -174,7 +174,7 @@ def test_cut_and_touch_up_journey(
     assert np.abs(changed[:, 0] - row).max() <= radius + 3, "alpha changed away from the stroke"
     assert (alpha[int(row)] == 0).all(), "the stroke's middle line is not erased"
     assert old.shape[2] == 4
-    page.screenshot(path=artifacts / "editor-5-saved.png")
+    shot(page, artifacts, "editor-5-saved")
     page.get_by_role("button", name="Back to the previous version").click()
     expect(page.locator("#ed-status")).to_contain_text("Restored the previous version")
     assert record(server, image_id)["clippings"][0] == new
@@ -221,6 +221,6 @@ def test_a_phone_taps_points_and_saves(
         page.locator("#ed-overlay").tap(position={"x": 40, "y": 30})
         expect(page.locator("#ed-status")).to_contain_text("Background point added")
         expect(page.locator("#ed-save-cut")).to_be_enabled()
-        page.screenshot(path=artifacts / "editor-6-phone.png", full_page=True)
+        shot(page, artifacts, "editor-6-phone", full_page=True)
     finally:
         context.close()

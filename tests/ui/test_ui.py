@@ -20,7 +20,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 from skimage import data
 
-from tests.ui.conftest import PASSWORD, USER, Problems, Server, start_server, stop_server
+from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot, start_server, stop_server
 
 LIVE = 30_000  # ms: how long to wait for a status change to reach the open page (SSE, no reload)
 
@@ -39,10 +39,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pillow_heif.from_pillow(Image.fromarray(data.chelsea())).save(out["IMG_0001.HEIC"], quality=80)
     out["notes.jpg"].write_text("a shopping list, not a photo")
     return out
-
-
-def shot(page: Page, artifacts: Path, name: str, full_page: bool = False) -> None:
-    page.screenshot(path=artifacts / f"{name}.png", full_page=full_page)
 
 
 def card(page: Page, image_id: str):

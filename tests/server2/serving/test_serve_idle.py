@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 
 from studio.storage import open_storage
 from tests.conftest import create_endpoint
@@ -19,6 +20,7 @@ def desired_count(sm: object, name: str) -> int:
     return sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["DesiredInstanceCount"]
 
 
+@pytest.mark.slow
 def test_an_idle_server_scales_its_endpoint_to_zero_but_never_mid_job(
     moto_server: object, servers: Servers, tmp_path: Path, test_models_dir: Path
 ) -> None:

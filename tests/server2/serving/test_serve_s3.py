@@ -46,6 +46,7 @@ def pair(
     servers.kill_all()
 
 
+@pytest.mark.slow
 def test_two_servers_process_each_of_30_images_exactly_once(pair: tuple[str, Storage, Server2, Server2]) -> None:
     _, storage, first, second = pair
     ids = [f"img{n:02d}" for n in range(IMAGES)]

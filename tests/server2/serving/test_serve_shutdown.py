@@ -8,6 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from studio import layout
 from studio.jobs import Jobs
 from studio.storage import open_storage
@@ -26,6 +28,7 @@ from tests.server2.serving.support import (
 IMAGES = 12  # more than the 8 invocations a server lets wait at once
 
 
+@pytest.mark.slow
 def test_sigterm_mid_job_releases_it_and_another_server_finishes_it(
     servers: Servers, tmp_path: Path, test_models_dir: Path
 ) -> None:
