@@ -30,6 +30,7 @@ import torch
 
 from studio import layout
 from studio.jobs import Claim
+from studio.modelfiles import sam_file
 from studio.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def prepare(storage: Storage, models: object, result: object) -> dict | None:
         return None
     sam = models.sam[result.model_type]
     try:
-        digest = checkpoint_digest(models.folder / f"{result.model_type}.pth")
+        digest = checkpoint_digest(models.folder / sam_file(result.model_type))
         ensure_decoder(storage, sam, digest)
     except Exception:  # the cut-outs are what the job is for: they are kept, only editing waits for a retry
         log.exception("no embedding kept: exporting SAM's prompt decoder failed")

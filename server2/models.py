@@ -7,7 +7,9 @@ every other SAM size whose weights exist is loaded too, for users' settings).
 
 SAM's architecture is read from the checkpoint's tensor shapes (embed dim, depth, heads, global-attention
 blocks, window, input size), so one code path loads the real vit_b/vit_l/vit_h checkpoints and the small
-ones the tests build.
+ones the tests build. MobileSAM (mobile_sam.pt) is segment_anything's Sam with Ultralytics' TinyViT as the
+image encoder (the architecture Ultralytics itself builds for that file): the predictor, the generator and
+the exported decoder are then the same code for every SAM model.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from PIL import Image  # noqa: E402
 
 from server2 import gpu_check  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402
-from studio.modelfiles import SAM_SIZES, ModelChoice  # noqa: E402
+from studio.modelfiles import SAM_SIZES, ModelChoice, sam_file  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 # SAM's prompt encoder and mask decoder are the same for every size.
 PROMPT_DIM = 256
+MOBILE_SAM_INPUT = 1024
 MATTE_THRESHOLD = 128  # on the matte's 0-255 mask
 
 
@@ -87,7 +90,7 @@ def local_models_dir(models_dir: str, cache_dir: Path | None = None) -> Path:
     storage = open_storage(models_dir, check=False)  # reading is all this needs
     cache = cache_dir or Path(os.environ.get("MODELS_CACHE", "/tmp/sam-studio-models"))  # noqa: S108
     cache.mkdir(parents=True, exist_ok=True)
-    wanted = {*ModelChoice.from_env().files(), *(f"{size}.pth" for size in SAM_SIZES)}
+    wanted = {*ModelChoice.from_env().files(), *(sam_file(size) for size in SAM_SIZES)}
     for entry in storage.list(""):
         target = cache / entry.name
         if entry.key not in wanted or target.exists():
@@ -138,11 +141,10 @@ def sam_config(state: dict[str, torch.Tensor]) -> SamConfig:
 
 def build_sam(config: SamConfig) -> torch.nn.Module:
     """segment_anything's Sam with the given encoder (as its build_sam_vit_* do for the fixed sizes)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import ImageEncoderViT
 
-    grid = config.img_size // config.patch_size
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
+    return _sam(
+        ImageEncoderViT(
             depth=config.depth,
             embed_dim=config.embed_dim,
             img_size=config.img_size,
@@ -156,10 +158,41 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
             window_size=config.window_size,
             out_chans=PROMPT_DIM,
         ),
+        grid=config.img_size // config.patch_size,
+    )
+
+
+def build_mobile_sam() -> torch.nn.Module:
+    """MobileSAM: Ultralytics' TinyViT with the configuration of its build_mobile_sam (1024 px input, a
+    64 x 64 x 256 embedding like SAM's), in segment_anything's Sam."""
+    from ultralytics.models.sam.modules.tiny_encoder import TinyViT
+
+    encoder = TinyViT(
+        img_size=MOBILE_SAM_INPUT,
+        embed_dims=[64, 128, 160, 320],
+        depths=[2, 2, 6, 2],
+        num_heads=[2, 4, 5, 10],
+        window_sizes=[7, 7, 14, 7],
+        mlp_ratio=4.0,
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+        mbconv_expand_ratio=4.0,
+        local_conv_size=3,
+    )
+    return _sam(encoder, grid=MOBILE_SAM_INPUT // 16)
+
+
+def _sam(image_encoder: torch.nn.Module, grid: int) -> torch.nn.Module:
+    """SAM's prompt encoder and mask decoder (the same for every model) behind image_encoder."""
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    img_size = int(image_encoder.img_size)
+    sam = Sam(
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=PROMPT_DIM,
             image_embedding_size=(grid, grid),
-            input_image_size=(config.img_size, config.img_size),
+            input_image_size=(img_size, img_size),
             mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
@@ -176,9 +209,14 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
 
 
 def load_sam(path: Path, device: str) -> torch.nn.Module:
+    """A SAM checkpoint: MobileSAM when its encoder is a TinyViT (patch_embed.seq), else a ViT of the
+    shape its tensors give."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    config = sam_config(state)
-    sam = build_sam(config)
+    if any(key.startswith("image_encoder.patch_embed.seq.") for key in state):
+        sam, config = build_mobile_sam(), "MobileSAM (TinyViT encoder)"
+    else:
+        config = sam_config(state)
+        sam = build_sam(config)
     sam.load_state_dict(state)
     log.info("SAM %s: %s", path.name, config)
     return sam.to(device)
@@ -202,11 +240,12 @@ def _rembg_env(folder: Path) -> Iterator[None]:
 
 
 class SamModel:
-    """Segment Anything of one size; predict is SAM's own predictor/generator (server2.pipeline.sam)."""
+    """One Segment Anything model (a ViT size or MobileSAM); prediction is SAM's own predictor/generator
+    (server2.pipeline.sam)."""
 
     def __init__(self, size: str) -> None:
         self.name = size
-        self.files = (f"{size}.pth",)
+        self.files = (sam_file(size),)
         self.module: torch.nn.Module | None = None
 
     def load(self, folder: Path, device: str) -> SamModel:
@@ -285,7 +324,7 @@ class Models:
         sam = {
             size: SamModel(size).load(models_dir, device).module
             for size in SAM_SIZES
-            if (models_dir / f"{size}.pth").is_file()
+            if (models_dir / sam_file(size)).is_file()
         }
         if segment is not None and (models_dir / segment.files[0]).is_file():
             segment.load(models_dir, device)
@@ -321,8 +360,12 @@ class Models:
         if model_type in self.sam:
             return model_type, self.sam[model_type]
         if self.choice.sam not in self.sam:
-            raise ModelsMissing([f"{self.choice.sam}.pth"], self.folder)
+            raise ModelsMissing([sam_file(self.choice.sam)], self.folder)
         log.warning(
-            "SAM %s requested but %s.pth is not in %s; using %s", model_type, model_type, self.folder, self.choice.sam
+            "SAM %s requested but %s is not in %s; using %s",
+            model_type,
+            sam_file(model_type),
+            self.folder,
+            self.choice.sam,
         )
         return self.choice.sam, self.sam[self.choice.sam]

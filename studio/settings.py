@@ -18,7 +18,7 @@ DEFAULTS: dict[str, object] = {
     "min_area": 1000,
     "max_clippings": 50,
 }
-CHOICES = {"model_type": ("vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "birefnet")}
+CHOICES = {"model_type": ("mobile_sam", "vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "birefnet")}
 INT_RANGES = {
     "points_per_side": (8, 128),
     "crop_n_layers": (0, 3),
