@@ -169,6 +169,38 @@ def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_test_models(tmp_path_factory.mktemp("models"))
 
 
+# Real pretrained weights and human-labelled photos, kept outside the repository (never copied into it).
+REALWORLD = Path(os.environ.get("REALWORLD_DIR") or REPO.parent / "shared" / "realworld")
+REAL_WEIGHTS = ("mobile_sam.pt", "yolo11n.pt", "u2netp.onnx", "isnet-general-use.onnx")
+# The models a test with real weights runs: YOLO11n + MobileSAM, U2-Netp for the matte path (fast on a CPU).
+REAL_MODELS_ENV = {"SAM_MODEL": "mobile_sam", "DETECT_MODEL": "yolo11n.pt", "MATTE_MODEL": "u2netp"}
+
+
+def realworld(*parts: str) -> Path:
+    """A path under REALWORLD; a test that needs it fails (never skips) when it is not there."""
+    path = REALWORLD.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the real weights and photos live in ../shared/realworld (REALWORLD_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder of links to the real weights (REAL_WEIGHTS), under the names Server2 loads."""
+    folder = tmp_path_factory.mktemp("real-models")
+    for name in REAL_WEIGHTS:
+        (folder / name).symlink_to(realworld("weights", name))
+    return folder
+
+
+@pytest.fixture
+def real_models_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """SAM_MODEL, DETECT_MODEL and MATTE_MODEL set to the real weights' models (REAL_MODELS_ENV)."""
+    for key, value in REAL_MODELS_ENV.items():
+        monkeypatch.setenv(key, value)
+    return dict(REAL_MODELS_ENV)
+
+
 # One Playwright instance for the whole run: its sync API refuses a second one while the first lives.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
