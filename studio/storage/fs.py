@@ -334,9 +334,10 @@ class FileStorage(Storage):
             step = "create files exclusively"
             try:
                 os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-                raise OSError(errno.EEXIST, "an existing name was created again")
             except FileExistsError:
-                pass
+                pass  # refused, as the job protocol's claims need
+            else:  # outside the try: this OSError is itself a FileExistsError
+                raise OSError(errno.EEXIST, "an exclusive create (O_EXCL) of an existing name succeeded")
             if self.hard_links:
                 self.hard_links = self._has_hard_links(probe)
             step = "delete files"

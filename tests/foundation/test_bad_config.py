@@ -80,6 +80,16 @@ def test_a_file_instead_of_a_folder(tmp_path: Path) -> None:
         open_storage(str(tmp_path / "file"))
 
 
+def test_a_file_system_that_ignores_o_excl_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job protocol's claims on a mount rest on O_EXCL refusing an existing name."""
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, flags, *a: real_open(path, flags & ~os.O_EXCL, *a))
+    message = f"SHARED_DIR {tmp_path}/shared cannot create files exclusively: an exclusive create (O_EXCL) of an "
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        open_storage(str(tmp_path / "shared"))
+    assert not [p for p in (tmp_path / "shared").iterdir()]  # the probe is gone
+
+
 def test_shared_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_root: str) -> None:
     monkeypatch.setenv("SHARED_DIR", "gs://elsewhere")
     with pytest.raises(ConfigError, match="SHARED_DIR 'gs://elsewhere'"):
