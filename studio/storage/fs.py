@@ -32,8 +32,8 @@ LOCK_STRIPES = 64  # host-local lock files: keys share them by hash, so their nu
 
 class FileStorage(Storage):
     """Atomic writes by write-to-temporary + rename; exclusive create by link(2), which
-    fails if the name exists; conditional replace under an flock on a hidden lock file.
-    These are atomic across processes of one host.
+    fails if the name exists; writes and conditional replaces of one key take turns under an
+    flock on a hidden lock file. These are atomic across processes of one host.
 
     On a FUSE-mounted bucket (s3fs, rclone, Mountpoint for S3, ...; see studio.storage.mounts)
     there are no hard links: exclusive create is open(O_CREAT|O_EXCL), which the kernel
@@ -113,8 +113,8 @@ class FileStorage(Storage):
 
     # -- plain operations -------------------------------------------------------
     def _guard(self, path: Path) -> contextlib.AbstractContextManager:
-        """Without hard links (a bucket mount), reads and writes of one key take turns under its
-        host-local lock: s3fs replaces a file by copy and delete, so a reader in between would
+        """Without hard links (a bucket mount), reads too take turns with the writes of one key under
+        its host-local lock: s3fs replaces a file by copy and delete, so a reader in between would
         find nothing, and an exclusive create must not be read before its bytes are in."""
         return contextlib.nullcontext() if self.hard_links else self._locked(path)
 
@@ -138,14 +138,15 @@ class FileStorage(Storage):
             f.write(data)
 
     def write(self, key: str, data: bytes) -> None:
+        """Under the key's lock, as replace_if: a write never lands between its compare and publish."""
         path = self._path(key)
         try:
             if self.renames:  # the bytes go up before the lock is taken; only the rename waits for it
                 tmp = self._write_tmp(path, data)
-                with self._guard(path):
+                with self._locked(path):
                     os.replace(tmp, path)
             else:
-                with self._guard(path):
+                with self._locked(path):
                     self._publish(path, data)
         except OSError as e:
             raise StorageError(f"cannot write {key} under {self.root}: {e.strerror}") from e
@@ -240,7 +241,7 @@ class FileStorage(Storage):
             return
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with self._guard(target):
+            with self._locked(target):
                 os.replace(self._path(src), target)
         except FileNotFoundError:
             raise NotFound(src) from None
@@ -250,15 +251,13 @@ class FileStorage(Storage):
     # -- conditional operations --------------------------------------------------
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        """An exclusive flock for path's key: beside the file on a plain file system (shared by
-        everyone who mounts that folder), in a host-local folder on a bucket mount (a lock file
-        there would be an object in the bucket, and exclusive on one host anyway)."""
-        if self.hard_links:
-            lock = path.with_name(f".{path.name}.lock")
-        else:
-            folder = Path(tempfile.gettempdir()) / "sam-studio-locks"
-            folder.mkdir(exist_ok=True)
-            lock = folder / f"{zlib.crc32(str(path).encode()) % LOCK_STRIPES}.lock"
+        """An exclusive flock for path's key, one of LOCK_STRIPES lock files: in the root's hidden
+        .locks/ on a plain file system (shared by everyone who mounts that folder), in a host-local
+        folder on a bucket mount (a lock file there would be an object in the bucket, and
+        exclusive on one host anyway)."""
+        folder = self.path / ".locks" if self.hard_links else Path(tempfile.gettempdir()) / "sam-studio-locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / f"{zlib.crc32(str(path).encode()) % LOCK_STRIPES}.lock"
         with open(lock, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             yield

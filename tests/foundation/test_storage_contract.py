@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from studio.storage import UNKNOWN, FileStorage, NotFound, Storage, StorageError
+from studio.storage import fs as fs_module
 from studio.storage.s3 import S3Storage
 
 BAD_KEYS = ["../x", "a/../../x", "a/..", "/etc/passwd", "a\\b", "a\x00b", "", "a//b", "./a", "a/./b"]
@@ -245,6 +247,51 @@ def test_only_one_of_many_concurrent_replacers_wins(storage: Storage) -> None:
         winners = [i for i, v in enumerate(results) if v is not None]
         assert len(winners) == 1, f"{key}: {len(winners)} replacers won"
         assert storage.read(key) == f"writer {winners[0]}".encode()
+
+
+def test_a_write_never_lands_between_a_conditional_replace_s_compare_and_publish(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The editor's "done" (replace_if) must not silently overwrite a retry's "queued" (write) that
+    came while it was under way: a gate holds replace_if after its compare (a filesystem) or before
+    its conditional PUT (S3) until the write has either finished or is waiting for its turn."""
+    version = storage.create_exclusive("c/status", b"cutting")
+    assert version is not None
+    writer_arrived = threading.Event()  # the write finished, or waits for the key's lock
+    writer: list[threading.Thread] = []
+
+    def write_queued() -> None:
+        storage.write("c/status", b"queued")
+        writer_arrived.set()
+
+    def gated(publish):  # noqa: ANN001, ANN202
+        def inside_replace_if(*args: object, **kwargs: object) -> object:
+            if not writer and (isinstance(storage, FileStorage) or "IfMatch" in kwargs):
+                writer.append(threading.Thread(target=write_queued))
+                writer[0].start()
+                assert writer_arrived.wait(60), "the write neither finished nor waited for the lock"
+            return publish(*args, **kwargs)
+
+        return inside_replace_if
+
+    real_flock = fs_module.fcntl.flock
+
+    def flock(fd: object, operation: int) -> None:  # says when a writer waits for the lock
+        try:
+            real_flock(fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if writer and threading.current_thread() is writer[0]:
+                writer_arrived.set()
+            real_flock(fd, operation)
+
+    monkeypatch.setattr(fs_module.fcntl, "flock", flock)
+    if isinstance(storage, FileStorage):
+        monkeypatch.setattr(storage, "_publish", gated(storage._publish))
+    else:
+        monkeypatch.setattr(storage.client, "put_object", gated(storage.client.put_object))
+    storage.replace_if("c/status", b"done", version)
+    writer[0].join()
+    assert storage.read("c/status") == b"queued"  # either it came after "done", or "done" was refused
 
 
 @pytest.mark.parametrize("bad", BAD_KEYS)
