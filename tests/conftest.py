@@ -18,6 +18,7 @@ import requests
 from playwright.sync_api import Browser, sync_playwright
 
 from studio.storage import Storage, open_storage
+from tests.weights_mirror import Mirror, serving_mirror
 
 REPO = Path(__file__).resolve().parent.parent
 # Tests never reach AWS: fake credentials, and every client goes to the local moto server.
@@ -146,6 +147,13 @@ def s3_root(moto_server: MotoServer) -> str:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_server.url).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/shared"
+
+
+@pytest.fixture
+def mirror() -> Iterator[Mirror]:
+    """A local HTTP server serving model weights (tests/weights_mirror.py)."""
+    with serving_mirror() as m:
+        yield m
 
 
 @pytest.fixture(params=["fs", "s3"])

@@ -2,9 +2,9 @@
 
 Each missing file streams into a hidden partial file, resumes with an HTTP Range request
 after a dropped connection, is checked (size, and hash where an authoritative one is
-known), then appears under its name only when complete: link(2) on a filesystem (which
-never replaces an existing file), an upload after an existence check on S3. A file that
-fails leaves nothing behind and shows in health(); the web UI does not wait for any of it.
+known), then appears under its name only when complete and never over an existing file
+(Storage.publish_file: each backend its own way). A file that fails leaves nothing behind and
+shows in health(); the web UI does not wait for any of it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +23,7 @@ import requests
 from studio import layout, settings
 from studio.errors import ConfigError
 from studio.modelfiles import SAM_SIZES, ModelChoice, ModelFile, required_files
-from studio.storage import FileStorage, Storage, StorageError, open_storage
+from studio.storage import Storage, StorageError, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -175,18 +173,8 @@ class Weights:
     def _set(self, name: str, state: str, error: str | None = None) -> None:
         self.state[name] = {"state": state, "error": error}
 
-    def _partial(self, storage: Storage, name: str) -> Path:
-        # Beside the final file on a filesystem (link needs the same filesystem; '.' names are
-        # never listed), else in a local temporary folder before the upload.
-        if isinstance(storage, FileStorage):
-            folder = storage.path
-        else:
-            folder = Path(tempfile.gettempdir()) / "sam-studio-weights"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f".{name}.part"
-
     def _fetch(self, storage: Storage, f: ModelFile) -> None:
-        part = self._partial(storage, f.name)
+        part = storage.staging_path(f.name)
         try:
             for attempt in range(1, self.attempts + 1):
                 try:
@@ -266,21 +254,8 @@ class Weights:
 
     def _publish(self, storage: Storage, name: str, part: Path) -> None:
         """Make the checked file visible under its name, never replacing one that appeared meanwhile."""
-        if isinstance(storage, FileStorage):
-            try:
-                os.link(part, storage.path / name)
-            except FileExistsError:
-                log.info("model weights: %s appeared meanwhile; keeping that one", name)
-            return
-        if storage.exists(name):
-            return
-        from studio.storage.s3 import S3Storage  # only S3 is left; boto3's transfer does multipart
-
-        assert isinstance(storage, S3Storage)
-        try:
-            storage.client.upload_file(str(part), storage.bucket, storage.prefix + name)
-        except Exception as e:  # boto3's transfer raises its own S3UploadFailedError besides botocore's
-            raise StorageError(f"cannot upload {name} to {storage.root}: {e}") from e
+        if not storage.publish_file(name, part):
+            log.info("model weights: %s appeared meanwhile; keeping that one", name)
 
     def health(self) -> dict:
         return {

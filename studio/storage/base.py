@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,6 +107,19 @@ class Storage(ABC):
     @abstractmethod
     def replace_if(self, key: str, data: bytes, version: str) -> str | None:
         """Replace key only if it is still at version: the new version, or None if not."""
+
+    @abstractmethod
+    def publish_file(self, key: str, source: Path) -> bool:
+        """Publish the local file source at key unless key exists, atomically: True if published,
+        False if an object was there already (it stays). Never a partial object at key. source is
+        removed once published or refused (a filesystem may publish its very inode)."""
+
+    def staging_path(self, key: str) -> Path:
+        """Where to prepare a local file for publish_file(key) (a download): a hidden name in a local
+        temporary folder, unless the backend can publish from somewhere cheaper."""
+        folder = Path(tempfile.gettempdir()) / "sam-studio-staging"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f".{check_key(key).replace('/', '--')}.part"
 
     @abstractmethod
     def check(self) -> None:

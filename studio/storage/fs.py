@@ -27,6 +27,7 @@ from studio.storage.mounts import MOUNTPOINT_S3, mount_of
 
 # link(2) on a file system without hard links: s3fs says EOPNOTSUPP, rclone EIO, others EPERM/ENOSYS.
 _NO_LINKS = {errno.EOPNOTSUPP, errno.EPERM, errno.ENOSYS, errno.EIO, errno.EXDEV}
+COPY_CHUNK = 1 << 20
 LOCK_STRIPES = 64  # host-local lock files: keys share them by hash, so their number stays bounded
 
 
@@ -296,6 +297,57 @@ class FileStorage(Storage):
         except OSError as e:
             raise StorageError(f"cannot create {key}: {e.strerror}") from e
         return content_version(data)
+
+    def publish_file(self, key: str, source: Path) -> bool:
+        """A link on a file system with hard links (a copy beside the name first when source is on
+        another one); on a bucket mount an O_EXCL create filled under the key's lock, removed again
+        if the copy fails."""
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            published = self._link(source, path) if self.hard_links else self._copy_excl(source, path)
+            source.unlink()
+        except OSError as e:
+            raise StorageError(f"cannot publish {key} under {self.root}: {e.strerror}") from e
+        return published
+
+    def _copy_excl(self, source: Path, path: Path) -> bool:
+        with self._locked(path):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                with open(fd, "wb") as out, open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, COPY_CHUNK)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        return True
+
+    def _link(self, source: Path, path: Path) -> bool:
+        try:
+            os.link(source, path)  # fails with EEXIST if the name is taken: the atomic test
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # same file system as path
+        try:
+            shutil.copyfile(source, tmp)
+            return self._link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def staging_path(self, key: str) -> Path:
+        """Beside key with hard links, so publish_file is a link; else (a bucket mount) a local folder."""
+        if not self.hard_links:
+            return super().staging_path(key)
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(f".{path.name}.part")
 
     def replace_if(self, key: str, data: bytes, version: str) -> str | None:
         path = self._path(key)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -13,6 +16,8 @@ from studio.storage.base import Entry, NotFound, Storage, StorageError, check_ke
 # boto3's own retry mode: exponential backoff plus client-side rate limiting.
 CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
 # Codes S3 answers a lost conditional write with (If-Match on a key that is gone: NoSuchKey).
+# A file bigger than this goes up in parts of this size (S3: at most 10,000 parts of at least 5 MiB).
+PART_BYTES = 64 << 20
 _CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404"}
 
 
@@ -146,7 +151,7 @@ class S3Storage(Storage):
             raise self._error(e, "move", src) from e
         self.delete(src)
 
-    def _put_if(self, key: str, data: bytes, **condition: str) -> str | None:
+    def _put_if(self, key: str, data: bytes | BinaryIO, **condition: str) -> str | None:
         try:
             answer = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
         except ClientError as e:
@@ -156,6 +161,44 @@ class S3Storage(Storage):
         except BotoCoreError as e:
             raise self._error(e, "write", key) from e
         return answer["ETag"]
+
+    def publish_file(self, key: str, source: Path) -> bool:
+        """If-None-Match: * on the PUT, or on completing a multipart upload for a file over PART_BYTES."""
+        try:
+            if source.stat().st_size <= PART_BYTES:
+                with open(source, "rb") as body:
+                    published = self._put_if(key, body, IfNoneMatch="*") is not None
+            else:
+                published = self._put_parts(key, source)
+            source.unlink()
+            return published
+        except OSError as e:
+            raise StorageError(f"cannot publish {source} at {self.root}{key}: {e.strerror}") from e
+
+    def _put_parts(self, key: str, source: Path) -> bool:
+        target = {"Bucket": self.bucket, "Key": self._key(key)}
+        try:
+            upload = self.client.create_multipart_upload(**target)["UploadId"]
+        except (ClientError, BotoCoreError) as e:
+            raise self._error(e, "write", key) from e
+        try:
+            parts = []
+            with open(source, "rb") as src:
+                for number, chunk in enumerate(iter(lambda: src.read(PART_BYTES), b""), start=1):
+                    answer = self.client.upload_part(**target, UploadId=upload, PartNumber=number, Body=chunk)
+                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            self.client.complete_multipart_upload(
+                **target, UploadId=upload, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+            )
+            return True
+        except BaseException as e:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.abort_multipart_upload(**target, UploadId=upload)
+            if isinstance(e, ClientError) and _code(e) in _CONDITION_FAILED:
+                return False
+            if isinstance(e, (ClientError, BotoCoreError)):
+                raise self._error(e, "write", key) from e
+            raise
 
     def create_exclusive(self, key: str, data: bytes) -> str | None:
         return self._put_if(key, data, IfNoneMatch="*")

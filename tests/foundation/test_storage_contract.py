@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ import pytest
 
 from studio.storage import UNKNOWN, FileStorage, NotFound, Storage, StorageError
 from studio.storage import fs as fs_module
+from studio.storage import s3 as s3_module
 from studio.storage.s3 import S3Storage
 
 BAD_KEYS = ["../x", "a/../../x", "a/..", "/etc/passwd", "a\\b", "a\x00b", "", "a//b", "./a", "a/./b"]
@@ -292,6 +294,48 @@ def test_a_write_never_lands_between_a_conditional_replace_s_compare_and_publish
     storage.replace_if("c/status", b"done", version)
     writer[0].join()
     assert storage.read("c/status") == b"queued"  # either it came after "done", or "done" was refused
+
+
+def test_publish_file_never_overwrites_and_one_of_many_wins(storage: Storage) -> None:
+    staged = storage.staging_path("m/weights.pt")
+    staged.write_bytes(b"first")
+    assert storage.publish_file("m/weights.pt", staged) is True
+    assert storage.read("m/weights.pt") == b"first" and not staged.exists()  # the source is used up
+    staged.write_bytes(b"second")
+    assert storage.publish_file("m/weights.pt", staged) is False
+    assert storage.read("m/weights.pt") == b"first" and not staged.exists()
+    assert keys(storage.list("m/")) == ["m/weights.pt"]  # no staged or temporary file listed
+
+    sources = [storage.staging_path(f"m/other-{i}") for i in range(6)]
+    for i, source in enumerate(sources):
+        source.write_bytes(f"publisher {i}".encode())
+    barrier = threading.Barrier(len(sources))
+
+    def publish(source: Path) -> bool:
+        barrier.wait()
+        return storage.publish_file("m/raced.pt", source)
+
+    with ThreadPoolExecutor(len(sources)) as pool:
+        results = list(pool.map(publish, sources))
+    assert results.count(True) == 1
+    assert storage.read("m/raced.pt") == f"publisher {results.index(True)}".encode()
+
+
+def test_publish_file_in_parts_never_overwrites(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over PART_BYTES S3 uploads in parts, If-None-Match on completing (5 MiB: S3's smallest part)."""
+    monkeypatch.setattr(s3_module, "PART_BYTES", 5 << 20)
+    seed = random.randrange(1 << 30)
+    print(f"seed {seed}")
+    data = random.Random(seed).randbytes((11 << 20) + 7)  # three parts, the last a short one
+    staged = storage.staging_path("m/big.pt")
+    staged.write_bytes(data)
+    assert storage.publish_file("m/big.pt", staged) is True
+    assert storage.read("m/big.pt") == data
+    staged.write_bytes(data[::-1])
+    assert storage.publish_file("m/big.pt", staged) is False
+    assert storage.read("m/big.pt") == data
+    if isinstance(storage, S3Storage):  # nothing left half uploaded
+        assert not storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads")
 
 
 @pytest.mark.parametrize("bad", BAD_KEYS)

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from server1.lifecycle.weights import Weights
 from studio.errors import ConfigError
 from studio.storage import FileStorage, open_storage
 from studio.storage import bucket_mount as bucket_mount_module
 from studio.storage.mounts import mount_of, parse_mountinfo
 from studio.storage.s3 import S3Storage
 from tests.conftest import REPO
+from tests.weights_mirror import blob, entry
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
@@ -154,3 +156,21 @@ def test_an_unknown_file_system_without_hard_links_is_found_by_the_probe(tmp_pat
     storage.check()
     assert not storage.hard_links
     assert storage.create_exclusive("u/c", b"1") and storage.create_exclusive("u/c", b"2") is None
+
+
+def test_weights_arrive_on_a_mount_alone(bucket_mount, mirror) -> None:
+    """The README's one-host default: MODELS_DIR on the mount, no S3_BUCKET. A mount has no hard links:
+    the checked download is published by an exclusive create, and never over a file already there."""
+    models = Path(bucket_mount.folder()) / "models"
+    data = blob(3 << 20, 5)
+    mirror.drop_once.add("yolov8n.pt")  # resumed from the local partial file
+    files = [entry(mirror, "yolov8n.pt", data), entry(mirror, "vit_l.pth", blob(5000, 9))]
+    models.mkdir(parents=True)
+    (models / "vit_l.pth").write_bytes(b"already here")
+    weights = Weights(str(models), files, backoff=0.01)
+    weights.ensure()
+    assert weights.health()["ok"], weights.health()
+    assert (models / "yolov8n.pt").read_bytes() == data
+    assert (models / "vit_l.pth").read_bytes() == b"already here"
+    assert sorted(os.listdir(models)) == ["vit_l.pth", "yolov8n.pt"]  # nothing staged in the bucket
+    assert [path for path, _ in mirror.requests] == ["/weights/yolov8n.pt"] * 2
