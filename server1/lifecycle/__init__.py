@@ -96,6 +96,7 @@ class Lifecycle:
         self._stopping.set()
         self.weights.stop()
         self.scheduler.stop()
+        self.watcher.stop()
 
     def notify_login(self) -> None:
         """A user logged in: bring the endpoint up."""
@@ -164,9 +165,9 @@ class Lifecycle:
                 "worker": self._status,
                 "pending": pending,
                 "endpoint": self.scaler.health() if self.scaler else None,
-                "invocations": self.watcher.health(),
             }
-        return {**self._view, "weights": self.weights.health()}
+        # Live: invocations end on the watcher's pool, weights arrive on their own thread.
+        return {**self._view, "invocations": self.watcher.health(), "weights": self.weights.health()}
 
     def _publish(self, pending: int) -> None:
         """Share the leader's view with the other processes when it changed."""

@@ -7,14 +7,20 @@ so a restarted Server1 does not invoke it again, while a job re-queued by a retr
 mtime) is invoked anew. A failed invocation is tried again later with a growing pause; the
 job protocol's claims make a duplicate harmless in the rare crash between invoking and
 writing the record.
+
+Invocations run on a small pool of their own (INVOKE_THREADS), never in the scheduler's tick:
+each may wait up to Server2's INVOCATION_WAIT_SECONDS for its job, and a burst of them inside
+the tick would outlast the scheduler's lease (docs/architecture.md "Endpoint lifecycle").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +42,7 @@ RUNTIME_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 2}, connect_timeout=5, read_timeout=INVOKE_READ_TIMEOUT
 )
 MAX_RETRY_PAUSE = 300.0
+INVOKE_THREADS = 8  # invocations in flight at once (one endpoint instance serves them together)
 
 
 class InvokeError(Exception):
@@ -123,6 +130,10 @@ class Watcher:
         self.error: str | None = None
         self._invoked: dict[tuple[str, str], float] = {}  # job -> job-file mtime it was invoked for
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # job -> (failures, retry at)
+        self._in_flight: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()  # the tick vs the pool's threads
+        self._settled = threading.Condition(self._lock)  # nothing in flight
+        self._pool = ThreadPoolExecutor(INVOKE_THREADS, thread_name_prefix="lifecycle-invoke")
 
     def scan(self) -> list[PendingJob]:
         """Every user's unfinished jobs, oldest first per user."""
@@ -141,45 +152,79 @@ class Watcher:
 
     def _forget_finished(self, scanned: set[str], pending: set[tuple[str, str]]) -> None:
         """Drop the records of jobs that finished (or were deleted) since we invoked them."""
-        for job in [j for j in self._invoked if j[0] in scanned and j not in pending]:
+        with self._lock:
+            done = [j for j in self._invoked if j[0] in scanned and j not in pending and j not in self._in_flight]
+            for job in [j for j in self._failures if j[0] in scanned and j not in pending]:
+                del self._failures[job]
+        for job in done:
             try:
                 self.storage.delete(layout.invocation(*job))
             except StorageError as e:
                 log.warning("cannot remove the invocation record of %s/%s: %s", *job, e)
                 continue
-            del self._invoked[job]
-        for job in [j for j in self._failures if j[0] in scanned and j not in pending]:
-            del self._failures[job]
+            with self._lock:
+                self._invoked.pop(job, None)
 
     def invoke(self, pending: list[PendingJob]) -> None:
-        """Invoke the endpoint for each pending job not yet invoked (or due for another try)."""
+        """Hand each pending job not yet invoked (or due for another try) to the pool; returns at once."""
         if self.invoker is None:
             return  # local mode without INFERENCE_URL: Server2's poller takes the jobs
         for job in pending:
             key = (job.user, job.image_id)
-            if self._invoked.get(key) == job.mtime:
-                continue
-            failures, retry_at = self._failures.get(key, (0, 0.0))
-            if self.clock() < retry_at:
-                continue
-            try:
-                if self._recorded(job):
-                    self._invoked[key] = job.mtime
+            with self._lock:
+                if key in self._in_flight or self._invoked.get(key) == job.mtime:
                     continue
-                self.invoker.invoke(job.user, job.image_id)
-            except (InvokeError, StorageError) as e:
+                if self.clock() < self._failures.get(key, (0, 0.0))[1]:
+                    continue
+                self._in_flight.add(key)
+            self._pool.submit(self._invoke, self.invoker, job)
+
+    def _invoke(self, invoker: Invoker, job: PendingJob) -> None:
+        """One job's invocation, on the pool."""
+        key = (job.user, job.image_id)
+        try:
+            self._invoke_once(invoker, job)
+        except Exception:  # else the pool would keep it to itself
+            log.exception("invoking %s/%s failed", *key)
+        finally:
+            with self._lock:
+                self._in_flight.discard(key)
+                if not self._in_flight:
+                    self._settled.notify_all()
+
+    def _invoke_once(self, invoker: Invoker, job: PendingJob) -> None:
+        key = (job.user, job.image_id)
+        try:
+            recorded = self._recorded(job)
+            if not recorded:
+                invoker.invoke(job.user, job.image_id)
+        except (InvokeError, StorageError) as e:
+            with self._lock:
+                failures = self._failures.get(key, (0, 0.0))[0]
                 pause = min(self.poll_seconds * 2**failures, MAX_RETRY_PAUSE)
                 self._failures[key] = (failures + 1, self.clock() + pause)
-                self._error(f"cannot invoke {self.invoker.target} for {job.user}/{job.image_id}: {e}")
-                continue
-            self.invocations += 1
+            self._error(f"cannot invoke {invoker.target} for {job.user}/{job.image_id}: {e}")
+            return
+        with self._lock:
+            if not recorded:
+                self.invocations += 1
+                self.error = None
             self._failures.pop(key, None)
             self._invoked[key] = job.mtime
-            self.error = None
+        if not recorded:  # still in flight: _forget_finished leaves the record alone until it is written
             try:
                 self.storage.write_json(layout.invocation(*key), {"mtime": job.mtime, "invoked_at": iso(self.clock())})
             except StorageError as e:
                 log.warning("cannot record the invocation of %s/%s: %s", *key, e)
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until no invocation is in flight (tests and the simulation step through time)."""
+        with self._settled:
+            return self._settled.wait_for(lambda: not self._in_flight, timeout)
+
+    def stop(self) -> None:
+        """Drop the invocations not yet started; those under way end with their requests."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _recorded(self, job: PendingJob) -> bool:
         """Was this job (this version of its file) invoked before, maybe by an earlier process?"""

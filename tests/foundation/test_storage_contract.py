@@ -321,11 +321,9 @@ def test_publish_file_never_overwrites_and_one_of_many_wins(storage: Storage) ->
     assert storage.read("m/raced.pt") == f"publisher {results.index(True)}".encode()
 
 
-def test_publish_file_in_parts_never_overwrites(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_file_in_parts_never_overwrites(storage: Storage, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     """Over PART_BYTES S3 uploads in parts, If-None-Match on completing (5 MiB: S3's smallest part)."""
     monkeypatch.setattr(s3_module, "PART_BYTES", 5 << 20)
-    seed = random.randrange(1 << 30)
-    print(f"seed {seed}")
     data = random.Random(seed).randbytes((11 << 20) + 7)  # three parts, the last a short one
     staged = storage.staging_path("m/big.pt")
     staged.write_bytes(data)

@@ -38,6 +38,7 @@ class Recorder:
 
     url: str = ""
     calls: list[dict] = field(default_factory=list)
+    gate: threading.Event = field(default_factory=threading.Event)  # cleared: answers wait for the test
     failed: int = 0
     fail: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +50,7 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
     rec = Recorder()
+    rec.gate.set()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -63,6 +65,7 @@ def recorder() -> Iterator[Recorder]:
                     rec.failed += 1
                 else:
                     rec.calls.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+            rec.gate.wait()
             if failing:
                 self.send_response(500)
                 self.send_header("x-amzn-ErrorType", "InternalFailure")
@@ -78,6 +81,7 @@ def recorder() -> Iterator[Recorder]:
     server = _serve(Handler)
     rec.url = f"http://127.0.0.1:{server.server_port}"
     yield rec
+    rec.gate.set()
     server.shutdown()
 
 

@@ -51,4 +51,6 @@ def run_for(life: Lifecycle, clock: Clock, seconds: float) -> None:
     end = clock.now + seconds
     while clock.now < end:
         life.lease.hold()
-        clock.advance(min(life.tick(), end - clock.now) or 1e-3)
+        delay = life.tick()
+        life.watcher.settle()  # the invocations it started (on the watcher's pool) are over
+        clock.advance(min(delay, end - clock.now) or 1e-3)

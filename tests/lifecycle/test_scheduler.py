@@ -7,10 +7,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
+from server1.lifecycle import Lifecycle, LifecycleConfig
 from server1.lifecycle.scheduler import Lease
-from tests.conftest import REPO
+from server1.lifecycle.watcher import INVOKE_THREADS
+from studio import layout
+from studio.storage import FileStorage
+from tests.conftest import REPO, wait_for
 from tests.lifecycle.support import Clock
 
 # Long enough that a leader starved of CPU for a moment still renews in time (it renews every
@@ -92,3 +97,41 @@ def test_two_processes_run_one_scheduler_and_a_standby_takes_over(tmp_path):
             if p.poll() is None:
                 p.kill()
             p.wait(10)
+
+
+def test_a_burst_of_slow_invocations_never_costs_the_leader_its_lease(tmp_path, recorder):
+    """20 photos at once and an endpoint that holds every request until the test lets go (as Server2
+    holds /invocations up to INVOCATION_WAIT_SECONDS): the tick must not wait for them, so the leader
+    renews its lease all along and the standby never leads."""
+    storage = FileStorage(tmp_path / "shared")
+    photos = [f"p{i:02d}" for i in range(20)]
+    for image_id in photos:
+        storage.write(layout.resized("alice", image_id), b"\x89PNG")
+    config = LifecycleConfig(
+        models_dir=str(tmp_path / "models"), skip_model_download=True, inference_url=recorder.url, poll_seconds=0.1
+    )
+    leader, standby = (Lifecycle(storage, ["alice"], config=config, lease_seconds=LEASE) for _ in range(2))
+    standby_led = threading.Event()
+    standby.scheduler.on_lead = standby_led.set
+
+    def lease() -> dict:
+        return storage.read_json(leader.lease.key)
+
+    recorder.gate.clear()
+    try:
+        leader.start()
+        wait_for(lambda: leader.lease.held, "the first process to lead")
+        standby.start()
+        wait_for(lambda: recorder.calls, "the first invocation to reach the endpoint")
+        held_until = lease()["expires_at"]
+        # Renewed after the lease held when the endpoint stopped answering would have run out.
+        wait_for(lambda: lease()["owner"] != leader.owner or lease()["expires_at"] > held_until + LEASE, "a renewal")
+        assert lease()["owner"] == leader.owner and leader.health()["role"] == "leader"
+        assert len(recorder.calls) == INVOKE_THREADS  # as many in flight as the pool has threads
+    finally:
+        recorder.gate.set()
+    wait_for(lambda: len(recorder.calls) == len(photos), "every photo's invocation")
+    assert sorted(recorder.jobs()) == [("alice", image_id) for image_id in photos]  # each once
+    assert lease()["owner"] == leader.owner and not standby_led.is_set()
+    for life in (leader, standby):
+        life.stop()

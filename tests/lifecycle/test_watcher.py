@@ -73,6 +73,7 @@ def test_a_failed_invocation_is_made_again_later(storage, clock, tmp_path, sagem
     add_job(storage, "alice", "x")
     life = lifecycle(storage, clock, tmp_path, sagemaker_client=sagemaker, endpoint=endpoint)
     life.tick()
+    life.watcher.settle()
     assert runtime_at.failed == 3 and runtime_at.calls == []
     assert "cannot invoke endpoint" in life.health()["invocations"]["error"]
     run_for(life, clock, 120)
