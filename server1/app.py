@@ -1,8 +1,11 @@
-"""The app factory: configuration, extensions, blueprints, security headers, error pages."""
+"""The app factory: configuration, extensions, blueprints, security headers, error pages.
+
+create_app builds the app and starts nothing; the entry points start and stop its background work
+with start_background / stop_background (gunicorn's hooks in server1/gunicorn.conf.py, which
+`python -m server1` and `make run` use too; docs/architecture.md "Start and stop")."""
 
 from __future__ import annotations
 
-import atexit
 import logging
 import secrets
 import socket
@@ -47,7 +50,9 @@ def secret_key(storage: Storage, configured: str | None) -> str:
 
 
 def create_app(config: dict | None = None) -> Flask:
-    """Server1. config overrides the environment (see server1.appconfig); ConfigError when unusable."""
+    """Server1. config overrides the environment (see server1.appconfig); ConfigError when unusable.
+    Checks SHARED_DIR and reads (on the very first start creates) the stored secret key: the app cannot
+    work without either. Starts no thread and registers nothing to run at exit."""
     settings = appconfig.load(config)
     storage = open_storage(settings["SHARED_DIR"])
     app = Flask("server1")
@@ -86,12 +91,22 @@ def create_app(config: dict | None = None) -> Flask:
         app.register_blueprint(blueprint)
     _add_headers(app)
     _add_error_handlers(app)
-
-    if settings["START_BACKGROUND"]:
-        lifecycle.start()
-        atexit.register(lifecycle.stop)
-    atexit.register(hub.stop)
     return app
+
+
+def start_background(app: Flask) -> None:
+    """In the process that serves app: the lifecycle's threads (model weights, the scheduler), unless
+    START_BACKGROUND is off."""
+    if app.config["START_BACKGROUND"]:
+        app.extensions["server1"].lifecycle.start()
+
+
+def stop_background(app: Flask) -> None:
+    """End the open event streams, stop the lifecycle's threads and release the scheduler lease, so the
+    next Server1 leads at its first look instead of waiting for the lease to run out."""
+    found = app.extensions["server1"]
+    found.events.stop()
+    found.lifecycle.stop()
 
 
 def _add_headers(app: Flask) -> None:

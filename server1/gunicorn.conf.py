@@ -43,9 +43,13 @@ def on_starting(server: object) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    """SIGTERM (ECS stopping the task, Ctrl-C of `make run`, a deploy): besides gunicorn's own
+    """The worker has built the app (create_app starts nothing): start its background work here.
+    SIGTERM (ECS stopping the task, Ctrl-C of `make run`, a deploy): besides gunicorn's own
     graceful stop, end the open event streams at once (else each holds the worker until
     graceful_timeout); browsers reconnect to the next Server1 by themselves."""
+    from server1.app import start_background
+
+    start_background(worker.wsgi)  # type: ignore[attr-defined]
     graceful_exit = worker.handle_exit  # type: ignore[attr-defined]
 
     def handle_exit(sig: int, frame: object) -> None:
@@ -57,20 +61,12 @@ def post_worker_init(worker: object) -> None:
 
 
 def worker_exit(server: object, worker: object) -> None:
-    """The worker is leaving: stop the lifecycle's threads and release the scheduler lease, so
-    the next Server1 leads at its first look instead of waiting for the lease to run out."""
-    found = _services(worker)
-    if found is not None:
-        found.events.stop()
-        found.lifecycle.stop()
+    """The worker is leaving: server1.app.stop_background."""
+    from server1.app import stop_background
+
+    if getattr(worker, "wsgi", None) is not None:  # None: it failed before the app was built
+        stop_background(worker.wsgi)  # type: ignore[attr-defined]
 
 
 def _stop_events(worker: object) -> None:
-    found = _services(worker)
-    if found is not None:
-        found.events.stop()
-
-
-def _services(worker: object):  # noqa: ANN202 - server1.services.Services, imported lazily
-    app = getattr(worker, "wsgi", None)
-    return app.extensions["server1"] if app is not None else None
+    worker.wsgi.extensions["server1"].events.stop()  # type: ignore[attr-defined]

@@ -18,10 +18,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from studio import image_files, layout
+
+if TYPE_CHECKING:
+    from server2.models import ModelSet
 
 INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 
@@ -45,7 +49,7 @@ def resized(original: Image.Image) -> Image.Image:
     return work
 
 
-def write_result(folder: Path, path: Path, original: Image.Image, result: object, models: object) -> dict:
+def write_result(folder: Path, path: Path, original: Image.Image, result: object, models: ModelSet) -> dict:
     """mask-<n>.png, clipping-<n>.png and result.json into folder (written under .part names, then renamed)."""
     from server2.pipeline.clippings import full_mask
 

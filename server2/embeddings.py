@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from studio import layout
 from studio.jobs import Claim
 from studio.modelfiles import sam_file
 from studio.storage import Storage
+
+if TYPE_CHECKING:
+    from server2.models import ModelSet
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,7 @@ def ensure_decoder(storage: Storage, sam: torch.nn.Module, digest: str) -> str:
         return key
 
 
-def prepare(storage: Storage, models: object, result: object) -> dict | None:
+def prepare(storage: Storage, models: ModelSet, result: object) -> dict | None:
     """The status record's "embedding" for a SAM result (None for others), its decoder exported first.
 
     Called before the job's outputs are staged, outside the worker's claim lock: hashing a checkpoint

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 # Before ultralytics is imported: no DNS probes, analytics or asset (font) downloads; the network may be closed.
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -369,3 +370,19 @@ class Models:
             self.choice.sam,
         )
         return self.choice.sam, self.sam[self.choice.sam]
+
+
+class ModelSet(Protocol):
+    """The loaded models as the pipeline, embeddings, the worker and the CLI use them: Models, or a
+    stand-in with the same fields (docs/architecture.md "Models")."""
+
+    device: str
+    folder: Path
+    sam: dict[str, torch.nn.Module]
+    detect: DetectModel
+    segment: DetectModel | None
+    matte: MatteModel
+
+    def describe(self) -> dict: ...
+
+    def sam_for(self, model_type: str) -> tuple[str, torch.nn.Module]: ...

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ultralytics.utils import patches as ultralytics_patches
 
 from server2 import embeddings, pipeline
-from server2.models import Models
+from server2.models import ModelSet
 from server2.outcome import Outcome
 from studio import image_files, layout, settings
 from studio.jobs import FINAL, Claim, Jobs
@@ -54,7 +54,7 @@ def open_image(data: bytes, name: str) -> Image.Image:
 
 
 class Worker:
-    def __init__(self, storage: Storage, jobs: Jobs, models: Models) -> None:
+    def __init__(self, storage: Storage, jobs: Jobs, models: ModelSet) -> None:
         self.storage = storage
         self.jobs = jobs
         self.models = models

@@ -17,12 +17,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from server2.pipeline import classify, clippings, detect, masks, matte, refine, sam
 from studio.settings import DEFAULTS
+
+if TYPE_CHECKING:  # torch and every model library: only the type here
+    from server2.models import ModelSet
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ def cpu_limits(settings: dict) -> dict:
 
 
 def segment(
-    models: object,
+    models: ModelSet,
     resized: Image.Image,
     original: Image.Image,
     settings: dict,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from server2.models import ModelSet
 
 NEGATIVE_LABELS = {"person"}
 CONFIDENCE = 0.25
@@ -75,7 +79,7 @@ def merge(found: list[Detection]) -> list[Detection]:
     return kept
 
 
-def run_yolo(models: object, image: Image.Image) -> dict[str, list[Detection]]:
+def run_yolo(models: ModelSet, image: Image.Image) -> dict[str, list[Detection]]:
     """The YOLO models on the image: {"seg": [...] (when that model is loaded), "det": [...]}."""
     rgb = image.convert("RGB")
     pairs = (("seg", models.segment), ("det", models.detect))

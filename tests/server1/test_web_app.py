@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -16,10 +17,12 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from server1 import create_app
+from server1.app import start_background, stop_background
 from studio import layout
 from studio.errors import ConfigError
 from studio.jobs import Jobs
 from studio.storage import FileStorage, open_storage
+from tests.conftest import wait_for
 from tests.server1.support import USERS, csrf_of, encode, finish_job, photo, png_bomb, samples
 
 PUBLIC = {"auth.login", "pages.healthz", "static"}
@@ -104,6 +107,28 @@ def test_refuses_to_start_without_a_login(shared: str, monkeypatch: pytest.Monke
     monkeypatch.setenv("MAX_UPLOAD_MB", "lots")
     with pytest.raises(ConfigError, match="MAX_UPLOAD_MB must be a number"):
         create_app({"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": False})
+
+
+def test_create_app_starts_no_thread_and_registers_no_exit_handler(
+    shared: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flask's factory pattern: create_app builds; the entry point (gunicorn's post_worker_init) starts."""
+    registered: list[tuple] = []
+    monkeypatch.setattr(atexit, "register", lambda *args, **kwargs: registered.append(args))
+    config = {"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": True, "SECRET_KEY": "k" * 40}
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("SKIP_MODEL_DOWNLOAD", "1")
+    before = set(threading.enumerate())
+    apps = [create_app(dict(config)) for _ in range(2)]
+    started = [t for t in threading.enumerate() if t not in before]
+    for thread in started:  # only the rate limiter's one-shot 10 ms expiry timer, which ends by itself
+        thread.join(30)
+    assert [t.name for t in started if t.is_alive()] == [] and registered == []
+    start_background(apps[0])
+    lifecycle = apps[0].extensions["server1"].lifecycle
+    wait_for(lambda: lifecycle.lease.held, "the started app's scheduler to lead")
+    stop_background(apps[0])
+    assert not lifecycle.lease.held and registered == []
 
 
 def test_secret_key_is_generated_once_and_kept(shared: str) -> None:
