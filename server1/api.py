@@ -3,8 +3,10 @@
 GET  /api/images                 {"images": [{"id", "name", "created_at", "status": {"state", "error", "attempts",
                                   "updated_at"}, "original_url", "thumb_url", "clippings": [{"name", "url",
                                   "thumb_url"}], "zip_url"}]}   newest first; clippings largest first
-GET  /api/settings               {"settings", "defaults", "choices", "ranges", "models" (configured, by role)}
-POST /api/settings               JSON object of changes -> {"settings"}; 400 {"error", "errors": {field: why}}
+GET  /api/settings               {"settings", "defaults", "choices", "ranges", "models" (configured, by role),
+                                  "sam_weights" (the chosen SAM's download, null once its weights are there)}
+POST /api/settings               JSON object of changes -> {"settings", "sam_weights"}, and the chosen SAM's
+                                  weights are fetched if missing; 400 {"error", "errors": {field: why}}
 POST /api/images/<id>/retry      failed/done images only -> {"retried": id}; 409 otherwise
 DELETE /api/images/<id>          -> {"deleted": id}
 POST /api/clear                  every image of the user (settings kept) -> {"deleted": count}
@@ -44,12 +46,14 @@ def images() -> Response:
 @bp.get("/settings")
 def get_settings() -> Response:
     ranges = {**settings.INT_RANGES, **settings.FLOAT_RANGES}
+    stored = settings.load(services().storage, current_user())
     return jsonify(
-        settings=settings.load(services().storage, current_user()),
+        settings=stored,
         defaults=settings.DEFAULTS,
         choices=settings.CHOICES,
         ranges=ranges,
         models=modelfiles.in_use(),
+        sam_weights=_sam_weights(stored["model_type"]),
     )
 
 
@@ -62,7 +66,19 @@ def save_settings() -> Response | tuple[Response, int]:
         merged = settings.save(services().storage, current_user(), changes)
     except settings.InvalidSettings as e:
         return json_error(f"invalid settings: {e}", 400, errors=e.errors)
-    return jsonify(settings=merged)
+    services().lifecycle.want_sam(merged["model_type"])
+    return jsonify(settings=merged, sam_weights=_sam_weights(merged["model_type"]))
+
+
+def _sam_weights(model_type: str) -> dict | None:
+    """{"model", "state", "percent", "error"} while a SAM's weights are not there (queued: not yet
+    listed by the leader; unchecked, checking, downloading, failed, missing), else None."""
+    found = services().lifecycle.weights_state(modelfiles.sam_file(model_type)) or {"state": "queued", "error": None}
+    if found["state"] == "present":
+        return None
+    received, size = found.get("received"), found.get("size")
+    percent = int(100 * received / size) if isinstance(received, int) and isinstance(size, int) and size else None
+    return {"model": model_type, "state": found["state"], "percent": percent, "error": found.get("error")}
 
 
 @bp.post("/images/<image_id>/retry")

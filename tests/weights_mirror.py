@@ -17,6 +17,7 @@ class Mirror:
     url: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
     drop_once: set[str] = field(default_factory=set)  # close the connection halfway, once
+    hold: dict[str, threading.Event] = field(default_factory=dict)  # send half, then wait for the test
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
 
 
@@ -56,6 +57,11 @@ def serving_mirror() -> Iterator[Mirror]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if name in m.hold:
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                m.hold[name].wait()
+                body = body[len(body) // 2 :]
             self.wfile.write(body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -63,6 +69,8 @@ def serving_mirror() -> Iterator[Mirror]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     m.url = f"http://127.0.0.1:{server.server_port}"
     yield m
+    for held in m.hold.values():
+        held.set()
     server.shutdown()
 
 

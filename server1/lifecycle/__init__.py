@@ -26,8 +26,9 @@ from server1.lifecycle.config import LifecycleConfig
 from server1.lifecycle.scaler import Scaler
 from server1.lifecycle.scheduler import Lease, Scheduler
 from server1.lifecycle.watcher import HttpInvoker, Invoker, SageMakerInvoker, Watcher
-from server1.lifecycle.weights import Weights, model_files, settings_sam_sizes
+from server1.lifecycle.weights import ModelFile, Weights, model_files, settings_sam_sizes
 from studio import layout, sagemaker
+from studio.errors import ConfigError
 from studio.jobs import iso
 from studio.storage import Storage, StorageError
 
@@ -39,6 +40,7 @@ IDLE_POLL_FACTOR = 4
 MAX_WARMING_SECONDS = 1800.0
 NUDGE_SECONDS = 600.0  # how long a standby process keeps asking for the GPU after a login/upload
 STATUS_CACHE_SECONDS = 2.0
+SETTINGS_SCAN_SECONDS = 60.0  # the leader's look for SAM sizes picked in the settings through another process
 
 
 class Lifecycle:
@@ -58,11 +60,7 @@ class Lifecycle:
         self.config = cfg = config or LifecycleConfig.from_env()
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.weights = Weights(
-            cfg.models_dir,
-            model_files(cfg.model_manifest, cfg.model_base_url, settings_sam_sizes(storage, users)),
-            cfg.skip_model_download,
-        )
+        self.weights = Weights(cfg.models_dir, self._model_files(), cfg.skip_model_download)
         self.scaler: Scaler | None = None
         invoker: Invoker | None = None
         self.endpoint_api = sagemaker.endpoint_api(cfg.endpoint, cfg.inference_component, cfg.variant, sagemaker_client)
@@ -73,7 +71,8 @@ class Lifecycle:
             invoker = HttpInvoker(cfg.inference_url)
         self.watcher = Watcher(storage, users, invoker, clock, cfg.poll_seconds)
         self.lease = Lease(storage, self.owner, lease_seconds, clock)
-        self.scheduler = Scheduler(self.lease, self.tick, self.weights.start, lease_seconds / 2)
+        self.scheduler = Scheduler(self.lease, self.tick, self._lead, lease_seconds / 2)
+        self._settings_scan_at = 0.0  # when the leader next looks for SAM sizes picked in other processes
         self._status_key = layout.system("lifecycle-status.json")
         self._last_active: float | None = None
         self._login_lock = threading.Lock()  # notify_login (request threads) vs tick (scheduler)
@@ -108,6 +107,17 @@ class Lifecycle:
         """A new job was just written: look at the queue now rather than at the next poll."""
         self._wake()
 
+    def want_sam(self, size: str) -> None:
+        """A user saved the settings with this SAM: the leader fetches its weights now if missing (a
+        standby's save reaches the leader's next look at the settings, SETTINGS_SCAN_SECONDS)."""
+        if self.lease.held:
+            self.weights.want(self._model_files({size}))
+
+    def weights_state(self, name: str) -> dict | None:
+        """One model file's state ({"state", "error", "received", "size"}), None while not listed."""
+        files = self.health().get("weights", {}).get("files", {})
+        return files.get(name) if isinstance(files, dict) else None
+
     def worker_status(self) -> str:
         """'off' | 'starting' | 'ready' | 'busy' — shown in the UI header."""
         if self.lease.held:
@@ -121,10 +131,27 @@ class Lifecycle:
         return {"role": "standby", **self._shared()}
 
     # -- the leader's work ----------------------------------------------------------------
+    def _model_files(self, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[ModelFile]:
+        return model_files(self.config.model_manifest, self.config.model_base_url, sam_sizes)
+
+    def _lead(self) -> None:
+        """This process leads now: check and fetch the weights, the users' SAM sizes among them."""
+        self._scan_settings()
+        self.weights.start()
+
+    def _scan_settings(self) -> None:
+        self._settings_scan_at = self.clock() + SETTINGS_SCAN_SECONDS
+        try:
+            self.weights.want(self._model_files(settings_sam_sizes(self.storage, self.users)))
+        except ConfigError as e:  # MODEL_MANIFEST changed since start-up
+            log.error("model weights: %s", e)
+
     def tick(self) -> float:
         """One round; returns the seconds until the next."""
         cfg = self.config
         now = self.clock()
+        if now >= self._settings_scan_at:
+            self._scan_settings()
         pending = self.watcher.scan()
         with self._login_lock:
             login_at, self._login_at = self._login_at, None

@@ -111,7 +111,8 @@ def _safe_url(url: str) -> str:
 
 
 class Weights:
-    """ensure() checks and fetches every file; run it with start() in a background thread."""
+    """ensure() checks and fetches every file; start() runs it in a background thread, and want() adds
+    files later (a SAM size picked in the settings), fetched by that thread (started again if it ended)."""
 
     def __init__(
         self,
@@ -123,39 +124,69 @@ class Weights:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.models_dir = models_dir
-        self.files = files
+        self.files: list[ModelFile] = []
         self.skip_download = skip_download
         self.attempts = attempts
         self.backoff = backoff
         self.sleep = sleep
         self.session = requests.Session()
-        self.state: dict[str, dict] = {f.name: {"state": "unchecked", "error": None} for f in files}
+        self.state: dict[str, dict] = {}
+        self._lock = threading.Lock()  # files, state and the thread: want() comes from other threads
         self._thread: threading.Thread | None = None
+        self._started = False
         self._stop = threading.Event()
+        self.want(files)
 
     def start(self) -> None:
-        if self._thread is None:
+        with self._lock:
+            self._started = True
+            self._run()
+
+    def want(self, files: list[ModelFile]) -> None:
+        """Add files not yet listed (and try a failed one again); fetched once start() was called."""
+        with self._lock:
+            for f in files:
+                if f.name not in self.state:
+                    self.files.append(f)
+                elif self.state[f.name]["state"] != "failed":
+                    continue
+                self.state[f.name] = {"state": "unchecked", "error": None}
+            if self._started:
+                self._run()
+
+    def _run(self) -> None:
+        """Under the lock: a thread for the unchecked files unless one runs (it clears _thread under the lock)."""
+        if self._thread is None and any(s["state"] == "unchecked" for s in self.state.values()):
             self._thread = threading.Thread(target=self.ensure, name="model-weights", daemon=True)
             self._thread.start()
+
+    def _next(self) -> ModelFile | None:
+        """The next unchecked file; None ends the thread (cleared in the same lock as want() looks)."""
+        with self._lock:
+            found = next((f for f in self.files if self.state[f.name]["state"] == "unchecked"), None)
+            if found is None or self._stop.is_set():
+                self._thread = None
+                return None
+            self._set(found.name, "checking")
+            return found
 
     def stop(self) -> None:
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     def ensure(self) -> None:
         try:
             storage = open_storage(self.models_dir)
         except ConfigError as e:
-            for name in self.state:
-                self._set(name, "failed", f"MODELS_DIR unusable: {e}")
+            while (f := self._next()) is not None:
+                self._set(f.name, "failed", f"MODELS_DIR unusable: {e}")
             log.error("model weights: MODELS_DIR %s is unusable: %s", self.models_dir, e)
             return
-        for f in self.files:
-            if self._stop.is_set():
-                return
+        while (f := self._next()) is not None:
             try:
                 if storage.exists(f.name):
                     self._set(f.name, "present")
@@ -163,15 +194,16 @@ class Weights:
                     self._set(f.name, "missing", "not present and SKIP_MODEL_DOWNLOAD=1")
                     log.warning("model weights: %s is missing from %s (SKIP_MODEL_DOWNLOAD=1)", f.name, storage.root)
                 else:
-                    self._set(f.name, "downloading")
+                    self._set(f.name, "downloading", received=0, size=f.size)
                     self._fetch(storage, f)
                     self._set(f.name, "present")
             except (DownloadError, StorageError) as e:
                 self._set(f.name, "failed", str(e))
                 log.error("model weights: %s", e)
 
-    def _set(self, name: str, state: str, error: str | None = None) -> None:
-        self.state[name] = {"state": state, "error": error}
+    def _set(self, name: str, state: str, error: str | None = None, **progress: int | None) -> None:
+        """progress: received and size (bytes; size None when unknown) while downloading."""
+        self.state[name] = {"state": state, "error": error, **progress}
 
     def _fetch(self, storage: Storage, f: ModelFile) -> None:
         part = storage.staging_path(f.name)
@@ -226,6 +258,7 @@ class Weights:
                     raise _Retry("stopped")
                 out.write(chunk)
                 have += len(chunk)
+                self._set(name, "downloading", received=have, size=total)
                 now = time.monotonic()
                 if now - last >= PROGRESS_SECONDS:
                     last = now
@@ -258,8 +291,7 @@ class Weights:
             log.info("model weights: %s appeared meanwhile; keeping that one", name)
 
     def health(self) -> dict:
-        return {
-            "models_dir": self.models_dir,
-            "ok": all(s["state"] == "present" for s in self.state.values()),
-            "files": dict(self.state),
-        }
+        with self._lock:  # want() may be adding files
+            files = {name: dict(state) for name, state in self.state.items()}
+        ok = all(s["state"] == "present" for s in files.values())
+        return {"models_dir": self.models_dir, "ok": ok, "files": files}

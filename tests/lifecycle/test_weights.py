@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
 import boto3
 import pytest
 
+from server1 import create_app
+from server1.app import start_background, stop_background
 from server1.lifecycle import Lifecycle
 from server1.lifecycle.config import LifecycleConfig
 from server1.lifecycle.weights import ModelFile, Weights, model_files, read_manifest, settings_sam_sizes
 from studio import layout, modelfiles, settings
 from studio.errors import ConfigError
 from studio.storage import FileStorage
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
+from tests.server1.support import USERS, csrf_of
 from tests.weights_mirror import blob, entry
 
 
@@ -211,3 +215,38 @@ def test_the_settings_page_names_the_models_in_use(monkeypatch):
     assert modelfiles.in_use() == {
         "error": "MATTE_MODEL must be one of " + ", ".join(modelfiles.MATTE) + ", got 'nope'"
     }
+
+
+def test_a_sam_picked_in_the_settings_is_fetched_at_once_and_its_download_shown(tmp_path, mirror, monkeypatch):
+    """No restart: saving the settings starts the download, and /api/settings (the settings page) shows
+    its progress until the weights are there."""
+    for name in MODEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in model_files(None, None):  # the configured models are there already
+        (models / f.name).write_bytes(b"present")
+    data = blob(4 << 20, 11)
+    mirror.files["vit_h.pth"] = data
+    mirror.hold["vit_h.pth"] = threading.Event()  # half of it, then wait for the test
+    monkeypatch.setenv("MODELS_DIR", str(models))
+    monkeypatch.setenv("MODEL_BASE_URL", f"{mirror.url}/weights")
+    app = create_app({"SHARED_DIR": str(tmp_path / "shared"), "USERS": dict(USERS), "SECRET_KEY": "k" * 40})
+    start_background(app)
+    life = app.extensions["server1"].lifecycle
+    try:
+        wait_for(lambda: life.lease.held and life.weights.health()["ok"], "the configured weights checked")
+        client = app.test_client()
+        token = csrf_of(client.get("/login").text)
+        client.post("/login", data={"username": "alice", "password": USERS["alice"], "csrf_token": token})
+        client.environ_base["HTTP_X_CSRFTOKEN"] = csrf_of(client.get("/").text)
+        saved = client.post("/api/settings", json={"model_type": "vit_h"})
+        assert saved.status_code == 200 and saved.json["sam_weights"]["model"] == "vit_h"
+        half = {"model": "vit_h", "state": "downloading", "percent": 50, "error": None}
+        wait_for(lambda: client.get("/api/settings").json["sam_weights"] == half, "vit_h downloading, 50 %")
+        mirror.hold["vit_h.pth"].set()
+        wait_for(lambda: client.get("/api/settings").json["sam_weights"] is None, "vit_h's weights there")
+        assert (models / "vit_h.pth").read_bytes() == data
+    finally:
+        mirror.hold["vit_h.pth"].set()
+        stop_background(app)

@@ -5,6 +5,8 @@ import { wireDialog } from './ui.js';
 
 const dialog = () => document.getElementById('settings');
 const form = () => document.getElementById('settings-form');
+const WEIGHTS_POLL_MS = 2000;
+let weightsTimer = null;
 
 export function initSettings() {
   wireDialog(dialog());
@@ -20,6 +22,7 @@ async function openSettings() {
     const data = await api('GET', '/api/settings');
     fill(data.settings ?? data);
     showModels(data.models);
+    showSamWeights(data.sam_weights);
   } catch (error) {
     showError(`Could not load your settings: ${error.message}`);
   }
@@ -37,6 +40,28 @@ function showModels(models) {
   if (!models) line.textContent = '';
   else if (models.error) line.textContent = `Models: ${models.error}`;
   else line.textContent = `Models in use: SAM ${models.sam}, detection ${models.detect}, cut-out ${models.matte}.`;
+}
+
+// The chosen SAM's weights until they are there ("downloading vit_h, 40 %"); looked at again meanwhile.
+function showSamWeights(weights) {
+  const line = document.getElementById('settings-sam-weights');
+  clearTimeout(weightsTimer);
+  line.hidden = !weights;
+  if (!weights) return;
+  const { model, state, percent, error } = weights;
+  if (state === 'downloading') line.textContent = `downloading ${model}${percent === null ? '' : `, ${percent} %`}`;
+  else if (state === 'failed' || state === 'missing') line.textContent = `${model} is not available: ${error}`;
+  else line.textContent = `${model}: waiting for its download`;
+  if (state !== 'failed' && state !== 'missing') weightsTimer = setTimeout(refreshSamWeights, WEIGHTS_POLL_MS);
+}
+
+async function refreshSamWeights() {
+  if (!dialog().open) return;
+  try {
+    showSamWeights((await api('GET', '/api/settings')).sam_weights);
+  } catch {
+    weightsTimer = setTimeout(refreshSamWeights, WEIGHTS_POLL_MS);
+  }
 }
 
 function collect() {
@@ -59,6 +84,7 @@ async function saveSettings(event) {
   try {
     const data = await api('POST', '/api/settings', collect());
     fill(data.settings ?? data);
+    showSamWeights(data.sam_weights);
     document.getElementById('settings-saved').textContent = 'Settings saved.';
   } catch (error) {
     const errors = error.body?.errors;
