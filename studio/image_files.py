@@ -109,8 +109,11 @@ def delete_outputs(storage: Storage, user: str, image_id: str) -> None:
 
 
 def delete(storage: Storage, user: str, image_id: str) -> None:
-    """Remove every file of the image, the job file first so no worker picks it up again."""
-    for folder in layout.image_folders(user):  # resized/ comes before the outputs
+    """Remove every file of the image: the job file first so no worker picks it up again, then the status
+    record, so an editor save still running fails to record its new clipping (and removes it) rather than
+    adding a file after the listings below; then the rest, staging last."""
+    first = [layout.resized_dir(user), layout.output_dir(user, "status")]
+    for folder in first + [f for f in layout.image_folders(user) if f not in first]:
         _delete(storage, files(storage, user, image_id, folder))
     storage.delete_prefix(layout.staging_dir(user, image_id))
 
