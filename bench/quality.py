@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-MODES = ("birefnet", "auto", "sam")
+MODES = ("matte", "auto", "sam")
 BIG = 0.01  # "big" objects cover at least this share of their photo
 ROW = 180  # contact sheet row height
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")

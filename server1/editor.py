@@ -133,9 +133,10 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
         message = "Click the object to cut it out."
     elif state == "done" and record.get("method") == "sam":
         message = "This photo was processed before editing existed: retry it once and it can be edited."
-    elif state == "done":
+    elif state == "done":  # the matte path: method "matte", or "birefnet" in records written before
+        model = f" ({record['model']})" if record.get("model") else ""
         message = (
-            f"This photo was cut out with {record.get('method', 'another method')}, which keeps no SAM embedding:"
+            f"This photo was cut out with the matting model{model}, which keeps no SAM embedding:"
             " set the mode to SAM in the settings and retry it to click-cut here."
         )
     else:

@@ -1,6 +1,6 @@
 """`python -m server2 segment`: Server2's pipeline on local files, like rembg's command line.
 
-    python -m server2 segment [--mode auto|sam|birefnet] [--models DIR] --out OUT INPUT...
+    python -m server2 segment [--mode auto|sam|matte] [--models DIR] --out OUT INPUT...
 
 For each input (a file, or every image in a folder) OUT/<stem>/ gets mask-<n>.png (8-bit 0/255 at the
 input's full size, one per clipping, largest first), clipping-<n>.png (RGBA, as in the album) and
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from studio import image_files, layout
+from studio import image_files, layout, settings
 
 INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 
@@ -74,7 +74,8 @@ def write_result(folder: Path, path: Path, original: Image.Image, result: object
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server2 segment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("auto", "sam", "birefnet"), default="auto")
+    mode = settings.CHOICES["mode"]
+    parser.add_argument("--mode", choices=mode, default="auto", type=lambda v: settings.ALIASES["mode"].get(v, v))
     parser.add_argument("--models", default=os.environ.get("MODELS_DIR", "models"), help="weights folder")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=os.environ.get("DEVICE", "auto"))
     parser.add_argument("--out", required=True, help="output folder")
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = pick_device(args.device)
         choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: SAM vit_b unless SAM_MODEL says
-        models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "birefnet")
+        models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "matte")
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
         return 2

@@ -112,6 +112,7 @@ class Worker:
                 fields = {
                     "clippings": names,
                     "method": result.method,
+                    "model": result.model_type or self.models.matte.name,  # SAM's size, or the matting model's name
                     "timings": {k: round(v, 4) for k, v in timings.items()},
                     "width": original.width,
                     "height": original.height,

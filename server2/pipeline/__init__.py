@@ -4,10 +4,10 @@
                                 largest mask                                   \\
                      -> (drawing) matte, split per YOLO box (pipeline/matte.py) -> keep masks -> clippings
 
-settings["mode"] (auto | sam | birefnet) overrides the classification; "birefnet" is the matte path with
-whichever matting model MATTE_MODEL names. Without a GPU the SAM generator is limited (CPU_LIMITS).
-Masks are at the resized image's size; clippings are cut from the original. The keyword flags exist for
-the benchmark's naive baseline.
+settings["mode"] (auto | sam | matte) overrides the classification; "matte" is the matte path with
+whichever matting model MATTE_MODEL names (studio.settings accepts the old name "birefnet" for it).
+Without a GPU the SAM generator is limited (CPU_LIMITS). Masks are at the resized image's size;
+clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ class Clipping:
 
 @dataclass
 class Result:
-    method: str  # "sam" | "birefnet"
+    method: str  # "sam" | "matte"
     masks: list[np.ndarray]  # bool HxW at the resized image's size, largest first
     clippings: list[Clipping]  # largest first, at most settings["max_clippings"]
     points: dict  # JSON-able: {"points": [[x, y]], "labels": [1|0], "boxes": [{"box", "label", "score", "source"}]}
     boxes: dict[str, Image.Image]  # suffix ("det", "seg") -> debug image of that YOLO model's boxes
     timings: dict[str, float]  # seconds per stage
-    refined: bool = False  # SAM's one-colour largest mask was refined with BiRefNet
-    model_type: str = ""  # the SAM size used ("" for BiRefNet)
+    refined: bool = False  # SAM's one-colour largest mask was refined with the matting model
+    model_type: str = ""  # the SAM size used ("" on the matte path)
     details: dict = field(default_factory=dict)  # encoder_runs, mask counts: for logs and the benchmark
     embedding: sam.Embedding | None = None  # SAM's embedding of the resized image, kept for the editor
 
@@ -103,7 +103,7 @@ def segment(
     image = np.asarray(rgb)
     mode = settings["mode"]
     with timer("classify"):
-        drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "birefnet"
+        drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "matte"
     refined, model_type, details, embedding = False, "", {}, None
     with timer("detect"):
         detections = detect.run_yolo(models, rgb)
@@ -136,6 +136,6 @@ def segment(
     with timer("clippings"):
         parts = clippings.select(kept, int(settings["min_area"]), int(settings["max_clippings"]))
         cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
-    method = "birefnet" if drawing else "sam"
+    method = "matte" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
     return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details, embedding)

@@ -113,3 +113,15 @@ def test_deleting_the_photo_during_a_touch_up_answers_404_and_leaves_nothing(
     assert answer.status_code == 404, answer.json
     left = [e.key for e in app.extensions["server1"].storage.list("alice/") if image_id in e.key]
     assert left == []
+
+
+def test_a_matte_path_record_names_its_model_and_old_birefnet_records_still_show(app: Flask) -> None:
+    client = login(app)
+    image_id, _ = done_photo(app, client)
+    storage, key = app.extensions["server1"].storage, layout.status("alice", image_id)
+    record = json.loads(storage.read(key))
+    for method, model, says in (("matte", "u2netp", "the matting model (u2netp)"), ("birefnet", None, "matting")):
+        storage.write(key, json.dumps({**record, "method": method, "model": model}).encode())
+        answer = client.get(f"/api/images/{image_id}/editor").json
+        assert answer["state"] == "done" and len(answer["clippings"]) == 1
+        assert says in answer["message"] and "SAM" in answer["message"], answer["message"]
