@@ -32,10 +32,10 @@ import numpy as np
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from PIL import Image
 
-from server1 import cutting, ingest
+from server1 import cutting
 from server1.responses import CSP, current_user, json_body, json_error
 from server1.services import services
-from studio import image_files, layout
+from studio import image_files, layout, upright
 from studio.jobs import iso
 from studio.storage import NotFound, Storage
 
@@ -226,10 +226,10 @@ def _editable(user: str, image_id: str) -> dict:
 
 
 def _original(user: str, image_id: str) -> Image.Image:
-    """The upright original at full resolution (as the worker cut its clippings from it)."""
+    """The upright original at full resolution (studio.upright: as the worker cut its clippings from it)."""
     key, job = services().albums.find(user, image_id)
     data = services().storage.read(key or job)
-    return ingest.full_resolution(data, current_app.config["MAX_IMAGE_PIXELS"])
+    return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
 
 
 def _next_edit(image_id: str, record: dict) -> int:

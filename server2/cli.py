@@ -4,7 +4,7 @@
 
 For each input (a file, or every image in a folder) OUT/<stem>/ gets mask-<n>.png (8-bit 0/255 at the
 input's full size, one per clipping, largest first), clipping-<n>.png (RGBA, as in the album) and
-result.json (method, models, boxes, timings). The same code as Server2: server2.worker.open_image,
+result.json (method, models, boxes, timings). The same code as Server2: studio.upright (the decoder),
 server2.pipeline.segment; models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL (studio/modelfiles.py).
 A file that cannot be read or segmented is reported and skipped; the exit status is 1 if any failed.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from studio import image_files, layout, settings
+from studio import image_files, settings, upright
 
 INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 
@@ -38,11 +38,11 @@ def inputs(paths: list[str]) -> list[Path]:
     return out
 
 
-def resized(original: Image.Image) -> Image.Image:
-    """The work copy Server1 would queue: longest side at most 1024."""
-    work = original.copy()
-    work.thumbnail((layout.RESIZED_MAX, layout.RESIZED_MAX), Image.Resampling.LANCZOS)  # as Server1's work copy
-    return work
+def decode(path: Path) -> tuple[Image.Image, Image.Image]:
+    """(the upright original, the models' work copy) of an input file: studio.upright, as Server1's ingest
+    and Server2's worker decode an upload. OSError or studio.upright.Unreadable."""
+    data = path.read_bytes()
+    return upright.original(data), upright.work_copy(data)
 
 
 def write_result(folder: Path, path: Path, original: Image.Image, result: object, models: object) -> dict:
@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from server2 import pipeline
     from server2.models import Models, ModelsMissing, pick_device
-    from server2.worker import BadImage, open_image
     from studio.errors import ConfigError
     from studio.modelfiles import ModelChoice
 
@@ -109,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             stem = f"{path.stem}-{len([u for u in used if u.startswith(path.stem)]) + 1}"
         used.add(stem)
         try:
-            original = open_image(path.read_bytes(), path.name)
+            original, work = decode(path)
             started = time.perf_counter()
-            result = pipeline.segment(models, resized(original), original, {"mode": args.mode})
+            result = pipeline.segment(models, work, original, {"mode": args.mode})
             result.timings["total"] = round(time.perf_counter() - started, 4)
             write_result(out / stem, path, original, result, models)
-        except (OSError, BadImage) as e:
+        except (OSError, upright.Unreadable) as e:
             failed.append(path)
             tqdm.write(
                 f"segment: {path}: skipped: {e.strerror if isinstance(e, OSError) and e.strerror else e}", sys.stderr

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from studio import layout
+from studio import layout, upright
 from studio.storage import Entry, Storage, StorageError
 
 FILES_URL = "/files/"  # Server1's route serving the user's files (server1/files.py)
@@ -151,7 +151,7 @@ def thumbnail(image: Image.Image) -> Image.Image:
 def thumb_jpeg(image: Image.Image) -> bytes:
     """The original's thumbnail (output/thumbs/<id>.jpg)."""
     out = io.BytesIO()
-    thumbnail(image).convert("RGB").save(out, format="JPEG", quality=THUMB_QUALITY)
+    upright.flatten(thumbnail(image)).convert("RGB").save(out, format="JPEG", quality=THUMB_QUALITY)
     return out.getvalue()
 
 

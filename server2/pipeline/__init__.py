@@ -88,10 +88,10 @@ def segment(
 ) -> Result:
     """Segment one image.
 
-    models: server2.models.Models. resized: the queued image (longest side <= 1024). original: the upload,
-    already upright (server2.worker.open_image applies its EXIF orientation), or the resized image
-    again when there is none. settings: the user's (studio.settings), missing keys
-    take the defaults.
+    models: server2.models.Models. resized: the models' work copy (studio.upright.work_copy: RGB, longest
+    side <= 1024). original: the upright original (studio.upright.original: RGB, or RGBA when it has
+    transparency, which its clippings keep), or the job file again when there is none. settings: the
+    user's (studio.settings), missing keys take the defaults.
     Flags (defaults are the production pipeline; the benchmark turns them off for its naive baseline):
     shared_embedding: the automatic generator reuses the point prompts' image embedding (else SAM's
     encoder runs twice); batched_points: all point prompts in one decoder call (else one call each);

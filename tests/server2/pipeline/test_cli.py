@@ -51,7 +51,7 @@ def test_segment_writes_masks_clippings_and_a_record_and_skips_a_bad_file(
     out = tmp_path / "out"
     status = cli.main(["--mode", "matte", "--models", str(test_models_dir), "--out", str(out), str(photos)])
     assert status == 1  # bad.jpg failed; the others went on
-    assert "bad.jpg: skipped: bad.jpg is not an image file" in capsys.readouterr().err
+    assert "bad.jpg: skipped: not an image this server accepts" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
     for stem, size in (("a", (400, 300)), ("b", (600, 450))):
         folder = out / stem

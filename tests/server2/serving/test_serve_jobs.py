@@ -110,11 +110,11 @@ def test_corrupt_images_end_failed_with_a_readable_reason_and_the_worker_goes_on
 
     garbage = wait_status(storage, "garbage")
     assert garbage["state"] == "failed"
-    assert garbage["error"] == "garbage.png is not an image file or its format is not supported"
+    assert garbage["error"] == "garbage.png: not an image this server accepts (JPEG, PNG, WebP, BMP, TIFF or HEIC/HEIF)"
     assert garbage["attempts"] == 1  # an unreadable file is not retried
     cut = wait_status(storage, "cut-short")
     assert cut["state"] == "failed"
-    assert cut["error"].startswith("cut-short.jpg is damaged and cannot be read")
+    assert cut["error"] == "cut-short.jpg: the image is damaged or truncated and cannot be read"
     assert "Traceback" not in cut["error"]
     assert outputs_of(storage, "garbage") == [] and outputs_of(storage, "cut-short") == []
 
