@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-MODES = ("birefnet", "auto", "sam")
+from studio import upright
+
+MODES = ("matte", "auto", "sam")
 BIG = 0.01  # "big" objects cover at least this share of their photo
 ROW = 180  # contact sheet row height
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
@@ -111,6 +113,7 @@ def sheet_row(
         image.thumbnail((ROW * 2, ROW))
         return image
 
+    photo = upright.flatten(photo)
     tiles = [fit(photo), fit(overlay(photo, labels)), fit(overlay(photo, preds))]
     for clip in clips[:6]:
         board = Image.new("RGBA", clip.size, (200, 200, 200, 255))
@@ -127,16 +130,15 @@ def sheet_row(
 
 def run_mode(models: object, mode: str, photos: list[tuple[Path, Path]], out: Path) -> dict:
     from server2 import pipeline
-    from server2.cli import resized
+    from server2.cli import decode
     from server2.pipeline.clippings import full_mask
-    from server2.worker import open_image
 
     objects, per_photo, rows = [], [], []
     for photo_path, labels_path in photos:
-        original = open_image(photo_path.read_bytes(), photo_path.name)
+        original, work = decode(photo_path)
         labels, ignore = load_labels(labels_path)
         started = time.perf_counter()
-        result = pipeline.segment(models, resized(original), original, {"mode": mode})
+        result = pipeline.segment(models, work, original, {"mode": mode})
         seconds = time.perf_counter() - started
         preds = [full_mask(c.image, c.box, original.size) for c in result.clippings]
         size = original.width * original.height

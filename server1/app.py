@@ -145,4 +145,5 @@ def _add_error_handlers(app: Flask) -> None:
         if isinstance(e, InternalServerError):
             log.error("internal error on %s %s", request.method, request.path, exc_info=e.original_exception)
             return error("internal error; it has been logged", 500)
-        return error(e.description or e.name, e.code)
+        own = e.description if e.description != type(e).description else None  # not Werkzeug's stock wording
+        return error(own or e.name, e.code)

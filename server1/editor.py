@@ -32,10 +32,10 @@ import numpy as np
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from PIL import Image
 
-from server1 import cutting, ingest
+from server1 import cutting
 from server1.responses import CSP, current_user, json_body, json_error
 from server1.services import services
-from studio import image_files, layout
+from studio import image_files, layout, upright
 from studio.jobs import iso
 from studio.storage import NotFound, Storage
 
@@ -133,9 +133,10 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
         message = "Click the object to cut it out."
     elif state == "done" and record.get("method") == "sam":
         message = "This photo was processed before editing existed: retry it once and it can be edited."
-    elif state == "done":
+    elif state == "done":  # the matte path: method "matte", or "birefnet" in records written before
+        model = f" ({record['model']})" if record.get("model") else ""
         message = (
-            f"This photo was cut out with {record.get('method', 'another method')}, which keeps no SAM embedding:"
+            f"This photo was cut out with the matting model{model}, which keeps no SAM embedding:"
             " set the mode to SAM in the settings and retry it to click-cut here."
         )
     else:
@@ -225,18 +226,31 @@ def _editable(user: str, image_id: str) -> dict:
 
 
 def _original(user: str, image_id: str) -> Image.Image:
-    """The upright original at full resolution (as the worker cut its clippings from it)."""
+    """The upright original at full resolution (studio.upright: as the worker cut its clippings from it)."""
     key, job = services().albums.find(user, image_id)
     data = services().storage.read(key or job)
-    return ingest.full_resolution(data, current_app.config["MAX_IMAGE_PIXELS"])
+    return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
 
 
-def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: Callable[[dict, str], None]) -> dict:
+def _next_edit(image_id: str, record: dict) -> int:
+    """The first mask number above every edit the record names (shown, replaced or boxed): a save then
+    usually claims its name at the first try instead of trying every earlier number."""
+    names = [*(record.get("clippings") or []), *(record.get("clipping_boxes") or {})]
+    names += [n for pair in (record.get("edits") or {}).items() for n in pair]
+    pattern = re.compile(re.escape(image_id) + r"_mask(\d+)_\d+\.png")
+    found = [int(m.group(1)) for m in map(pattern.fullmatch, map(str, names)) if m]
+    return max([FIRST_EDIT - 1, *found]) + 1
+
+
+def _save(
+    user: str, image_id: str, record: dict, image: Image.Image, box: list[int], update: Callable[[dict, str], None]
+) -> dict:
     """Write the clipping under a fresh name and its thumbnail, then change the status record with
-    update(record, name) under its version (a concurrent change makes it try again)."""
+    update(record, name) under its version (a concurrent change makes it try again). If the change is
+    refused or the image was deleted meanwhile, the new files are removed again."""
     storage = services().storage
     data = image_files.png(image)
-    number = FIRST_EDIT
+    number = _next_edit(image_id, record)
     while True:
         name = layout.crop_name(image_id, number, 0)
         if storage.create_exclusive(layout.crop(user, name), data) is not None:
@@ -250,7 +264,7 @@ def _save(user: str, image_id: str, image: Image.Image, box: list[int], update: 
 
     try:
         record = _change_record(user, image_id, change)
-    except Refused:
+    except (Refused, NotFound):
         image_files.delete_clipping(storage, user, name)
         raise
     return _clipping(user, image_id, name, record)
@@ -278,6 +292,8 @@ def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple
             return handler(**kwargs)
         except Refused as e:
             return json_error(str(e), e.status)
+        except NotFound:  # the image (its original or status record) was deleted meanwhile
+            return json_error("no such image", 404)
         except cutting.BadPrompt as e:
             return json_error(f"bad prompt: {e}", 400)
 
@@ -316,7 +332,7 @@ def cut(image_id: str) -> Response:
     def add(record: dict, name: str) -> None:
         record["clippings"] = [name, *(record.get("clippings") or [])]
 
-    clipping = _save(user, image_id, *made, add)
+    clipping = _save(user, image_id, record, *made, add)
     return Response(
         json.dumps({"clipping": clipping, "seconds": round(time.perf_counter() - started, 3)}),
         mimetype="application/json",
@@ -355,7 +371,9 @@ def touch_up(image_id: str, name: str) -> Response:
         record["clippings"] = [new if n == name else n for n in shown]
         record.setdefault("edits", {})[new] = name
 
-    return Response(json.dumps({"clipping": _save(user, image_id, *made, replace)}), mimetype="application/json")
+    return Response(
+        json.dumps({"clipping": _save(user, image_id, record, *made, replace)}), mimetype="application/json"
+    )
 
 
 @bp.post("/api/images/<image_id>/clippings/<name>/undo")

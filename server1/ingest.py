@@ -2,9 +2,10 @@
 
 `prepare` is pure (bytes in, bytes out); `store` publishes the result through
 studio.image_files, the job file (resized/<id>.png) last. `ingest` does both; bench/ calls it in
-process. Speed matters here (a 12-MP JPEG in well under 250 ms on one core): JPEGs are
-decoded at a reduced scale (draft mode), the original is kept as uploaded rather than
-re-encoded, and PNGs are written with a low compression level.
+process. Decoding is studio.upright's (the one decoder of "the upright original"). Speed matters
+here (a 12-MP JPEG in well under 250 ms on one core): JPEGs are decoded at a reduced scale (draft
+mode), the original is kept as uploaded rather than re-encoded, and PNGs are written with a low
+compression level.
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
-import pillow_heif
 from PIL import Image
 
-from studio import image_files, layout
+from studio import image_files, layout, upright
 from studio.storage import Storage
-
-pillow_heif.register_heif_opener()
 
 # Pillow format name (decided from the bytes, never from the file name) -> stored extension.
 FORMATS = {
@@ -36,27 +34,9 @@ FORMATS = {
     "TIFF": ".tif",
     "HEIF": ".heic",
 }
-OPENERS = ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "HEIF"]  # Pillow opens MPO with its JPEG opener
-ACCEPTED = "JPEG, PNG, WebP, BMP, TIFF or HEIC/HEIF"
+ACCEPTED = upright.ACCEPTED
 SHEET_PROBE_MAX = 512  # paper detection runs on a copy this small
-# EXIF orientation -> the transpose that makes the image upright.
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-class Rejected(ValueError):
-    """The upload is refused; the message is for the user, status the HTTP status."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+Rejected = upright.Unreadable  # the upload is refused: the message is for the user, status the HTTP status
 
 
 @dataclass
@@ -68,78 +48,6 @@ class Prepared:
     width: int  # of the upright original
     height: int
     straightened: bool
-
-
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    if not data:
-        raise Rejected("the file is empty")
-    try:
-        image = Image.open(io.BytesIO(data), formats=OPENERS)
-    except Image.DecompressionBombError:
-        raise Rejected(f"the image has too many pixels (limit {max_pixels / 1e6:g} MP)", 413) from None
-    except Exception:  # untrusted bytes: any failure to identify them is the file's fault
-        raise Rejected(f"not an image this server accepts ({ACCEPTED})") from None
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise Rejected("the image has no pixels")
-    if width * height > max_pixels:
-        raise Rejected(
-            f"the image has too many pixels: {width}x{height} is {width * height / 1e6:.0f} MP, "
-            f"the limit is {max_pixels / 1e6:g} MP",
-            413,
-        )
-    return image
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB for any mode: transparency flattened onto white, 16-bit and float scaled to 8-bit."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float32)
-        top = float(values.max()) or 1.0
-        image = Image.fromarray((np.clip(values, 0, None) * (255.0 / top)).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    width, height = size
-    scale = min(1.0, longest / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _shrink(image: Image.Image, longest: int) -> Image.Image:
-    """Downscale with pixel-area averaging: sharp, and several times faster than LANCZOS.
-    A whole-number factor goes first through Pillow's reduce() (a plain box average, the
-    cheap part of area averaging); INTER_AREA does the fractional rest on far fewer pixels."""
-    if max(image.size) <= longest:
-        return image
-    factor = max(image.size) // longest
-    if factor >= 2:
-        image = image.reduce(factor)
-    return Image.fromarray(cv2.resize(np.asarray(image), _fit(image.size, longest), interpolation=cv2.INTER_AREA))
-
-
-def _decode(image: Image.Image, longest: int | None) -> Image.Image:
-    """Upright RGB; at most `longest` on its longest side (decoded at reduced scale for JPEG)."""
-    orientation = image.getexif().get(0x0112)
-    if longest is not None and image.format in ("JPEG", "MPO"):
-        image.draft("RGB", _fit(image.size, longest))  # DCT scaling: 1/2, 1/4 or 1/8 of the pixels
-    image.load()
-    rgb = _to_rgb(image)
-    if longest is not None:
-        rgb = _shrink(rgb, longest)
-    if orientation in _ORIENTATION:
-        rgb = rgb.transpose(_ORIENTATION[orientation])
-    return rgb
-
-
-def full_resolution(data: bytes, max_pixels: int) -> Image.Image:
-    """The upright original at full resolution, RGB: what clippings are cut from. Rejected when unusable."""
-    return _decode(_open(data, max_pixels), None)
 
 
 def find_sheet(image: Image.Image) -> np.ndarray | None:
@@ -199,26 +107,26 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
 
 def prepare(data: bytes, max_pixels: int = 100_000_000, straighten_sheet: bool = False) -> Prepared:
     """Check and convert one upload; Rejected with a clear message when it is not usable."""
-    image = _open(data, max_pixels)
+    image = upright.check(data, max_pixels)
     ext = FORMATS[image.format]
     width, height = image.size
     try:
-        work = _decode(image, layout.RESIZED_MAX)
-        if image.getexif().get(0x0112) in (5, 6, 7, 8):
+        if image.getexif().get(0x0112) in upright.SIDEWAYS:
             width, height = height, width
+        work = upright.work_copy(data, max_pixels)
         original = data
         corners = find_sheet(work) if straighten_sheet else None
         if corners is not None:
-            # Clippings are cut from the original, so it must show the same flat sheet:
-            # straighten it at full resolution and keep that as the original.
-            full = full_resolution(data, max_pixels)
+            # Clippings are cut from the original, so it must show the same flat sheet: straighten it at
+            # full resolution and keep that as the original (a JPEG: transparency flattened as in the work copy).
+            full = upright.flatten(upright.original(data, max_pixels))
             flat = straighten(full, corners * (full.width / work.width))
             original, ext, (width, height) = _jpeg(flat, 92), ".jpg", flat.size
-            work = _shrink(flat, layout.RESIZED_MAX)
+            work = upright.shrink(flat, layout.RESIZED_MAX)
     except Rejected:
         raise
     except Exception:  # untrusted bytes: a decoder failure means a damaged file
-        raise Rejected("the image is damaged or truncated and cannot be read") from None
+        raise Rejected(upright.DAMAGED) from None
     return Prepared(original, ext, _png(work), image_files.thumb_jpeg(work), width, height, corners is not None)
 
 

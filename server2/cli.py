@@ -1,10 +1,10 @@
 """`python -m server2 segment`: Server2's pipeline on local files, like rembg's command line.
 
-    python -m server2 segment [--mode auto|sam|birefnet] [--models DIR] --out OUT INPUT...
+    python -m server2 segment [--mode auto|sam|matte] [--models DIR] --out OUT INPUT...
 
 For each input (a file, or every image in a folder) OUT/<stem>/ gets mask-<n>.png (8-bit 0/255 at the
 input's full size, one per clipping, largest first), clipping-<n>.png (RGBA, as in the album) and
-result.json (method, models, boxes, timings). The same code as Server2: server2.worker.open_image,
+result.json (method, models, boxes, timings). The same code as Server2: studio.upright (the decoder),
 server2.pipeline.segment; models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL (studio/modelfiles.py).
 A file that cannot be read or segmented is reported and skipped; the exit status is 1 if any failed.
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from studio import image_files, layout
+from studio import image_files, settings, upright
 
 if TYPE_CHECKING:
     from server2.models import ModelSet
@@ -42,11 +42,11 @@ def inputs(paths: list[str]) -> list[Path]:
     return out
 
 
-def resized(original: Image.Image) -> Image.Image:
-    """The work copy Server1 would queue: longest side at most 1024."""
-    work = original.copy()
-    work.thumbnail((layout.RESIZED_MAX, layout.RESIZED_MAX), Image.Resampling.LANCZOS)  # as Server1's work copy
-    return work
+def decode(path: Path) -> tuple[Image.Image, Image.Image]:
+    """(the upright original, the models' work copy) of an input file: studio.upright, as Server1's ingest
+    and Server2's worker decode an upload. OSError or studio.upright.Unreadable."""
+    data = path.read_bytes()
+    return upright.original(data), upright.work_copy(data)
 
 
 def write_result(folder: Path, path: Path, original: Image.Image, result: object, models: ModelSet) -> dict:
@@ -78,7 +78,8 @@ def write_result(folder: Path, path: Path, original: Image.Image, result: object
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server2 segment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("auto", "sam", "birefnet"), default="auto")
+    mode = settings.CHOICES["mode"]
+    parser.add_argument("--mode", choices=mode, default="auto", type=lambda v: settings.ALIASES["mode"].get(v, v))
     parser.add_argument("--models", default=os.environ.get("MODELS_DIR", "models"), help="weights folder")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=os.environ.get("DEVICE", "auto"))
     parser.add_argument("--out", required=True, help="output folder")
@@ -90,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from server2 import pipeline
     from server2.models import Models, ModelsMissing, pick_device
-    from server2.worker import BadImage, open_image
     from studio.errors import ConfigError
     from studio.modelfiles import ModelChoice
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = pick_device(args.device)
         choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: SAM vit_b unless SAM_MODEL says
-        models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "birefnet")
+        models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "matte")
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
         return 2
@@ -112,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             stem = f"{path.stem}-{len([u for u in used if u.startswith(path.stem)]) + 1}"
         used.add(stem)
         try:
-            original = open_image(path.read_bytes(), path.name)
+            original, work = decode(path)
             started = time.perf_counter()
-            result = pipeline.segment(models, resized(original), original, {"mode": args.mode})
+            result = pipeline.segment(models, work, original, {"mode": args.mode})
             result.timings["total"] = round(time.perf_counter() - started, 4)
             write_result(out / stem, path, original, result, models)
-        except (OSError, BadImage) as e:
+        except (OSError, upright.Unreadable) as e:
             failed.append(path)
             tqdm.write(
                 f"segment: {path}: skipped: {e.strerror if isinstance(e, OSError) and e.strerror else e}", sys.stderr

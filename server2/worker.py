@@ -8,29 +8,27 @@ nothing, whatever its segmentation thread does later.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
-import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from ultralytics.utils import patches as ultralytics_patches
 
 from server2 import embeddings, pipeline
 from server2.models import ModelSet
 from server2.outcome import Outcome
-from studio import image_files, layout, settings
+from studio import image_files, layout, settings, upright
 from studio.jobs import FINAL, Claim, Jobs
 from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
-pillow_heif.register_heif_opener()  # originals may be HEIC/HEIF from phones
 # ultralytics wraps PIL.Image.open: on a file Pillow cannot identify it tries to install and import
-# pi-heif at run time (an error naming pi_heif, or a download). HEIF is registered just above, which
-# is what its flag records, so a file that is no image fails plainly.
+# pi-heif at run time (an error naming pi_heif, or a download). HEIF is registered by studio.upright,
+# which is what its flag records, so a file that is no image fails plainly.
 ultralytics_patches._pil_plugins_registered = True
 
 
@@ -38,19 +36,13 @@ class BadImage(Exception):
     """The image cannot be decoded; the message says why in words."""
 
 
-def open_image(data: bytes, name: str) -> Image.Image:
-    """Decode to RGB, turned upright by its EXIF orientation; BadImage with a readable reason."""
+def open_image(data: bytes, name: str, decode: Callable[[bytes], Image.Image] = upright.original) -> Image.Image:
+    """The upright original (or, with decode=upright.work_copy, the models' copy): studio.upright, the one
+    decoder of every path; BadImage naming the file, with the reason."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            return upright.convert("RGB")
-    except UnidentifiedImageError:
-        raise BadImage(f"{name} is not an image file or its format is not supported") from None
-    except Image.DecompressionBombError as e:
-        raise BadImage(f"{name} is too large to process ({e})") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise BadImage(f"{name} is damaged and cannot be read ({e})") from None
+        return decode(data)
+    except upright.Unreadable as e:
+        raise BadImage(f"{name}: {e}") from None
 
 
 class Worker:
@@ -112,6 +104,7 @@ class Worker:
                 fields = {
                     "clippings": names,
                     "method": result.method,
+                    "model": result.model_type or self.models.matte.name,  # SAM's size, or the matting model's name
                     "timings": {k: round(v, 4) for k, v in timings.items()},
                     "width": original.width,
                     "height": original.height,
@@ -135,8 +128,10 @@ class Worker:
         return Outcome("done", status=self.jobs.read_status(user, image_id))
 
     def _read(self, claim: Claim, resized_key: str) -> tuple[Image.Image, Image.Image, str]:
-        """(resized, original, source): the original from input/<id>.*, else the resized image."""
-        resized = open_image(self.storage.read(resized_key), resized_key.rsplit("/", 1)[-1])
+        """(resized, original, source): the job file as the models see it (studio.upright.work_copy: what
+        Server1 stored is that already), and the original from input/<id>.*, else the job file itself."""
+        job, job_name = self.storage.read(resized_key), resized_key.rsplit("/", 1)[-1]
+        resized = open_image(job, job_name, upright.work_copy)
         entry = image_files.original(self.storage, claim.user, claim.image_id)
         if entry is not None:
             try:
@@ -145,7 +140,7 @@ class Worker:
                 log.warning(
                     "%s/%s: original unusable, clipping from the resized image: %s", claim.user, claim.image_id, e
                 )
-        return resized, resized, "resized"
+        return resized, open_image(job, job_name), "resized"
 
     def _stage(
         self, claim: Claim, result: pipeline.Result, original: Image.Image, embedding: dict | None

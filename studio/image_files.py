@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from studio import layout
+from studio import layout, upright
 from studio.storage import Entry, Storage, StorageError
 
 FILES_URL = "/files/"  # Server1's route serving the user's files (server1/files.py)
@@ -109,8 +109,11 @@ def delete_outputs(storage: Storage, user: str, image_id: str) -> None:
 
 
 def delete(storage: Storage, user: str, image_id: str) -> None:
-    """Remove every file of the image, the job file first so no worker picks it up again."""
-    for folder in layout.image_folders(user):  # resized/ comes before the outputs
+    """Remove every file of the image: the job file first so no worker picks it up again, then the status
+    record, so an editor save still running fails to record its new clipping (and removes it) rather than
+    adding a file after the listings below; then the rest, staging last."""
+    first = [layout.resized_dir(user), layout.output_dir(user, "status")]
+    for folder in first + [f for f in layout.image_folders(user) if f not in first]:
         _delete(storage, files(storage, user, image_id, folder))
     storage.delete_prefix(layout.staging_dir(user, image_id))
 
@@ -148,7 +151,7 @@ def thumbnail(image: Image.Image) -> Image.Image:
 def thumb_jpeg(image: Image.Image) -> bytes:
     """The original's thumbnail (output/thumbs/<id>.jpg)."""
     out = io.BytesIO()
-    thumbnail(image).convert("RGB").save(out, format="JPEG", quality=THUMB_QUALITY)
+    upright.flatten(thumbnail(image)).convert("RGB").save(out, format="JPEG", quality=THUMB_QUALITY)
     return out.getvalue()
 
 

@@ -18,7 +18,9 @@ DEFAULTS: dict[str, object] = {
     "min_area": 1000,
     "max_clippings": 50,
 }
-CHOICES = {"model_type": ("mobile_sam", "vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "birefnet")}
+CHOICES = {"model_type": ("mobile_sam", "vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "matte")}
+# Old names still accepted, stored as the new one: "birefnet" named the matte path whatever MATTE_MODEL is.
+ALIASES = {"mode": {"birefnet": "matte"}}
 INT_RANGES = {
     "points_per_side": (8, 128),
     "crop_n_layers": (0, 3),
@@ -44,6 +46,7 @@ def validate(changes: object, base: dict | None = None) -> dict[str, object]:
     errors: dict[str, str] = {}
     for key, value in changes.items():
         if key in CHOICES:
+            value = ALIASES.get(key, {}).get(value, value) if isinstance(value, str) else value
             if value not in CHOICES[key]:
                 errors[key] = f"must be one of {', '.join(CHOICES[key])}"
                 continue

@@ -4,10 +4,10 @@
                                 largest mask                                   \\
                      -> (drawing) matte, split per YOLO box (pipeline/matte.py) -> keep masks -> clippings
 
-settings["mode"] (auto | sam | birefnet) overrides the classification; "birefnet" is the matte path with
-whichever matting model MATTE_MODEL names. Without a GPU the SAM generator is limited (CPU_LIMITS).
-Masks are at the resized image's size; clippings are cut from the original. The keyword flags exist for
-the benchmark's naive baseline.
+settings["mode"] (auto | sam | matte) overrides the classification; "matte" is the matte path with
+whichever matting model MATTE_MODEL names (studio.settings accepts the old name "birefnet" for it).
+Without a GPU the SAM generator is limited (CPU_LIMITS). Masks are at the resized image's size;
+clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ class Clipping:
 
 @dataclass
 class Result:
-    method: str  # "sam" | "birefnet"
+    method: str  # "sam" | "matte"
     masks: list[np.ndarray]  # bool HxW at the resized image's size, largest first
     clippings: list[Clipping]  # largest first, at most settings["max_clippings"]
     points: dict  # JSON-able: {"points": [[x, y]], "labels": [1|0], "boxes": [{"box", "label", "score", "source"}]}
     boxes: dict[str, Image.Image]  # suffix ("det", "seg") -> debug image of that YOLO model's boxes
     timings: dict[str, float]  # seconds per stage
-    refined: bool = False  # SAM's one-colour largest mask was refined with BiRefNet
-    model_type: str = ""  # the SAM size used ("" for BiRefNet)
+    refined: bool = False  # SAM's one-colour largest mask was refined with the matting model
+    model_type: str = ""  # the SAM size used ("" on the matte path)
     details: dict = field(default_factory=dict)  # encoder_runs, mask counts: for logs and the benchmark
     embedding: sam.Embedding | None = None  # SAM's embedding of the resized image, kept for the editor
 
@@ -92,10 +92,10 @@ def segment(
 ) -> Result:
     """Segment one image.
 
-    models: server2.models.Models. resized: the queued image (longest side <= 1024). original: the upload,
-    already upright (server2.worker.open_image applies its EXIF orientation), or the resized image
-    again when there is none. settings: the user's (studio.settings), missing keys
-    take the defaults.
+    models: server2.models.Models. resized: the models' work copy (studio.upright.work_copy: RGB, longest
+    side <= 1024). original: the upright original (studio.upright.original: RGB, or RGBA when it has
+    transparency, which its clippings keep), or the job file again when there is none. settings: the
+    user's (studio.settings), missing keys take the defaults.
     Flags (defaults are the production pipeline; the benchmark turns them off for its naive baseline):
     shared_embedding: the automatic generator reuses the point prompts' image embedding (else SAM's
     encoder runs twice); batched_points: all point prompts in one decoder call (else one call each);
@@ -107,7 +107,7 @@ def segment(
     image = np.asarray(rgb)
     mode = settings["mode"]
     with timer("classify"):
-        drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "birefnet"
+        drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "matte"
     refined, model_type, details, embedding = False, "", {}, None
     with timer("detect"):
         detections = detect.run_yolo(models, rgb)
@@ -140,6 +140,6 @@ def segment(
     with timer("clippings"):
         parts = clippings.select(kept, int(settings["min_area"]), int(settings["max_clippings"]))
         cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
-    method = "birefnet" if drawing else "sam"
+    method = "matte" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
     return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details, embedding)

@@ -1,4 +1,5 @@
-"""Clippings: each connected component of each kept mask, cut from the full-resolution original.
+"""Clippings: each connected component of each kept mask, cut from the full-resolution original
+(studio.upright.cut_out: the original's own transparency stays).
 
 The mask is scaled up to the original's size (bilinear, so edges stay smooth) only over the component's
 box, so a 12-MP original costs no full-size mask per clipping.
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from studio import upright
 
 Box = tuple[int, int, int, int]
 CONNECTIVITY = np.ones((3, 3), dtype=bool)  # diagonal neighbours belong to the same object
@@ -71,9 +74,8 @@ def cut(original: Image.Image, part: Component, mask_size: tuple[int, int]) -> t
     alpha = Image.fromarray(padded.astype(np.uint8) * 255).resize(
         (ox1 - ox0, oy1 - oy0), Image.Resampling.BILINEAR, box=source
     )
-    clipping = original.crop((ox0, oy0, ox1, oy1)).convert("RGBA")
-    clipping.putalpha(alpha)
-    x0, y0, x1, y1 = alpha.getbbox() or (0, 0, clipping.width, clipping.height)
+    clipping = upright.cut_out(original, (ox0, oy0, ox1, oy1), alpha)
+    x0, y0, x1, y1 = clipping.getchannel("A").getbbox() or (0, 0, clipping.width, clipping.height)
     return clipping.crop((x0, y0, x1, y1)), (ox0 + x0, oy0 + y0, ox0 + x1, oy0 + y1)
 
 

@@ -1,4 +1,4 @@
-"""The matte path (mode birefnet, and drawings in auto): the matting model's foreground, split per object.
+"""The matte path (mode matte, and drawings in auto): the matting model's foreground, split per object.
 
 One whole-image matte is excellent on a single subject (IoU 0.95-0.98 on the DAVIS photos) but merges
 touching objects into one clipping and misses background objects. So each detected object gets its own

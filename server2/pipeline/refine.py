@@ -1,7 +1,7 @@
 """BiRefNet (rembg's birefnet-dis session): the whole cut-out for drawings, a refinement for SAM.
 
 When SAM's largest mask is nearly one colour it is usually the paper or table the objects lie on, not an
-object: it is replaced by its part that BiRefNet finds salient (the objects on it).
+object: it is replaced by its part that the matting model (MATTE_MODEL) finds salient (the objects on it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def nearly_one_colour(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> boo
 def refine_largest(masks: list[np.ndarray], image: np.ndarray, salient: callable) -> tuple[list[np.ndarray], bool]:
     """masks with the largest replaced by (largest AND salient()) when it is nearly one colour.
 
-    salient is called only when needed (BiRefNet costs time). Returns (masks, whether it refined).
+    salient is called only when needed (the matting model costs time). Returns (masks, whether it refined).
     """
     if not masks:
         return masks, False

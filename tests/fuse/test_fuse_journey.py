@@ -17,7 +17,7 @@ from tests.server1.support import Server, encode
 from tests.server2.serving.support import Server2, drawing
 
 # The quick path of the pipeline on a CPU (BiRefNet with the small test weights).
-QUICK = {"mode": "birefnet", "points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
+QUICK = {"mode": "matte", "points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
 ONE_HOST_LINE = "claims are exclusive on this host only; for several hosts set S3_BUCKET"
 
 

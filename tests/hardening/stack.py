@@ -21,7 +21,7 @@ from studio.storage import Storage
 from tests.server2.serving.support import Server2, add_image, drawing
 
 # A job in well under a second on a CPU: BiRefNet's path, the fewest SAM points otherwise.
-QUICK = {"mode": "birefnet", "points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
+QUICK = {"mode": "matte", "points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
 
 
 def children(pid: int) -> list[int]:

@@ -249,7 +249,7 @@ def _valid_settings() -> st.SearchStrategy[dict]:
         "pred_iou_thresh": st.floats(0.5, 0.99),
         "stability_score_thresh": st.floats(0.5, 0.99),
         "crop_n_layers": st.integers(0, 3),
-        "mode": st.sampled_from(["auto", "sam", "birefnet"]),
+        "mode": st.sampled_from(["auto", "sam", "matte", "birefnet"]),
         "min_area": st.integers(0, 1_000_000),
         "max_clippings": st.integers(1, 500),
     }

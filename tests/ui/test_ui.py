@@ -273,7 +273,7 @@ def test_settings_show_the_servers_validation(
     dialog = page.get_by_role("dialog", name="Settings")
     expect(dialog.get_by_label("Points per side")).to_have_value("32")
     dialog.get_by_label("Points per side").fill("500")
-    dialog.get_by_label("Method").select_option("birefnet")
+    dialog.get_by_label("Method").select_option("matte")
     dialog.get_by_role("button", name="Save settings").click()
     expect(dialog.locator('[data-error-for="points_per_side"]')).to_have_text("must be a whole number from 8 to 128")
     expect(dialog.get_by_label("Points per side")).to_have_attribute("aria-invalid", "true")
@@ -283,12 +283,12 @@ def test_settings_show_the_servers_validation(
         if server.storage.exists(f"{USER}/config/settings.json")
         else {}
     )
-    assert stored.get("points_per_side") != 500 and stored.get("mode") != "birefnet"  # refused whole
+    assert stored.get("points_per_side") != 500 and stored.get("mode") != "matte"  # refused whole
     dialog.get_by_label("Points per side").fill("64")
     dialog.get_by_role("button", name="Save settings").click()
     expect(dialog.get_by_text("Settings saved.")).to_be_visible()
     stored = json.loads(server.storage.read(f"{USER}/config/settings.json"))
-    assert stored["points_per_side"] == 64 and stored["mode"] == "birefnet"
+    assert stored["points_per_side"] == 64 and stored["mode"] == "matte"
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 

@@ -49,14 +49,14 @@ def test_segment_writes_masks_clippings_and_a_record_and_skips_a_bad_file(
     (photos / "bad.jpg").write_bytes(b"not a jpeg")
     (photos / "notes.txt").write_text("not an image, not an input")
     out = tmp_path / "out"
-    status = cli.main(["--mode", "birefnet", "--models", str(test_models_dir), "--out", str(out), str(photos)])
+    status = cli.main(["--mode", "matte", "--models", str(test_models_dir), "--out", str(out), str(photos)])
     assert status == 1  # bad.jpg failed; the others went on
-    assert "bad.jpg: skipped: bad.jpg is not an image file" in capsys.readouterr().err
+    assert "bad.jpg: skipped: not an image this server accepts" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
     for stem, size in (("a", (400, 300)), ("b", (600, 450))):
         folder = out / stem
         record = json.loads((folder / "result.json").read_text())
-        assert record["method"] == "birefnet" and record["size"] == list(size)
+        assert record["method"] == "matte" and record["size"] == list(size)
         assert record["models"]["matte"] == "birefnet-dis" and record["models"]["detect"] == "yolov8n.pt"
         assert record["boxes"] == [] and {"classify", "detect", "matte", "total"} <= set(record["timings"])
         assert len(record["clippings"]) == 3  # the three flat shapes
@@ -72,13 +72,20 @@ def test_segment_writes_masks_clippings_and_a_record_and_skips_a_bad_file(
             areas.append(int((pixels == 255).sum()))
         assert areas == sorted(areas, reverse=True) and areas == [c["area"] for c in record["clippings"]]
         assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    # "birefnet", the matte path's old name, is still accepted.
+    again = tmp_path / "again"
+    assert (
+        cli.main(["--mode", "birefnet", "--models", str(test_models_dir), "--out", str(again), str(photos / "a.png")])
+        == 0
+    )
+    assert json.loads((again / "a" / "result.json").read_text())["method"] == "matte"
 
 
 def test_the_module_command_runs_and_says_what_is_missing(tmp_path: Path, test_models_dir: Path) -> None:
     shapes((200, 150)).save(tmp_path / "one.jpg")
 
     def segment(models: Path) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "server2", "segment", "--mode", "birefnet", "--models", str(models)]
+        command = [sys.executable, "-m", "server2", "segment", "--mode", "matte", "--models", str(models)]
         command += ["--out", str(tmp_path / "out"), str(tmp_path / "one.jpg")]
         return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
 
@@ -112,10 +119,10 @@ def test_bench_quality_quick_run(tmp_path: Path, test_models_dir: Path, capsys: 
     assert "sam: skipped: no real SAM checkpoint (vit_b.pth from Meta)" in printed
     report = json.loads((out / "quality.json").read_text())
     assert report["modes"]["auto"] == {"skipped": f"no real vit_b.pth in {test_models_dir}"}
-    summary = report["modes"]["birefnet"]["summary"]
+    summary = report["modes"]["matte"]["summary"]
     assert summary["all"]["objects"] == 3 and summary["all"]["share_050"] == 1.0
     assert summary["all"]["mean_best_iou"] > 0.7 and summary["masks_per_photo"] == 3
-    assert Image.open(out / "sheet-birefnet.png").width > 400
+    assert Image.open(out / "sheet-matte.png").width > 400
 
 
 def test_iou_leaves_ignored_pixels_out() -> None:

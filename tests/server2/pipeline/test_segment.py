@@ -67,11 +67,11 @@ def test_max_clippings_and_min_area_are_obeyed(models: Models) -> None:
     assert all(np.asarray(c.image)[..., 3].astype(bool).sum() >= 2000 * 0.9 for c in strict.clippings)
 
 
-def test_a_line_drawing_goes_through_birefnet(models: Models) -> None:
+def test_a_line_drawing_takes_the_matte_path(models: Models) -> None:
     resized = line_art((400, 300))
     original = line_art((800, 600))
     result = segment(models, resized, original, {"min_area": 200})
-    assert result.method == "birefnet"
+    assert result.method == "matte"
     assert set(result.timings) == {"classify", "detect", "matte", "masks", "clippings"}
     assert result.points == {"points": [], "labels": [], "boxes": []}  # the random test YOLO finds nothing
     # The four drawn figures, apart from each other: four clippings, each opaque on its strokes.
@@ -89,7 +89,7 @@ def test_mode_overrides_the_choice(models: Models) -> None:
     drawing = line_art((256, 192))
     assert segment(models, drawing, drawing, {**FAST, "mode": "sam"}).method == "sam"
     picture = photo("chelsea", 256)
-    assert segment(models, picture, picture, {**FAST, "mode": "birefnet"}).method == "birefnet"
+    assert segment(models, picture, picture, {**FAST, "mode": "matte"}).method == "matte"
 
 
 def test_the_naive_flags_give_the_same_masks(models: Models) -> None:

@@ -81,7 +81,7 @@ def test_the_app_factory_serves_ping_and_invocations(app_env: tuple[Path, Path],
         assert client.post("/invocations", json={"user": USER, "image": "a" * 100_000}).status_code == 413
 
         storage = FileStorage(shared)
-        set_settings(storage, {"mode": "birefnet", **FAST})
+        set_settings(storage, {"mode": "matte", **FAST})
         add_image(storage, "cat", drawing())
         answer = client.post("/invocations", json={"user": USER, "image": "cat"})
         # The poller may have taken it first; either way the answer carries the final status.

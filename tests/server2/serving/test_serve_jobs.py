@@ -34,7 +34,7 @@ from tests.server2.serving.support import (
 def server(tmp_path_factory: pytest.TempPathFactory, test_models_dir: Path) -> Iterator[tuple[Server2, Storage]]:
     folder = tmp_path_factory.mktemp("serving-jobs")
     storage = open_storage(str(folder / "shared"))
-    set_settings(storage, {"mode": "birefnet", **FAST})
+    set_settings(storage, {"mode": "matte", **FAST})
     servers = Servers(folder)
     server = servers.start(SHARED_DIR=str(folder / "shared"), MODELS_DIR=str(test_models_dir))
     server.wait_ready()
@@ -57,7 +57,7 @@ def test_dropped_images_end_done_with_clippings_at_the_originals_resolution(serv
     record = wait_status(storage, "sheet")
     assert record["state"] == "done", record
     assert (record["width"], record["height"], record["source"], record["attempts"]) == (800, 600, "input", 1)
-    assert record["method"] == "birefnet"
+    assert record["method"] == "matte" and record["model"] == "birefnet-dis"  # the matting model that ran
     assert {"read", "write", "total", "matte"} <= record["timings"].keys()
     assert len(record["clippings"]) == 1
     name = record["clippings"][0]
@@ -90,7 +90,7 @@ def test_a_photo_goes_through_yolo_and_sam(server: tuple[Server2, Storage]) -> N
     try:
         answer = srv.invoke({"user": USER, "image": "astronaut"})
     finally:
-        set_settings(storage, {"mode": "birefnet"})
+        set_settings(storage, {"mode": "matte"})
     assert answer.status_code == 200
     assert answer.json()["state"] in ("done", "already-processed"), answer.json()
     record = wait_status(storage, "astronaut")
@@ -110,11 +110,11 @@ def test_corrupt_images_end_failed_with_a_readable_reason_and_the_worker_goes_on
 
     garbage = wait_status(storage, "garbage")
     assert garbage["state"] == "failed"
-    assert garbage["error"] == "garbage.png is not an image file or its format is not supported"
+    assert garbage["error"] == "garbage.png: not an image this server accepts (JPEG, PNG, WebP, BMP, TIFF or HEIC/HEIF)"
     assert garbage["attempts"] == 1  # an unreadable file is not retried
     cut = wait_status(storage, "cut-short")
     assert cut["state"] == "failed"
-    assert cut["error"].startswith("cut-short.jpg is damaged and cannot be read")
+    assert cut["error"] == "cut-short.jpg: the image is damaged or truncated and cannot be read"
     assert "Traceback" not in cut["error"]
     assert outputs_of(storage, "garbage") == [] and outputs_of(storage, "cut-short") == []
 

@@ -36,7 +36,7 @@ def pair(
     boto3.client("s3", endpoint_url=moto_server.url).create_bucket(Bucket=bucket)
     root = f"s3://{bucket}/shared"
     storage = open_storage(root)
-    set_settings(storage, {"mode": "birefnet", **FAST})
+    set_settings(storage, {"mode": "matte", **FAST})
     servers = Servers(tmp_path_factory.mktemp("serving-s3"))
     env = {"SHARED_DIR": root, "MODELS_DIR": str(test_models_dir)}
     first, second = servers.start(**env), servers.start(module=True, **env)

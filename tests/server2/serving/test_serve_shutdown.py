@@ -71,7 +71,7 @@ def test_sigterm_mid_job_releases_it_and_another_server_finishes_it(
         assert outputs_of(storage, image_id) == [], image_id
     assert list(storage.list(layout.output_dir(USER, "staging"))) == []
 
-    set_settings(storage, {"mode": "birefnet", **FAST})
+    set_settings(storage, {"mode": "matte", **FAST})
     second = servers.start(**env)
     for image_id in ids:
         record = wait_status(storage, image_id)

@@ -27,7 +27,7 @@ def models(test_models_dir: Path) -> Models:
 
 def test_a_model_error_is_retried_then_failed_and_the_worker_goes_on(models: Models, tmp_path: Path) -> None:
     storage = FileStorage(tmp_path)
-    set_settings(storage, {"mode": "birefnet", **FAST})
+    set_settings(storage, {"mode": "matte", **FAST})
     jobs = Jobs(storage, "w1", max_attempts=3)
     broken = Worker(storage, jobs, dataclasses.replace(models, matte=None))  # the matting model fails on every image
     add_image(storage, "poison", drawing())

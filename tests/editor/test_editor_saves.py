@@ -1,0 +1,127 @@
+"""The editor's saves without models: an uploaded photo with a `done` record written by the test, touched up
+through the route. How many writes a save costs, and a photo deleted while a touch-up runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from server1 import cutting
+from server1.app import create_app
+from studio import layout
+from tests.server1.support import USERS, csrf_of, encode, photo
+
+SIZE = (320, 240)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Flask:
+    app = create_app({"SHARED_DIR": str(tmp_path / "shared"), "USERS": dict(USERS), "START_BACKGROUND": False})
+    yield app
+    app.extensions["server1"].events.stop()
+
+
+def login(app: Flask) -> FlaskClient:
+    client = app.test_client()
+    token = csrf_of(client.get("/login").text)
+    client.post("/login", data={"username": "alice", "password": USERS["alice"], "csrf_token": token})
+    client.environ_base["HTTP_X_CSRFTOKEN"] = csrf_of(client.get("/").text)
+    return client
+
+
+def done_photo(app: Flask, client: FlaskClient) -> tuple[str, str]:
+    """An uploaded photo whose status record says done with one clipping (as a worker leaves it)."""
+    data = encode(photo(*SIZE), "PNG")
+    answer = client.post("/upload", data={"file": (io.BytesIO(data), "p.png")}, content_type="multipart/form-data")
+    image_id = answer.json["images"][0]["id"]
+    name = layout.crop_name(image_id, 0, 0)
+    record = {
+        "state": "done",
+        "attempts": 1,
+        "error": None,
+        "updated_at": "2026-01-01T00:00:00.000Z",
+        "clippings": [name],
+        "clipping_boxes": {name: [0, 0, *SIZE]},
+        "width": SIZE[0],
+        "height": SIZE[1],
+    }
+    app.extensions["server1"].storage.write(layout.status("alice", image_id), json.dumps(record).encode())
+    return image_id, name
+
+
+def touch_up(client: FlaskClient, image_id: str, name: str):
+    mask = np.zeros((SIZE[1], SIZE[0]), dtype=np.uint8)
+    mask[20:200, 30:250] = 255
+    return client.post(
+        f"/api/images/{image_id}/clippings/{name}/mask",
+        data={"mask": (io.BytesIO(encode(Image.fromarray(mask), "PNG")), "mask.png")},
+        content_type="multipart/form-data",
+    )
+
+
+def test_the_nth_save_writes_the_clipping_once(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = login(app)
+    image_id, name = done_photo(app, client)
+    storage = app.extensions["server1"].storage
+    created: list[str] = []
+    create_exclusive = storage.create_exclusive
+
+    def counted(key: str, data: bytes) -> object:
+        created.append(key)
+        return create_exclusive(key, data)
+
+    monkeypatch.setattr(storage, "create_exclusive", counted)
+    for n in range(1, 7):
+        created.clear()
+        answer = touch_up(client, image_id, name)
+        assert answer.status_code == 200, answer.json
+        name = answer.json["clipping"]["name"]
+        crops = [k for k in created if k.startswith(layout.output_dir("alice", "crops"))]
+        assert crops == [layout.crop("alice", name)], f"save {n} tried {len(crops)} names"
+
+
+def test_deleting_the_photo_during_a_touch_up_answers_404_and_leaves_nothing(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    editing, deleting = login(app), login(app)
+    image_id, name = done_photo(app, editing)
+    reached, release = threading.Event(), threading.Event()
+    clip = cutting.clip
+
+    def gated(original: Image.Image, alpha: np.ndarray) -> object:
+        reached.set()  # the touch-up has read the original and is about to save
+        assert release.wait(60)
+        return clip(original, alpha)
+
+    monkeypatch.setattr(cutting, "clip", gated)
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(touch_up(editing, image_id, name)))
+    worker.start()
+    assert reached.wait(60)
+    assert deleting.delete(f"/api/images/{image_id}").status_code == 200
+    release.set()
+    worker.join(60)
+    (answer,) = answers
+    assert answer.status_code == 404, answer.json
+    left = [e.key for e in app.extensions["server1"].storage.list("alice/") if image_id in e.key]
+    assert left == []
+
+
+def test_a_matte_path_record_names_its_model_and_old_birefnet_records_still_show(app: Flask) -> None:
+    client = login(app)
+    image_id, _ = done_photo(app, client)
+    storage, key = app.extensions["server1"].storage, layout.status("alice", image_id)
+    record = json.loads(storage.read(key))
+    for method, model, says in (("matte", "u2netp", "the matting model (u2netp)"), ("birefnet", None, "matting")):
+        storage.write(key, json.dumps({**record, "method": method, "model": model}).encode())
+        answer = client.get(f"/api/images/{image_id}/editor").json
+        assert answer["state"] == "done" and len(answer["clippings"]) == 1
+        assert says in answer["message"] and "SAM" in answer["message"], answer["message"]
