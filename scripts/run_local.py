@@ -18,6 +18,7 @@ from pathlib import Path
 
 from studio import layout
 from studio.errors import ConfigError
+from studio.modelfiles import SAM_CPU_DEFAULT
 from studio.storage import NotFound, open_storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,14 +48,21 @@ def gpu(env: dict[str, str]) -> bool:
     return torch.cuda.is_available()
 
 
-def main() -> int:
-    env = dict(os.environ)
+def local_env(environ: dict[str, str]) -> dict[str, str]:
+    """Both servers' environment in local mode: ./shared, port 5050, no endpoint; without a GPU SAM_MODEL is
+    MobileSAM unless set (CPU local mode: the one SAM downloaded and loaded, README)."""
+    env = dict(environ)
     env.setdefault("SHARED_DIR", str(REPO / "shared"))
     env.setdefault("PORT", "5050")
     env.pop("SAGEMAKER_ENDPOINT", None)  # local mode
     env["PYTHONUNBUFFERED"] = "1"
     if "SAM_MODEL" not in env and not gpu(env):
-        env["SAM_MODEL"] = "vit_b"  # CPU local mode: the small SAM, the only one downloaded (README)
+        env["SAM_MODEL"] = SAM_CPU_DEFAULT
+    return env
+
+
+def main() -> int:
+    env = local_env(dict(os.environ))
     try:
         user, password, generated = local_login(env)
     except ConfigError as e:

@@ -37,6 +37,7 @@ from PIL import Image  # noqa: E402
 from server2 import gpu_check  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402
 from studio.modelfiles import SAM_SIZES, ModelChoice, sam_file  # noqa: E402
+from studio.settings import DEFAULTS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +311,7 @@ class Models:
     matte: MatteModel
     choice: ModelChoice = field(default_factory=ModelChoice)
     folder: Path = field(default=Path())
+    fallbacks: set[str] = field(default_factory=set)  # the SAM models asked for but absent, already logged
 
     @classmethod
     def load(cls, models_dir: Path, device: str, choice: ModelChoice | None = None, need_sam: bool = True) -> Models:
@@ -357,18 +359,24 @@ class Models:
         }
 
     def sam_for(self, model_type: str) -> tuple[str, torch.nn.Module]:
-        """The SAM the user asked for, or the configured size when those weights are not there (logged)."""
+        """The SAM the user asked for, or the configured size when those weights are not there.
+
+        Logged once per size, not per job, and as a warning only for a size a user picked: the settings'
+        default (vit_l) on a server configured with another SAM (MobileSAM without a GPU) is expected."""
         if model_type in self.sam:
             return model_type, self.sam[model_type]
         if self.choice.sam not in self.sam:
             raise ModelsMissing([sam_file(self.choice.sam)], self.folder)
-        log.warning(
-            "SAM %s requested but %s is not in %s; using %s",
-            model_type,
-            sam_file(model_type),
-            self.folder,
-            self.choice.sam,
-        )
+        if model_type not in self.fallbacks:
+            self.fallbacks.add(model_type)
+            log.log(
+                logging.INFO if model_type == DEFAULTS["model_type"] else logging.WARNING,
+                "SAM %s requested but %s is not in %s; using %s (said once)",
+                model_type,
+                sam_file(model_type),
+                self.folder,
+                self.choice.sam,
+            )
         return self.choice.sam, self.sam[self.choice.sam]
 
 

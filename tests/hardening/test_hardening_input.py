@@ -244,7 +244,7 @@ KEYS = sorted(studio_settings.DEFAULTS)
 def _valid_settings() -> st.SearchStrategy[dict]:
     """Changes inside the settings ranges (docs/architecture.md "Settings"): always accepted."""
     fields = {
-        "model_type": st.sampled_from(["vit_b", "vit_l", "vit_h"]),
+        "model_type": st.sampled_from(studio_settings.CHOICES["model_type"]),
         "points_per_side": st.integers(8, 128),
         "pred_iou_thresh": st.floats(0.5, 0.99),
         "stability_score_thresh": st.floats(0.5, 0.99),

@@ -427,14 +427,24 @@ def test_delete_and_clear(app: Flask, alice: FlaskClient, bob: FlaskClient) -> N
 def test_settings(alice: FlaskClient) -> None:
     got = alice.get("/api/settings").json
     assert got["settings"]["model_type"] == "vit_l" and "vit_h" in got["choices"]["model_type"]
-    saved = alice.post("/api/settings", json={"model_type": "vit_b", "pred_iou_thresh": 0.9})
-    assert saved.status_code == 200 and saved.json["settings"]["model_type"] == "vit_b"
+    saved = alice.post("/api/settings", json={"model_type": "mobile_sam", "pred_iou_thresh": 0.9})
+    assert saved.status_code == 200 and saved.json["settings"]["model_type"] == "mobile_sam"
     bad = alice.post("/api/settings", json={"points_per_side": 1000, "mode": "magic", "x": 1})
     assert bad.status_code == 400
     assert set(bad.json["errors"]) == {"points_per_side", "mode", "x"}
     assert alice.post("/api/settings", data="[1,", content_type="application/json").status_code == 400
     assert alice.post("/api/settings", json=[1, 2]).status_code == 400
-    assert alice.get("/api/settings").json["settings"]["model_type"] == "vit_b"
+    assert alice.get("/api/settings").json["settings"]["model_type"] == "mobile_sam"
+
+
+def test_the_settings_page_offers_every_sam_model_with_what_it_trades(alice: FlaskClient) -> None:
+    page = alice.get("/").text
+    start = page.index('<select id="set-model_type"')
+    select = page[start : page.index("</select>", start)]
+    offered = [part.split('"')[0] for part in select.split('<option value="')[1:]]
+    assert offered == list(alice.get("/api/settings").json["choices"]["model_type"])
+    assert "MobileSAM (fastest, lower quality than ViT-L)" in select
+    assert "The default when Server2 has no GPU." in " ".join(page.split())
 
 
 def test_canvas(alice: FlaskClient, bob: FlaskClient) -> None:

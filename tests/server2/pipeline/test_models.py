@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from server2.models import Models, ModelsMissing, build_sam, local_models_dir, p
 from studio import layout, modelfiles
 from studio.errors import ConfigError
 from studio.modelfiles import ModelChoice
+from studio.settings import DEFAULTS
 from tests.weights import TEST_SAM
 
 # The encoders segment_anything's own builders make (build_sam.py).
@@ -91,9 +93,9 @@ def test_model_variables_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MATTE_MODEL", "u2netp")
     monkeypatch.delenv("SAM_MODEL", raising=False)
     assert ModelChoice.from_env() == ModelChoice("yolo11n.pt", "u2netp", "vit_l")
-    assert ModelChoice.from_env(cpu=True).sam == "vit_b"
+    assert ModelChoice.from_env(cpu=True).sam == "mobile_sam"
     monkeypatch.setenv("SAM_MODEL", "vit_x")
-    with pytest.raises(ConfigError, match="SAM_MODEL must be one of vit_b, vit_l, vit_h"):
+    with pytest.raises(ConfigError, match="SAM_MODEL must be one of mobile_sam, vit_b, vit_l, vit_h"):
         ModelChoice.from_env()
 
 
@@ -148,6 +150,23 @@ def test_other_sam_sizes_load_when_present_and_the_configured_one_stands_in(
     assert set(models.sam) == {"vit_b", "vit_l"}
     assert models.sam_for("vit_b") == ("vit_b", models.sam["vit_b"])
     assert models.sam_for("vit_h") == ("vit_l", models.sam["vit_l"])
+
+
+def test_a_missing_sam_is_said_once_and_the_default_settings_give_no_warning(
+    tmp_path: Path, test_models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CPU local mode: SAM_MODEL=mobile_sam, the users' settings default to vit_l (not downloaded)."""
+    for name in layout.MODEL_FILES:
+        if not name.endswith(".pth"):
+            (tmp_path / name).symlink_to(test_models_dir / name)
+    (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")
+    models = Models.load(tmp_path, "cpu", ModelChoice(sam="vit_b"))
+    with caplog.at_level(logging.INFO, logger="server2.models"):
+        for _ in range(3):
+            assert models.sam_for(DEFAULTS["model_type"]) == ("vit_b", models.sam["vit_b"])
+            assert models.sam_for("vit_h") == ("vit_b", models.sam["vit_b"])
+    said = [(r.levelno, r.getMessage().split(" requested")[0]) for r in caplog.records if "requested" in r.getMessage()]
+    assert said == [(logging.INFO, "SAM vit_l"), (logging.WARNING, "SAM vit_h")]
 
 
 def test_pick_device() -> None:
