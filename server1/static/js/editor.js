@@ -152,33 +152,39 @@ async function refresh() {
 
 // ---- the mask: SamPredictor.postprocess_masks ----------------------------------------------------
 // Source positions of the first `count` of `to` outputs resampled from `from` inputs, pixel centres aligned
-// (torch's bilinear with align_corners=False, OpenCV's INTER_LINEAR): [first, second, weight of second].
+// (torch's bilinear with align_corners=False, OpenCV's INTER_LINEAR): first and second input, second's weight.
 function taps(from, to, count) {
-  const out = [];
+  const first = new Int32Array(count);
+  const second = new Int32Array(count);
+  const weight = new Float32Array(count);
   for (let i = 0; i < count; i += 1) {
     const s = Math.max(0, (i + 0.5) * (from / to) - 0.5);
-    const first = Math.min(Math.floor(s), from - 1);
-    out.push([first, Math.min(first + 1, from - 1), first === from - 1 ? 0 : s - first]);
+    first[i] = Math.min(Math.floor(s), from - 1);
+    second[i] = Math.min(first[i] + 1, from - 1);
+    weight[i] = first[i] === from - 1 ? 0 : s - first[i];
   }
-  return out;
+  return { first, second, weight };
 }
 
 // Bilinear resize of the sw x sh top-left part of src (rows of `stride` values) to dw x dh, keeping only the
-// top-left cw x ch of the result.
+// top-left cw x ch of the result. Typed arrays and no allocation in the loops: it runs on every hover.
 function resize(src, stride, sw, sh, dw, dh, cw = dw, ch = dh) {
   const xs = taps(sw, dw, cw);
   const ys = taps(sh, dh, ch);
   const rows = new Float32Array(sh * cw);
   for (let y = 0; y < sh; y += 1) {
+    const row = y * stride;
     for (let x = 0; x < cw; x += 1) {
-      const [a, b, f] = xs[x];
-      rows[y * cw + x] = src[y * stride + a] * (1 - f) + src[y * stride + b] * f;
+      const f = xs.weight[x];
+      rows[y * cw + x] = src[row + xs.first[x]] * (1 - f) + src[row + xs.second[x]] * f;
     }
   }
   const out = new Float32Array(cw * ch);
   for (let y = 0; y < ch; y += 1) {
-    const [a, b, f] = ys[y];
-    for (let x = 0; x < cw; x += 1) out[y * cw + x] = rows[a * cw + x] * (1 - f) + rows[b * cw + x] * f;
+    const a = ys.first[y] * cw;
+    const b = ys.second[y] * cw;
+    const f = ys.weight[y];
+    for (let x = 0; x < cw; x += 1) out[y * cw + x] = rows[a + x] * (1 - f) + rows[b + x] * f;
   }
   return out;
 }
@@ -189,8 +195,11 @@ function maskAt({ logits, side }, width, height) {
   const input = meta.embedding.input_size;
   const frame = modelFrame();
   const inFrame = resize(logits, side, side, side, input, input, frame.w, frame.h);
-  const scaled = resize(inFrame, frame.w, frame.w, frame.h, width, height);
-  return Uint8Array.from(scaled, (v) => (v > 0 ? 1 : 0));
+  const same = width === frame.w && height === frame.h; // the preview, usually: a resize to the same size is exact
+  const scaled = same ? inFrame : resize(inFrame, frame.w, frame.w, frame.h, width, height);
+  const bits = new Uint8Array(scaled.length);
+  for (let i = 0; i < scaled.length; i += 1) bits[i] = scaled[i] > 0 ? 1 : 0;
+  return bits;
 }
 
 // ---- drawing ---------------------------------------------------------------------------------
