@@ -228,6 +228,8 @@ def _editable(user: str, image_id: str) -> dict:
 def _original(user: str, image_id: str) -> Image.Image:
     """The upright original at full resolution (studio.upright: as the worker cut its clippings from it)."""
     key, job = services().albums.find(user, image_id)
+    if not (key or job):
+        raise NotFound(f"{image_id} was deleted")
     data = services().storage.read(key or job)
     return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
 
@@ -316,6 +318,8 @@ def cut(image_id: str) -> Response:
         features = np.load(io.BytesIO(storage.read(layout.embedding(user, image_id))), allow_pickle=False)
         session = decoders.session(meta["decoder"], lambda: storage.read(layout.decoder(meta["decoder"])))
     except NotFound:
+        if not _known(user, image_id):
+            raise  # the photo was deleted meanwhile: 404
         raise Refused("the embedding or decoder is missing: " + RETRY_FIRST, 409) from None
     coords, point_labels = cutting.decoder_inputs(
         points, labels, box, size, (meta["width"], meta["height"]), meta["input_size"]

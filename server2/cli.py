@@ -78,8 +78,9 @@ def write_result(folder: Path, path: Path, original: Image.Image, result: object
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server2 segment", description=__doc__.split("\n\n")[0])
-    mode = settings.CHOICES["mode"]
-    parser.add_argument("--mode", choices=mode, default="auto", type=lambda v: settings.ALIASES["mode"].get(v, v))
+    # "birefnet": the matte path's old name, as in the settings
+    alias = settings.ALIASES["mode"]
+    parser.add_argument("--mode", choices=settings.CHOICES["mode"], default="auto", type=lambda v: alias.get(v, v))
     parser.add_argument("--models", default=os.environ.get("MODELS_DIR", "models"), help="weights folder")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=os.environ.get("DEVICE", "auto"))
     parser.add_argument("--out", required=True, help="output folder")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         device = pick_device(args.device)
-        choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: SAM vit_b unless SAM_MODEL says
+        choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: MobileSAM unless SAM_MODEL says
         models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "matte")
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Which model weight files the configuration needs, and where each comes from officially.
 
-One source of truth for both servers (DESIGN.md "Model weights"): Server1 downloads exactly these files
+One source of truth for both servers (docs/architecture.md "Models"): Server1 downloads exactly these files
 at start-up, Server2 (server2/models.py) loads them. Light on purpose (no torch, no rembg): Server1 imports it.
 
 Configuration (environment):
@@ -75,7 +75,7 @@ class ModelChoice:
 
     @classmethod
     def from_env(cls, cpu: bool = False) -> ModelChoice:
-        """DETECT_MODEL, MATTE_MODEL, SAM_MODEL; cpu: Server2 has no GPU (SAM vit_b unless SAM_MODEL says)."""
+        """DETECT_MODEL, MATTE_MODEL, SAM_MODEL; cpu: Server2 has no GPU (mobile_sam unless SAM_MODEL says)."""
         sam_default = SAM_CPU_DEFAULT if cpu else SAM_DEFAULT
         return cls(
             detect=check_detect(os.environ.get("DETECT_MODEL") or DETECT_DEFAULT),

@@ -82,7 +82,7 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     """RGB, or RGBA when some pixel is not opaque; 16-bit and float samples scaled (module docstring)."""
     if image.mode in _SIXTEEN_BIT or image.mode == "F":
         scale = 255.0 / 65535.0 if image.mode in _SIXTEEN_BIT else 255.0
-        values = np.asarray(image, dtype=np.float64) * scale
+        values = np.asarray(image, dtype=np.float32) * np.float32(scale)
         image = Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8), "L")
     if image.mode in _ALPHA or "transparency" in image.info:
         rgba = image.convert("RGBA")

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from server1 import cutting
+from server1 import cutting, editor
 from server1.app import create_app
 from studio import layout
 from tests.server1.support import USERS, csrf_of, encode, photo
@@ -88,20 +88,22 @@ def test_the_nth_save_writes_the_clipping_once(app: Flask, monkeypatch: pytest.M
         assert crops == [layout.crop("alice", name)], f"save {n} tried {len(crops)} names"
 
 
+@pytest.mark.parametrize("gate", ["_original", "clip"])  # before reading the original; before saving
 def test_deleting_the_photo_during_a_touch_up_answers_404_and_leaves_nothing(
-    app: Flask, monkeypatch: pytest.MonkeyPatch
+    app: Flask, monkeypatch: pytest.MonkeyPatch, gate: str
 ) -> None:
     editing, deleting = login(app), login(app)
     image_id, name = done_photo(app, editing)
     reached, release = threading.Event(), threading.Event()
-    clip = cutting.clip
+    module = editor if gate == "_original" else cutting
+    step = getattr(module, gate)
 
-    def gated(original: Image.Image, alpha: np.ndarray) -> object:
-        reached.set()  # the touch-up has read the original and is about to save
+    def gated(*args: object) -> object:
+        reached.set()  # the touch-up waits here while the test deletes the photo
         assert release.wait(60)
-        return clip(original, alpha)
+        return step(*args)
 
-    monkeypatch.setattr(cutting, "clip", gated)
+    monkeypatch.setattr(module, gate, gated)
     answers = []
     worker = threading.Thread(target=lambda: answers.append(touch_up(editing, image_id, name)))
     worker.start()

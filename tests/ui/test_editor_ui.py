@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
+from server1 import cutting
 from server1.ingest import ingest
 from server2.models import Models
 from studio import layout, settings
@@ -72,6 +73,29 @@ def test_the_browser_decoder_matches_sam_predictor(
         assert iou(ours, logits > 0) >= 0.99, prompt
         nonempty += bool(ours.any())
     assert nonempty >= 12
+
+
+def test_the_preview_is_the_mask_cut_saves(
+    page: Page, server: Server, login: Callable[[Page], None], image_id: str, test_models_dir: Path
+) -> None:
+    """The page's mask (postprocess_masks in editor.js) against server1.cutting.upscale on the same logits, and
+    against SamPredictor's own mask, at the original's size: what the user previews is what /cut saves."""
+    print("seed", SEED + 1)
+    login(page)
+    open_editor(page, server, image_id)
+    meta = record(server, image_id)["embedding"]
+    embedded = (meta["width"], meta["height"])
+    ref = Reference(test_models_dir / "vit_l.pth", server.storage.read(layout.embedding(USER, image_id)), embedded)
+    compared = 0
+    for prompt in random_prompts(SEED + 1, 8, *ORIGINAL):
+        answer = page.evaluate("([p, w, h]) => window.samEditor.mask(p, w, h)", [prompt, *ORIGINAL])
+        shown = np.frombuffer(answer["bits"].encode(), dtype=np.uint8).reshape(ORIGINAL[1], ORIGINAL[0]) == ord("1")
+        logits = np.array(answer["logits"], dtype=np.float32).reshape(answer["side"], answer["side"])
+        saved = cutting.upscale(logits, embedded, meta["input_size"], ORIGINAL)
+        assert (shown != saved).sum() <= 0.0005 * shown.size, prompt  # float rounding at the threshold only
+        assert iou(shown, ref.mask(prompt, ORIGINAL)) >= 0.99, prompt
+        compared += bool(shown.any())
+    assert compared >= 4
 
 
 def _canvas_point(page: Page, fx: float, fy: float) -> tuple[float, float]:

@@ -2,8 +2,9 @@
 // over the image's stored embedding, and an erase / restore brush for an existing clipping's mask.
 //
 // Coordinates: the overlay canvas has the resized image's pixels (the embedding's); prompts sent to the
-// server are in the original's pixels. The decoder answers low-res logits (4g x 4g), upscaled here for
-// the preview as the server upscales them for the saved clipping (server1/cutting.py).
+// server are in the original's pixels. The decoder answers low-res logits (4g x 4g), turned into the
+// preview's mask by the same steps as the server's for the saved clipping (SamPredictor.postprocess_masks,
+// server1/cutting.upscale): what the user previews is what /cut saves, at the overlay's size.
 
 import { api, csrfToken, parseJson, reasonFrom } from './api.js';
 
@@ -149,23 +150,72 @@ async function refresh() {
   }
 }
 
+// ---- the mask: SamPredictor.postprocess_masks ----------------------------------------------------
+// Source positions of the first `count` of `to` outputs resampled from `from` inputs, pixel centres aligned
+// (torch's bilinear with align_corners=False, OpenCV's INTER_LINEAR): first and second input, second's weight.
+function taps(from, to, count) {
+  const first = new Int32Array(count);
+  const second = new Int32Array(count);
+  const weight = new Float32Array(count);
+  for (let i = 0; i < count; i += 1) {
+    const s = Math.max(0, (i + 0.5) * (from / to) - 0.5);
+    first[i] = Math.min(Math.floor(s), from - 1);
+    second[i] = Math.min(first[i] + 1, from - 1);
+    weight[i] = first[i] === from - 1 ? 0 : s - first[i];
+  }
+  return { first, second, weight };
+}
+
+// Bilinear resize of the sw x sh top-left part of src (rows of `stride` values) to dw x dh, keeping only the
+// top-left cw x ch of the result. Typed arrays and no allocation in the loops: it runs on every hover.
+function resize(src, stride, sw, sh, dw, dh, cw = dw, ch = dh) {
+  const xs = taps(sw, dw, cw);
+  const ys = taps(sh, dh, ch);
+  const rows = new Float32Array(sh * cw);
+  for (let y = 0; y < sh; y += 1) {
+    const row = y * stride;
+    for (let x = 0; x < cw; x += 1) {
+      const f = xs.weight[x];
+      rows[y * cw + x] = src[row + xs.first[x]] * (1 - f) + src[row + xs.second[x]] * f;
+    }
+  }
+  const out = new Float32Array(cw * ch);
+  for (let y = 0; y < ch; y += 1) {
+    const a = ys.first[y] * cw;
+    const b = ys.second[y] * cw;
+    const f = ys.weight[y];
+    for (let x = 0; x < cw; x += 1) out[y * cw + x] = rows[a + x] * (1 - f) + rows[b + x] * f;
+  }
+  return out;
+}
+
+// The mask at width x height (1 inside): logits to the input frame (only its image part is computed), that
+// part to width x height, then > 0; as server1/cutting.upscale does for /cut.
+function maskAt({ logits, side }, width, height) {
+  const input = meta.embedding.input_size;
+  const frame = modelFrame();
+  const inFrame = resize(logits, side, side, side, input, input, frame.w, frame.h);
+  const same = width === frame.w && height === frame.h; // the preview, usually: a resize to the same size is exact
+  const scaled = same ? inFrame : resize(inFrame, frame.w, frame.w, frame.h, width, height);
+  const bits = new Uint8Array(scaled.length);
+  for (let i = 0; i < scaled.length; i += 1) bits[i] = scaled[i] > 0 ? 1 : 0;
+  return bits;
+}
+
 // ---- drawing ---------------------------------------------------------------------------------
 const scratch = document.createElement('canvas');
 
 function drawMask() {
   if (!mask) return;
-  const { logits, side } = mask;
-  scratch.width = side;
-  scratch.height = side;
-  const pixels = new ImageData(side, side);
-  for (let i = 0; i < logits.length; i += 1) {
-    if (logits[i] > 0) pixels.data.set([79, 70, 229, 120], i * 4);
+  const bits = maskAt(mask, size.w, size.h);
+  scratch.width = size.w;
+  scratch.height = size.h;
+  const pixels = new ImageData(size.w, size.h);
+  for (let i = 0; i < bits.length; i += 1) {
+    if (bits[i]) pixels.data.set([79, 70, 229, 120], i * 4);
   }
   scratch.getContext('2d').putImageData(pixels, 0, 0);
-  const frame = modelFrame();
-  const cell = meta.embedding.input_size / side; // input-frame pixels per low-res pixel
-  ctx.imageSmoothingEnabled = true;
-  ctx.drawImage(scratch, 0, 0, frame.w / cell, frame.h / cell, 0, 0, size.w, size.h);
+  ctx.drawImage(scratch, 0, 0);
 }
 
 const toOverlay = (x, y) => [x * size.w / meta.width, y * size.h / meta.height];
@@ -512,15 +562,21 @@ document.addEventListener('keydown', (event) => {
   if (event.shiftKey) redoStroke(); else undoStroke();
 });
 
-// For the browser tests and the benchmark: the low-res mask (0/1 per pixel) and the time of one decode.
+// For the browser tests and the benchmark: the low-res mask (0/1 per pixel) and the time of one decode; the
+// preview's mask at a given size ('0'/'1' per pixel, row by row) with the logits it came from.
+const decodePrompt = (prompt) => decode({
+  points: prompt.points.map(([x, y], i) => ({ x, y, label: prompt.labels[i] })),
+  box: prompt.box && { x0: prompt.box[0], y0: prompt.box[1], x1: prompt.box[2], y1: prompt.box[3] },
+});
 window.samEditor = {
   async lowRes(prompt) {
     const started = performance.now();
-    const { logits, side } = await decode({
-      points: prompt.points.map(([x, y], i) => ({ x, y, label: prompt.labels[i] })),
-      box: prompt.box && { x0: prompt.box[0], y0: prompt.box[1], x1: prompt.box[2], y1: prompt.box[3] },
-    });
+    const { logits, side } = await decodePrompt(prompt);
     return { side, ms: performance.now() - started, bits: Array.from(logits, (v) => (v > 0 ? 1 : 0)) };
+  },
+  async mask(prompt, width, height) {
+    const decoded = await decodePrompt(prompt);
+    return { side: decoded.side, logits: Array.from(decoded.logits), bits: maskAt(decoded, width, height).join('') };
   },
 };
 
