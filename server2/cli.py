@@ -84,11 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from server2 import pipeline
+    from server2 import embeddings, pipeline
     from server2.models import Models, ModelsMissing, pick_device
     from server2.worker import BadImage, open_image
     from studio.errors import ConfigError
     from studio.modelfiles import ModelChoice
+    from studio.storage import FileStorage
 
     files = inputs(args.inputs)
     if not files:
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
         return 2
+    try:  # into the weights folder (SHARED_DIR/models by default), where Server1's editor finds them
+        embeddings.ensure_editor_models(FileStorage(args.models), models, folder="")
+    except Exception as e:  # noqa: BLE001  (the cut-outs do not need them)
+        print(f"segment: exporting MobileSAM's encoder for the editor failed: {e}", file=sys.stderr)
     out, used, failed = Path(args.out), set(), []
     for path in tqdm(files, unit="image", disable=None):
         stem = path.stem
