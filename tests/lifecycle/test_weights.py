@@ -202,7 +202,13 @@ def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path,
     assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in builtin]
     assert [f.md5 for f in mirrored] == [f.md5 for f in builtin]
     assert [f.name for f in builtin] == list(layout.MODEL_FILES)
-    assert [f.name for f in builtin] == ["vit_l.pth", "mobile_sam.pt", "yolov8n.pt", "yolov8n-seg.pt", "birefnet-dis.onnx"]
+    assert [f.name for f in builtin] == [
+        "vit_l.pth",
+        "mobile_sam.pt",
+        "yolov8n.pt",
+        "yolov8n-seg.pt",
+        "birefnet-dis.onnx",
+    ]
     urls = {f.name: f.url for f in builtin}
     assert urls["vit_l.pth"] == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"
     assert urls["yolov8n-seg.pt"] == "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-seg.pt"

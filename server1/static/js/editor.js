@@ -57,8 +57,14 @@ export function parseNpy(buffer) {
   return { shape, data };
 }
 
-async function fetchBuffer(url) {
+// A 503 with Retry-After (the server computes one embedding at a time) is asked again, a few times.
+async function fetchBuffer(url, tries = 10) {
   const response = await fetch(url, { credentials: 'same-origin' });
+  const wait = Number(response.headers.get('Retry-After'));
+  if (response.status === 503 && wait && tries > 1) {
+    await new Promise((resolve) => { setTimeout(resolve, wait * 1000); });
+    return fetchBuffer(url, tries - 1);
+  }
   if (!response.ok) throw new Error(reasonFrom(response.status, parseJson(await response.text())));
   return response.arrayBuffer();
 }
