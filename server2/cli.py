@@ -7,6 +7,8 @@ input's full size, one per clipping, largest first), clipping-<n>.png (RGBA, as 
 result.json (method, models, boxes, timings). The same code as Server2: server2.worker.open_image,
 server2.pipeline.segment; models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL (studio/modelfiles.py).
 A file that cannot be read or segmented is reported and skipped; the exit status is 1 if any failed.
+With mobile_sam.pt in the models folder, its image encoder and prompt decoder are exported there once as ONNX
+(sam-encoder-/sam-decoder-<digest>.onnx), for the editor's embeddings on Server1's CPU (server1/encoding.py).
 """
 
 from __future__ import annotations
