@@ -186,6 +186,8 @@ def embedding(image_id: str) -> Response | tuple[Response, int]:
         meta, data = _cpu_embedding(user, image_id)
     except encoding.Unavailable as e:
         return _unavailable(e)
+    if version.startswith(CPU) and version != CPU + meta["decoder"]:  # a newer encoder came meanwhile
+        return json_error("this photo's embedding goes with another decoder now: reload the editor", 409)
     return _cached(data, "application/octet-stream", version == CPU + meta["decoder"])
 
 

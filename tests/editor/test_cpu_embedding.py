@@ -141,6 +141,8 @@ def test_the_cpu_embedding_is_kept_once_for_its_owner_until_server2s_replaces_it
     assert alice.get(url).data == first.data and alice.get(f"/api/images/{image_id}/embedding").data == first.data
     assert runs == [1]
     assert storage.exists(layout.cpu_embedding("alice", image_id))
+    other = alice.get(f"/api/images/{image_id}/embedding?v=cpu-{'0' * 16}")  # the page's decoder is not this one's
+    assert other.status_code == 409 and "reload the editor" in other.json["error"]
     # Server2's result comes with its own embedding: it wins, and publishing it removes Server1's.
     image_files.delete_outputs(storage, "alice", image_id)
     storage.write(layout.embedding("alice", image_id), b"server2's")
