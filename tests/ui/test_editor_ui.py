@@ -20,18 +20,14 @@ from scipy import ndimage
 from server1.ingest import ingest
 from server2.models import Models, load_sam
 from studio import layout, settings
-from studio.modelfiles import ModelChoice
-from tests.conftest import REAL_MODELS_ENV, realworld
-from tests.editor.support import Reference, install_editor_models, iou, process, random_prompts
+from tests.conftest import realworld
+from tests.editor.support import REAL, Reference, install_editor_models, iou, process, random_prompts
 from tests.server1.support import encode, photo
 from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot
 
 SEED = 2015
 ORIGINAL = (1200, 900)
 FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 20}
-
-
-REAL = ModelChoice(detect=REAL_MODELS_ENV["DETECT_MODEL"], matte=REAL_MODELS_ENV["MATTE_MODEL"], sam="mobile_sam")
 
 
 @pytest.fixture(scope="module")
