@@ -50,20 +50,22 @@ def new_photo(storage: Storage, seed: int) -> str:
     return ingest(storage, "alice", f"big{seed}.jpg", encode(photo(*ORIGINAL, seed=seed), "JPEG", quality=90))
 
 
-def embedding_seconds(storage: Storage, digest: str) -> tuple[float, list[float], str]:
+def embedding_seconds(storage: Storage, digest: str) -> tuple[float, list[float], list[float], str]:
     """Server1's embedding of fresh photos' work images, as GET /embedding computes it: (seconds to load the
-    encoder's session, seconds per photo, the last photo's id)."""
+    encoder's session, seconds per photo, CPU seconds per photo (all threads; less sensitive than the wall
+    clock to others' load), the last photo's id)."""
     encoder = encoding.Encoder(wait=60)
     started = time.perf_counter()
     encoder.session(storage, digest)
     load = time.perf_counter() - started
-    times = []
+    times, cpu = [], []
     for seed in range(PHOTOS):
         image_id = new_photo(storage, seed)
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         encoder.embedding(storage, "alice", image_id, layout.resized("alice", image_id))
         times.append(time.perf_counter() - started)
-    return load, times, image_id
+        cpu.append(time.process_time() - used)
+    return load, times, cpu, image_id
 
 
 def cut_seconds(shared: str, image_id: str, repeat: int = 5) -> list[float]:
@@ -150,7 +152,7 @@ def run() -> list[Row]:
         storage = open_storage(str(shared))
         # start_server runs as user "alice" with its own password: the same user folder.
         digest = prepare(storage)
-        load, embed, image_id = embedding_seconds(storage, digest)
+        load, embed, cpu, image_id = embedding_seconds(storage, digest)
         npy_bytes = storage.info(layout.cpu_embedding("alice", image_id)).size
         decoder_bytes = storage.info(layout.decoder(digest)).size
         cut = cut_seconds(str(shared), image_id)
@@ -176,8 +178,8 @@ def run() -> list[Row]:
             "s",
             target="<= 1.5 s",
             met=median(embed) <= 1.5,
-            note=f"max {max(embed):.2f} s over {len(embed)}, {encoding.THREADS} threads; session load once "
-            f"{load:.2f} s; {load_avg}",
+            note=f"max {max(embed):.2f} s over {len(embed)}, {encoding.THREADS} threads, CPU time {median(cpu):.2f} s; "
+            f"session load once {load:.2f} s; {load_avg}",
         ),
         Row(
             "7 editor",
