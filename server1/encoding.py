@@ -37,7 +37,8 @@ RETRY_AFTER = 2  # seconds: about one embedding's time
 THREADS = max(1, min(4, os.cpu_count() or 1))
 NO_ENCODER = (
     "the editor needs SAM's image encoder, which is exported when MobileSAM is first loaded: start Server2 "
-    "(make run) or run `python -m server2 segment` once, with mobile_sam.pt in the models folder"
+    "(make run) once, or run `python -m server2 segment --models <SHARED_DIR>/models <a photo>` with "
+    "mobile_sam.pt in that folder"
 )
 
 
