@@ -112,7 +112,7 @@ def docker(*args: str, stdin: str | None = None) -> None:
 
 
 def stage_weights(source: Path) -> None:
-    """Copy the four weight files into deploy/weights/, where Server2.Dockerfile bakes them."""
+    """Copy the weight files (layout.MODEL_FILES) into deploy/weights/, where Server2.Dockerfile bakes them."""
     missing = [f for f in layout.MODEL_FILES if not (source / f).is_file()]
     if missing:
         raise DeployError(f"--bake-weights {source}: missing {', '.join(missing)}")

@@ -5,15 +5,20 @@ GET  /edit/<id>                     the editor page: cross-origin isolated for o
 GET  /api/images/<id>/editor        {"id", "width", "height", "original_url", "resized_url", "state",
                                      "embedding": {"url", "decoder_url", "width", "height", "input_size"} | null,
                                      "message", "clippings": [{"name", "url", "box", "undo"}]}
-GET  /api/images/<id>/embedding     the embedding (.npy, float16 1x256xgxg); 404 while there is none
+GET  /api/images/<id>/embedding     the embedding (.npy, float16 1x256xgxg): Server2's, else (and for
+                                     ?v=cpu-<digest>) Server1's own, computed on its CPU the first time
+                                     (server1/encoding.py); 503 with Retry-After while another is computed
 GET  /api/models/sam-decoder.onnx   ?v=<digest>: that decoder; without: the newest one exported
-POST /api/images/<id>/cut           {"points", "labels", "box"} in the original's pixels -> {"clipping": {...}}
+POST /api/images/<id>/cut           {"points", "labels", "box"} in the original's pixels -> {"clipping": {...}};
+                                     on a photo not processed yet it makes the photo done, cut by hand
 POST /api/images/<id>/clippings/<name>/mask   multipart "mask": PNG at the original's size (its alpha, or
                                      its gray levels when it has none) -> a new version of the clipping
 POST /api/images/<id>/clippings/<name>/undo   back to the version before the last touch-up
 
 All need the owner's session (like every file route) and the CSRF token on POSTs. The embedding and the
 decoder are immutable under their versioned URL (?v=...), so the browser keeps them; no GPU is involved.
+Each embedding comes with the digest of the decoder that goes with it (Server2's in the status record,
+Server1's own in its meta file): the page and /cut always decode with that one.
 Clipping files are never rewritten: a cut or a touch-up writes a new name (<id>_mask<N>_0.png, N >= 1000)
 and the status record says which names are shown ("clippings"), where each lies in the original
 ("clipping_boxes") and which version each replaced ("edits", for undo).
@@ -32,7 +37,7 @@ import numpy as np
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from PIL import Image
 
-from server1 import cutting
+from server1 import cutting, encoding
 from server1.responses import CSP, current_user, json_body, json_error
 from server1.services import services
 from studio import image_files, layout, upright
@@ -58,7 +63,10 @@ ISOLATED = {
 }
 ORT_STATIC = "/static/vendor/onnxruntime-web/"
 RETRY_FIRST = "process it first: retry the image and the editor can cut it once it is done"
+CPU = "cpu-"  # the embedding URL's version for Server1's own embedding: cpu-<decoder digest>
+EMBED_WAIT = 3.0  # seconds a request waits for its turn to compute an embedding before a 503
 decoders = cutting.Decoders()
+encoder = encoding.Encoder(wait=EMBED_WAIT)
 # onnxruntime-web's files under /static: a module script and WebAssembly must carry their types (a slim
 # image may have no /etc/mime.types, and the page sends nosniff).
 mimetypes.add_type("text/javascript", ".mjs")
@@ -129,30 +137,26 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
     record = _record(user, image_id) or {}
     meta = _embedding_meta(record)
     state = record.get("state", "queued")
-    if meta:
-        message = "Click the object to cut it out."
-    elif state == "done" and record.get("method") == "sam":
-        message = "This photo was processed before editing existed: retry it once and it can be edited."
-    elif state == "done":  # the matte path: method "matte", or "birefnet" in records written before
-        model = f" ({record['model']})" if record.get("model") else ""
-        message = (
-            f"This photo was cut out with the matting model{model}, which keeps no SAM embedding:"
-            " set the mode to SAM in the settings and retry it to click-cut here."
-        )
-    else:
-        message = f"The photo is {state}; it can be edited once it is done."
+    url = meta and f"/api/images/{image_id}/embedding?v={_version(record)}"
+    if not meta and job:  # none from Server2: Server1's own, kept or computed when the page asks for it
+        meta = encoding.plan(services().storage, user, image_id, job)
+        url = meta and f"/api/images/{image_id}/embedding?v={CPU}{meta['decoder']}"
+    message = "Click the object to cut it out." if meta else f"This photo cannot be cut yet: {encoding.NO_ENCODER}."
+    size = (record.get("width"), record.get("height"))
+    if None in size and (original or job):  # not processed yet: prompts are in the original's pixels all the same
+        size = encoding.upright_size(services().storage.read(original or job))
     return Response(
         json.dumps(
             {
                 "id": image_id,
                 "state": state,
-                "width": record.get("width"),
-                "height": record.get("height"),
+                "width": size[0],
+                "height": size[1],
                 "original_url": image_files.file_url(original or job),
                 "resized_url": image_files.file_url(job) if job else None,
                 "embedding": meta
                 and {
-                    "url": f"/api/images/{image_id}/embedding?v={_version(record)}",
+                    "url": url,
                     "decoder_url": f"/api/models/sam-decoder.onnx?v={meta['decoder']}",
                     **{k: meta[k] for k in ("width", "height", "input_size")},
                 },
@@ -168,15 +172,38 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
 
 @bp.get("/api/images/<image_id>/embedding")
 def embedding(image_id: str) -> Response | tuple[Response, int]:
-    user = current_user()
+    user, version = current_user(), request.args.get("v", "")
+    if not _known(user, image_id):
+        return json_error("no such image", 404)
     record = _record(user, image_id)
-    if not _embedding_meta(record):
-        return json_error("this image has no embedding yet: " + RETRY_FIRST, 404)
+    if _embedding_meta(record) and not version.startswith(CPU):
+        try:
+            data = services().storage.read(layout.embedding(user, image_id))
+        except NotFound:
+            return json_error("this image has no embedding yet: " + RETRY_FIRST, 404)
+        return _cached(data, "application/octet-stream", version == _version(record))
     try:
-        data = services().storage.read(layout.embedding(user, image_id))
-    except NotFound:
-        return json_error("this image has no embedding yet: " + RETRY_FIRST, 404)
-    return _cached(data, "application/octet-stream", request.args.get("v") == _version(record))
+        meta, data = _cpu_embedding(user, image_id)
+    except encoding.Unavailable as e:
+        return _unavailable(e)
+    if version.startswith(CPU) and version != CPU + meta["decoder"]:  # a newer encoder came meanwhile
+        return json_error("this photo's embedding goes with another decoder now: reload the editor", 409)
+    return _cached(data, "application/octet-stream", version == CPU + meta["decoder"])
+
+
+def _cpu_embedding(user: str, image_id: str) -> tuple[dict, bytes]:
+    """Server1's own embedding of the photo (meta, .npy bytes): kept, or computed now."""
+    _, job = services().albums.find(user, image_id)
+    if job is None:
+        raise encoding.Unavailable("the photo has no work image to embed: upload it again", None)
+    return encoder.embedding(services().storage, user, image_id, job)
+
+
+def _unavailable(e: encoding.Unavailable) -> tuple[Response, int]:
+    response, status = json_error(str(e), 503)
+    if e.retry_after is not None:
+        response.headers["Retry-After"] = str(e.retry_after)
+    return response, status
 
 
 def _newest_decoder(storage: Storage) -> str | None:
@@ -245,11 +272,18 @@ def _next_edit(image_id: str, record: dict) -> int:
 
 
 def _save(
-    user: str, image_id: str, record: dict, image: Image.Image, box: list[int], update: Callable[[dict, str], None]
+    user: str,
+    image_id: str,
+    record: dict,
+    image: Image.Image,
+    box: list[int],
+    update: Callable[[dict, str], None],
+    by_hand: tuple[int, int] | None = None,
 ) -> dict:
     """Write the clipping under a fresh name and its thumbnail, then change the status record with
-    update(record, name) under its version (a concurrent change makes it try again). If the change is
-    refused or the image was deleted meanwhile, the new files are removed again."""
+    update(record, name) under its version (a concurrent change makes it try again); by_hand: see
+    _change_record. If the change is refused or the image was deleted meanwhile, the new files are removed
+    again."""
     storage = services().storage
     data = image_files.png(image)
     number = _next_edit(image_id, record)
@@ -265,25 +299,43 @@ def _save(
         update(record, name)
 
     try:
-        record = _change_record(user, image_id, change)
+        record = _change_record(user, image_id, change, by_hand)
     except (Refused, NotFound):
         image_files.delete_clipping(storage, user, name)
         raise
     return _clipping(user, image_id, name, record)
 
 
-def _change_record(user: str, image_id: str, change: Callable[[dict], None]) -> dict:
+def _change_record(
+    user: str, image_id: str, change: Callable[[dict], None], by_hand: tuple[int, int] | None = None
+) -> dict:
     """Apply change to the done image's status record with a conditional write (a concurrent change,
-    e.g. another tab's save, makes it read and apply again); the record written."""
+    e.g. another tab's save, makes it read and apply again); the record written. by_hand: the original's
+    size, for a cut: a queued or failed image (or one with no record yet) becomes done, method "editor"."""
     storage, key = services().storage, layout.status(user, image_id)
     for _ in range(20):
-        raw, version = storage.read_versioned(key)
-        record = json.loads(raw)
-        if record.get("state") != "done":
-            raise Refused(f"the image is {record.get('state')} now; try again once it is done", 409)
+        try:
+            raw, version = storage.read_versioned(key)
+            record = json.loads(raw)
+        except NotFound:
+            version, record = None, {"state": "queued"}
+        state = record.get("state")
+        if state != "done" and (by_hand is None or state == "processing"):
+            raise Refused(f"the image is {state} now; try again once it is done", 409)
+        if state != "done":
+            record = {
+                "state": "done",
+                "attempts": record.get("attempts", 0),
+                "error": None,
+                "method": "editor",
+                "width": by_hand[0],
+                "height": by_hand[1],
+                "clippings": [],
+            }
         change(record)
         record["updated_at"] = iso(services().jobs.clock())
-        if storage.replace_if(key, json.dumps(record, separators=(",", ":")).encode(), version):
+        data = json.dumps(record, separators=(",", ":")).encode()
+        if storage.create_exclusive(key, data) if version is None else storage.replace_if(key, data, version):
             return record
     raise Refused("the image is being changed by another request; try again", 409)
 
@@ -298,6 +350,8 @@ def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple
             return json_error("no such image", 404)
         except cutting.BadPrompt as e:
             return json_error(f"bad prompt: {e}", 400)
+        except encoding.Unavailable as e:
+            return _unavailable(e)
 
     wrapped.__name__ = handler.__name__
     return wrapped
@@ -307,15 +361,24 @@ def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple
 @_refusal
 def cut(image_id: str) -> Response:
     user, storage = current_user(), services().storage
-    record = _editable(user, image_id)
-    meta = _embedding_meta(record)
-    if not meta:
-        raise Refused("this image has no embedding: " + RETRY_FIRST, 409)
-    size = (int(record["width"]), int(record["height"]))
-    points, labels, box = cutting.parse_prompt(json_body(), *size)
+    if not _known(user, image_id):
+        raise Refused("no such image", 404)
+    record = _record(user, image_id) or {}
+    if record.get("state") == "processing":
+        raise Refused("the photo is being processed now; cut it out here once it is done", 409)
     started = time.perf_counter()
+    original = _original(user, image_id)
+    size = original.size
+    if record.get("state") == "done" and (record.get("width"), record.get("height")) != size:
+        raise Refused("the original changed size since it was processed; retry the image", 409)
+    points, labels, box = cutting.parse_prompt(json_body(), *size)
+    meta = _embedding_meta(record)
     try:
-        features = np.load(io.BytesIO(storage.read(layout.embedding(user, image_id))), allow_pickle=False)
+        if meta:
+            npy = storage.read(layout.embedding(user, image_id))
+        else:
+            meta, npy = _cpu_embedding(user, image_id)
+        features = np.load(io.BytesIO(npy), allow_pickle=False)
         session = decoders.session(meta["decoder"], lambda: storage.read(layout.decoder(meta["decoder"])))
     except NotFound:
         if not _known(user, image_id):
@@ -326,9 +389,6 @@ def cut(image_id: str) -> Response:
     )
     logits = cutting.low_res_logits(session, features, coords, point_labels)
     mask = cutting.upscale(logits, (meta["width"], meta["height"]), meta["input_size"], size)
-    original = _original(user, image_id)
-    if original.size != size:
-        raise Refused("the original changed size since it was processed; retry the image", 409)
     made = cutting.clip(original, mask)
     if made is None:
         raise cutting.BadPrompt("the prompt selects nothing; click inside the object")
@@ -336,7 +396,7 @@ def cut(image_id: str) -> Response:
     def add(record: dict, name: str) -> None:
         record["clippings"] = [name, *(record.get("clippings") or [])]
 
-    clipping = _save(user, image_id, record, *made, add)
+    clipping = _save(user, image_id, record, *made, add, by_hand=size)
     return Response(
         json.dumps({"clipping": clipping, "seconds": round(time.perf_counter() - started, 3)}),
         mimetype="application/json",

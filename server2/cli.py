@@ -7,6 +7,8 @@ input's full size, one per clipping, largest first), clipping-<n>.png (RGBA, as 
 result.json (method, models, boxes, timings). The same code as Server2: studio.upright (the decoder),
 server2.pipeline.segment; models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL (studio/modelfiles.py).
 A file that cannot be read or segmented is reported and skipped; the exit status is 1 if any failed.
+With mobile_sam.pt in the models folder, its image encoder and prompt decoder are exported there once as ONNX
+(sam-encoder-/sam-decoder-<digest>.onnx), for the editor's embeddings on Server1's CPU (server1/encoding.py).
 """
 
 from __future__ import annotations
@@ -90,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from server2 import pipeline
+    from server2 import embeddings, pipeline
     from server2.models import Models, ModelsMissing, pick_device
     from studio.errors import ConfigError
     from studio.modelfiles import ModelChoice
+    from studio.storage import FileStorage
 
     files = inputs(args.inputs)
     if not files:
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
         return 2
+    try:  # into the weights folder (SHARED_DIR/models by default), where Server1's editor finds them
+        embeddings.ensure_editor_models(FileStorage(args.models), models, folder="")
+    except Exception as e:  # noqa: BLE001  (the cut-outs do not need them)
+        print(f"segment: exporting MobileSAM's encoder for the editor failed: {e}", file=sys.stderr)
     out, used, failed = Path(args.out), set(), []
     for path in tqdm(files, unit="image", disable=None):
         stem = path.stem

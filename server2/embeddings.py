@@ -8,6 +8,9 @@ the small prompt encoder + mask decoder over the stored embedding, so editing ne
 - models/sam-decoder-<digest>.onnx: upstream SamOnnxModel (any number of points, an optional box as
   corner points 2 and 3, one mask chosen as SAM's demo does), exported on the CPU once per checkpoint;
   digest = the first 16 hex digits of the checkpoint file's SHA-256.
+- models/sam-encoder-<digest>.onnx: MobileSAM's image encoder (TinyViT), exported with its decoder when the
+  model loads (ensure_editor_models), so Server1 can embed a photo Server2 never processed on its own CPU
+  (server1/encoding.py).
 - The status record's "embedding" says which decoder goes with the embedding and the resized image's
   size; "clipping_boxes" says where each clipping lies in the original, so it can be touched up.
 """
@@ -22,6 +25,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -112,18 +116,55 @@ def export_decoder(sam: torch.nn.Module, path: Path) -> None:
         )
 
 
-def ensure_decoder(storage: Storage, sam: torch.nn.Module, digest: str) -> str:
-    """models/sam-decoder-<digest>.onnx, exported unless it is there already; its key."""
-    key = layout.decoder(digest)
+def export_encoder(sam: torch.nn.Module, path: Path) -> None:
+    """This SAM's image encoder (copied to the CPU) as ONNX: "image" 1 x 3 x S x S, normalised and padded
+    as Sam.preprocess leaves it, -> "image_embeddings" 1 x 256 x g x g."""
+    encoder = copy.deepcopy(sam.image_encoder).float().cpu().eval()
+    size = int(encoder.img_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder,
+            (torch.randn(1, 3, size, size),),
+            str(path),
+            input_names=["image"],
+            output_names=["image_embeddings"],
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _ensure(storage: Storage, key: str, export: Callable[[Path], None], what: str) -> str:
+    """key, exported by export(path) unless it is there already."""
     with _lock:
         if storage.exists(key):
             return key
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "decoder.onnx"
-            export_decoder(sam, path)
+            path = Path(folder) / "model.onnx"
+            export(path)
             storage.write(key, path.read_bytes())
-        log.info("exported SAM's prompt decoder to %s", key)
+        log.info("exported %s to %s", what, key)
         return key
+
+
+def ensure_decoder(storage: Storage, sam: torch.nn.Module, digest: str) -> str:
+    """models/sam-decoder-<digest>.onnx, exported unless it is there already; its key."""
+    return _ensure(storage, layout.decoder(digest), partial(export_decoder, sam), "SAM's prompt decoder")
+
+
+def ensure_editor_models(storage: Storage, models: ModelSet, folder: str = layout.MODELS) -> str | None:
+    """When MobileSAM is loaded: its prompt decoder and image encoder under folder/ (models/ of the shared
+    storage; "" for a storage that is the models folder itself), each exported unless it is there; the
+    checkpoint's digest, else None."""
+    sam = models.sam.get("mobile_sam")
+    if sam is None:
+        return None
+    digest = checkpoint_digest(models.folder / sam_file("mobile_sam"))
+    where = f"{folder}/" if folder else ""
+    _ensure(storage, where + layout.decoder_file(digest), partial(export_decoder, sam), "SAM's prompt decoder")
+    _ensure(storage, where + layout.encoder_file(digest), partial(export_encoder, sam), "SAM's image encoder")
+    return digest
 
 
 def prepare(storage: Storage, models: ModelSet, result: object) -> dict | None:

@@ -220,6 +220,9 @@ def load_sam(path: Path, device: str) -> torch.nn.Module:
         config = sam_config(state)
         sam = build_sam(config)
     sam.load_state_dict(state)
+    # eval() again, after loading: TinyViT caches its attention biases (Attention.ab) when put in eval mode,
+    # and _sam's eval() cached the random initial ones.
+    sam.eval()
     log.info("SAM %s: %s", path.name, config)
     return sam.to(device)
 

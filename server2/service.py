@@ -91,8 +91,14 @@ class Service:
 
     def _run(self, storage: Storage, models: Models) -> None:
         # Imported here for the same reason as the models: the worker imports the pipeline.
+        from server2 import embeddings
         from server2.poller import Poller
         from server2.worker import Worker
+
+        try:  # once per checkpoint: later starts find them there
+            embeddings.ensure_editor_models(storage, models)
+        except Exception:  # the cut-outs do not need them: only Server1's own embeddings wait for a next start
+            log.exception("exporting MobileSAM's encoder and decoder for the editor failed")
 
         self.jobs = Jobs(storage, owner=self.worker_id, lease_seconds=self.config.lease_seconds)
         self.dispatcher = Dispatcher(Worker(storage, self.jobs, models), self.stopping, self.guard)

@@ -101,9 +101,11 @@ def publish(
 # -- deleting --------------------------------------------------------------------------------
 def delete_outputs(storage: Storage, user: str, image_id: str) -> None:
     """Remove what a worker made for the image: masks, clippings and their thumbnails, points,
-    boxes (not the original, the job file, the original's thumbnail, status or claim)."""
+    boxes, and Server1's own embedding (not the original, the job file, the original's thumbnail, status or claim)."""
     for kind in OUTPUT_KINDS:
         _delete(storage, files(storage, user, image_id, layout.output_dir(user, kind)))
+    # Server1's own embedding (server1/encoding.py): a new result, Server2's embedding with it or not, replaces it.
+    _delete(storage, files(storage, user, image_id, layout.output_dir(user, "cpu_embeddings")))
     thumbs = files(storage, user, image_id, layout.output_dir(user, "thumbs"))
     _delete(storage, [e for e in thumbs if e.name.startswith(layout.CLIPPING_THUMB + image_id)])
 

@@ -128,9 +128,33 @@ def embedding(user: str, image_id: str) -> str:
     return output_dir(user, "embeddings") + f"{check_name(image_id, 'image id')}.npy"
 
 
-def decoder(digest: str) -> str:
+def cpu_embedding(user: str, image_id: str) -> str:
+    """Server1's own embedding of the resized image (float16 .npy), for a photo that has none from Server2."""
+    return output_dir(user, "cpu_embeddings") + f"{check_name(image_id, 'image id')}.npy"
+
+
+def cpu_embedding_meta(user: str, image_id: str) -> str:
+    """What the status record's "embedding" says for Server2's, for Server1's own (written after the .npy):
+    kept beside it, as an unprocessed photo must have no status record."""
+    return output_dir(user, "cpu_embeddings") + f"{check_name(image_id, 'image id')}.json"
+
+
+def decoder_file(digest: str) -> str:
     """SAM's prompt encoder + mask decoder as ONNX, for the checkpoint whose hash starts with digest."""
-    return f"{MODELS}/{check_name(f'sam-decoder-{digest}.onnx', 'model file name')}"
+    return check_name(f"sam-decoder-{digest}.onnx", "model file name")
+
+
+def encoder_file(digest: str) -> str:
+    """SAM's image encoder as ONNX (MobileSAM's only), for the checkpoint whose hash starts with digest."""
+    return check_name(f"sam-encoder-{digest}.onnx", "model file name")
+
+
+def decoder(digest: str) -> str:
+    return f"{MODELS}/{decoder_file(digest)}"
+
+
+def encoder(digest: str) -> str:
+    return f"{MODELS}/{encoder_file(digest)}"
 
 
 def staging_dir(user: str, image_id: str) -> str:
@@ -155,6 +179,7 @@ _OWNED = {
     "output/boxes": r"{i}-[A-Za-z0-9_]+\.png",
     "output/status": r"{i}\.json",
     "output/embeddings": r"{i}\.npy",
+    "output/cpu_embeddings": r"{i}\.(npy|json)",
     "output/claims": r"{i}\.json",
 }
 

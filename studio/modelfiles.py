@@ -32,6 +32,7 @@ class ModelFile:
 
 SAM_SIZES = ("mobile_sam", "vit_b", "vit_l", "vit_h")
 SAM_DEFAULT = "vit_l"
+EDITOR_SAM = "mobile_sam"  # whose image encoder Server1 runs (server1/encoding.py)
 SAM_CPU_DEFAULT = "mobile_sam"  # CPU local mode: about 1 s an image embedding on 2 cores (vit_b: 20 s)
 DETECT_DEFAULT = "yolov8n.pt"
 MATTE_DEFAULT = "birefnet-dis"
@@ -94,8 +95,10 @@ class ModelChoice:
         return f"{self.matte}.onnx"
 
     def files(self, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """The weight file names, the configured SAM size's first."""
-        sams = [self.sam, *sorted(s for s in sam_sizes if s != self.sam and s in SAM_SIZES)]
+        """The weight file names, the configured SAM size's first. mobile_sam.pt always (40 MB): Server2 exports
+        its image encoder so that Server1 can embed, on its CPU, a photo Server2 has not processed."""
+        extra = {*sam_sizes, EDITOR_SAM}
+        sams = [self.sam, *sorted(s for s in extra if s != self.sam and s in SAM_SIZES)]
         return [
             *(sam_file(s) for s in sams),
             self.detect,

@@ -195,7 +195,7 @@ def test_bake_weights_needs_all_four_files(moto_server, moto_template, docker_lo
     weights.mkdir()
     (weights / "vit_l.pth").write_bytes(b"x")
     assert deploy_module.main(["--app", app, "--user1", "ann", "--bake-weights", str(weights)]) == 1
-    assert "missing yolov8n.pt, yolov8n-seg.pt, birefnet-dis.onnx" in capsys.readouterr().err
+    assert "missing mobile_sam.pt, yolov8n.pt, yolov8n-seg.pt, birefnet-dis.onnx" in capsys.readouterr().err
     assert [c["args"] for c in docker_calls(docker_log)] == [["buildx", "version"]]  # the preflight's only
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,12 @@ from server2.models import Models, load_sam
 from server2.worker import Worker
 from studio import layout
 from studio.jobs import Jobs
+from studio.modelfiles import ModelChoice
 from studio.storage import Storage
+from tests.conftest import REAL_MODELS_ENV
+
+# The real weights' models (tests/conftest.py), for Models.load in a fixture wider than a test's environment.
+REAL = ModelChoice(detect=REAL_MODELS_ENV["DETECT_MODEL"], matte=REAL_MODELS_ENV["MATTE_MODEL"], sam="mobile_sam")
 
 
 def process(storage: Storage, models: Models, user: str, image_id: str) -> dict:
@@ -44,8 +50,8 @@ def random_prompts(seed: int, count: int, width: int, height: int) -> list[dict]
 class Reference:
     """SamPredictor with the stored (float16) embedding set as its features: SAM's mask for a prompt."""
 
-    def __init__(self, weights: str, npy: bytes, embedded: tuple[int, int]) -> None:
-        self.predictor = SamPredictor(load_sam(weights, "cpu"))
+    def __init__(self, weights: str, npy: bytes, embedded: tuple[int, int], sam: torch.nn.Module | None = None) -> None:
+        self.predictor = SamPredictor(sam or load_sam(weights, "cpu"))
         self.features = torch.from_numpy(np.load(io.BytesIO(npy)).astype(np.float32))
         self.embedded = embedded  # (width, height) of the image the embedding was computed from
 
@@ -73,3 +79,11 @@ class Reference:
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 1.0
+
+
+def install_editor_models(storage: Storage, folder: Path) -> str:
+    """Copy the exported encoder and decoder (the real_editor_models fixture) into the storage's models/;
+    their digest."""
+    for path in folder.glob("sam-*.onnx"):
+        storage.write(f"{layout.MODELS}/{path.name}", path.read_bytes())
+    return next(folder.glob("sam-encoder-*.onnx")).name[len("sam-encoder-") : -len(".onnx")]

@@ -1,5 +1,6 @@
-"""The editor's server side on the real worker and test weights: the stored embedding and decoder, /cut
-against SamPredictor, touch-ups with undo, and the routes' refusals (owner only, CSRF, bad prompts)."""
+"""The editor's server side on the real worker and the real weights (MobileSAM, YOLO11n, U2-Netp): the stored
+embedding and decoder, /cut against SamPredictor, touch-ups with undo, and the routes' refusals (owner only, CSRF,
+bad prompts)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from server1 import cutting
 from server1.app import create_app
 from server2.models import Models
 from studio import layout
-from tests.editor.support import Reference, iou, process, random_prompts
+from tests.editor.support import REAL, Reference, iou, process, random_prompts
 from tests.server1.support import USERS, csrf_of, encode, photo
 
 SEED = 1515
@@ -26,8 +27,8 @@ ORIGINAL = (1600, 1200)  # the upload; its resized job copy is 1024 x 768
 
 
 @pytest.fixture(scope="module")
-def models(test_models_dir: Path) -> Models:
-    return Models.load(test_models_dir, "cpu")
+def models(real_models_dir: Path) -> Models:
+    return Models.load(real_models_dir, "cpu", REAL)
 
 
 # One app and one processed photo for the module (the worker takes a while on a CPU); the tests that
@@ -56,7 +57,7 @@ def alice(app: Flask) -> FlaskClient:
 @pytest.fixture(scope="module")
 def processed(app: Flask, alice: FlaskClient, models: Models) -> tuple[str, dict]:
     """alice's photo, uploaded and processed by the real worker: (image id, status record)."""
-    assert alice.post("/api/settings", json=FAST).status_code == 200
+    assert alice.post("/api/settings", json={**FAST, "model_type": "mobile_sam", "mode": "sam"}).status_code == 200
     data = encode(photo(*ORIGINAL), "JPEG", quality=92)
     answer = alice.post("/upload", data={"file": (io.BytesIO(data), "photo.jpg")}, content_type="multipart/form-data")
     image_id = answer.json["images"][0]["id"]
@@ -69,19 +70,19 @@ def original_of(app: Flask, image_id: str) -> Image.Image:
     return Image.open(io.BytesIO(storage.read(entry.key))).convert("RGB")
 
 
-def reference(app: Flask, test_models_dir: Path, image_id: str, record: dict) -> Reference:
+def reference(app: Flask, real_models_dir: Path, image_id: str, record: dict) -> Reference:
     npy = app.extensions["server1"].storage.read(layout.embedding("alice", image_id))
     meta = record["embedding"]
-    return Reference(test_models_dir / "vit_l.pth", npy, (meta["width"], meta["height"]))
+    return Reference(real_models_dir / "mobile_sam.pt", npy, (meta["width"], meta["height"]))
 
 
 def test_the_worker_keeps_the_embedding_and_exports_the_decoder_once(app: Flask, processed: tuple, models) -> None:
     image_id, record = processed
     storage = app.extensions["server1"].storage
     meta = record["embedding"]
-    assert (meta["width"], meta["height"], meta["input_size"]) == (1024, 768, 256)
+    assert (meta["width"], meta["height"], meta["input_size"]) == (1024, 768, 1024)
     embedding = np.load(io.BytesIO(storage.read(layout.embedding("alice", image_id))))
-    assert embedding.dtype == np.float16 and embedding.shape == (1, 256, 16, 16)  # 64 x 64 for real SAM
+    assert embedding.dtype == np.float16 and embedding.shape == (1, 256, 64, 64)
     decoders = [e.name for e in storage.list("models/") if e.name.startswith("sam-decoder-")]
     assert decoders == [f"sam-decoder-{meta['decoder']}.onnx"]
     assert set(record["clipping_boxes"]) == set(record["clippings"])
@@ -104,9 +105,9 @@ def test_embedding_and_decoder_are_served_to_their_owner_and_cached(
 ) -> None:
     image_id, record = processed
     meta = alice.get(f"/api/images/{image_id}/editor").json
-    assert meta["embedding"]["input_size"] == 256 and (meta["width"], meta["height"]) == ORIGINAL
+    assert meta["embedding"]["input_size"] == 1024 and (meta["width"], meta["height"]) == ORIGINAL
     answer = alice.get(meta["embedding"]["url"])
-    assert answer.status_code == 200 and np.load(io.BytesIO(answer.data)).shape == (1, 256, 16, 16)
+    assert answer.status_code == 200 and np.load(io.BytesIO(answer.data)).shape == (1, 256, 64, 64)
     assert "immutable" in answer.headers["Cache-Control"] and "private" in answer.headers["Cache-Control"]
     again = alice.get(meta["embedding"]["url"], headers={"If-None-Match": answer.headers["ETag"]})
     assert again.status_code == 304
@@ -140,11 +141,11 @@ def test_embedding_and_decoder_are_served_to_their_owner_and_cached(
     assert logged_out.get(meta["embedding"]["decoder_url"]).status_code in (302, 401)
 
 
-def test_decoder_on_the_cpu_matches_sam_predictor(app: Flask, processed: tuple, test_models_dir: Path) -> None:
+def test_decoder_on_the_cpu_matches_sam_predictor(app: Flask, processed: tuple, real_models_dir: Path) -> None:
     """Server1's onnxruntime run of the exported decoder == SamPredictor, over the same stored embedding."""
     image_id, record = processed
     print("seed", SEED)
-    ref = reference(app, test_models_dir, image_id, record)
+    ref = reference(app, real_models_dir, image_id, record)
     storage = app.extensions["server1"].storage
     meta = record["embedding"]
     session = cutting.Decoders().session(meta["decoder"], lambda: storage.read(layout.decoder(meta["decoder"])))
@@ -174,10 +175,10 @@ def _scaled(prompt: dict, scale: float) -> dict:
 
 
 def test_cut_saves_the_original_under_the_mask_at_full_resolution(
-    app: Flask, alice: FlaskClient, processed: tuple, test_models_dir: Path
+    app: Flask, alice: FlaskClient, processed: tuple, real_models_dir: Path
 ) -> None:
     image_id, record = processed
-    ref = reference(app, test_models_dir, image_id, record)
+    ref = reference(app, real_models_dir, image_id, record)
     original = np.asarray(original_of(app, image_id))
     made = 0
     for prompt in random_prompts(SEED + 1, 8, *ORIGINAL):
@@ -300,14 +301,15 @@ def test_cut_is_refused_to_others_without_csrf_and_without_an_embedding(
     assert bob.post(f"/api/images/..%2F..%2Falice%2F{image_id}/cut", json=prompt).status_code == 404
     answer = no_token_post(app, alice, f"/api/images/{image_id}/cut", json=prompt)
     assert answer.status_code == 400 and "CSRF" in answer.json["error"]
-    # An image processed before the editor existed: no embedding in its record.
+    # An image processed before the editor existed: no embedding in its record. Server1 would embed it itself
+    # (tests/editor/test_cpu_embedding.py) with MobileSAM's encoder, which the worker does not export.
     storage = app.extensions["server1"].storage
     old = {k: v for k, v in record.items() if k not in ("embedding", "clipping_boxes")}
     storage.write(layout.status("alice", image_id), json.dumps(old).encode())
     answer = alice.post(f"/api/images/{image_id}/cut", json=prompt)
-    assert answer.status_code == 409 and "process it first" in answer.json["error"]
-    assert alice.get(f"/api/images/{image_id}/embedding").status_code == 404
-    assert "retry it once" in alice.get(f"/api/images/{image_id}/editor").json["message"]
+    assert answer.status_code == 503 and "python -m server2 segment" in answer.json["error"]
+    assert alice.get(f"/api/images/{image_id}/embedding").status_code == 503
+    assert "python -m server2 segment" in alice.get(f"/api/images/{image_id}/editor").json["message"]
     # Deleting the image deletes its embedding.
     assert storage.exists(layout.embedding("alice", image_id))
     assert alice.delete(f"/api/images/{image_id}").status_code == 200

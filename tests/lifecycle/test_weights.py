@@ -139,7 +139,13 @@ def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path,
     assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in builtin]
     assert [f.md5 for f in mirrored] == [f.md5 for f in builtin]
     assert [f.name for f in builtin] == list(layout.MODEL_FILES)
-    assert [f.name for f in builtin] == ["vit_l.pth", "yolov8n.pt", "yolov8n-seg.pt", "birefnet-dis.onnx"]
+    assert [f.name for f in builtin] == [
+        "vit_l.pth",
+        "mobile_sam.pt",
+        "yolov8n.pt",
+        "yolov8n-seg.pt",
+        "birefnet-dis.onnx",
+    ]
     urls = {f.name: f.url for f in builtin}
     assert urls["vit_l.pth"] == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"
     assert urls["yolov8n-seg.pt"] == "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-seg.pt"
@@ -153,6 +159,7 @@ def test_the_download_list_follows_the_configuration(tmp_path, monkeypatch):
     files = model_files(None, None, {"vit_h"})
     assert [f.name for f in files] == [
         "vit_b.pth",
+        "mobile_sam.pt",
         "vit_h.pth",
         "yolo11n.pt",
         "yolo11n-seg.pt",
@@ -161,7 +168,8 @@ def test_the_download_list_follows_the_configuration(tmp_path, monkeypatch):
     isnet = files[-1]
     assert isnet.url == "https://github.com/danielgatis/rembg/releases/download/v0.0.0/isnet-general-use.onnx"
     assert isnet.md5 == "fc16ebd8b0c10d971d3513d564d01e29"
-    assert all(f.md5 is None and f.sha256 is None for f in files[:-1])  # no authoritative full hash known
+    assert files[1].sha256 == "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
+    assert all(f.md5 is None and f.sha256 is None for f in [files[0], *files[2:-1]])  # no full hash known
     monkeypatch.setenv("MATTE_MODEL", "birefnet-large")
     with pytest.raises(ConfigError, match="MATTE_MODEL must be one of birefnet-dis, "):
         model_files(None, None)

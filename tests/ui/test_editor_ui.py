@@ -1,11 +1,13 @@
-"""The editor in Debian's Chromium against the real Server1 process, over an image processed by the real
-Server2 worker on the test weights: onnxruntime-web's masks against SamPredictor's, and the journey
-(open -> hover -> click -> save -> album and canvas; brush erase -> save -> undo). Screenshots go to
-test-artifacts/ui/editor-*.png."""
+"""The editor in Debian's Chromium against the real Server1 process, on the real weights (MobileSAM, YOLO11n,
+U2-Netp): over an image processed by the real Server2 worker, onnxruntime-web's masks against SamPredictor's,
+and the journey (open -> hover -> click -> save -> album and canvas; brush erase -> save -> undo); over a real
+photo Server2 never processed, Server1's own embedding and a click that cuts the object out. Screenshots go
+to test-artifacts/ui/editor-*.png."""
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,12 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
+from scipy import ndimage
 
 from server1 import cutting
 from server1.ingest import ingest
-from server2.models import Models
+from server2.models import Models, load_sam
 from studio import layout, settings
-from tests.editor.support import Reference, iou, process, random_prompts
+from tests.conftest import realworld
+from tests.editor.support import REAL, Reference, install_editor_models, iou, process, random_prompts
 from tests.server1.support import encode, photo
 from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot
 
@@ -28,11 +32,11 @@ FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 20}
 
 
 @pytest.fixture(scope="module")
-def image_id(server: Server, test_models_dir: Path) -> str:
-    """A photo ingested as an upload is, then processed by the real worker (test weights, CPU)."""
-    settings.save(server.storage, USER, FAST)
+def image_id(server: Server, real_models_dir: Path) -> str:
+    """A photo ingested as an upload is, then processed by the real worker (real weights, CPU)."""
+    settings.save(server.storage, USER, {**FAST, "model_type": "mobile_sam", "mode": "sam"})
     image_id = ingest(server.storage, USER, "street.jpg", encode(photo(*ORIGINAL), "JPEG", quality=92))
-    process(server.storage, Models.load(test_models_dir, "cpu"), USER, image_id)
+    process(server.storage, Models.load(real_models_dir, "cpu", REAL), USER, image_id)
     return image_id
 
 
@@ -42,20 +46,18 @@ def open_editor(page: Page, server: Server, image_id: str) -> None:
 
 
 def record(server: Server, image_id: str) -> dict:
-    import json
-
     return json.loads(server.storage.read(layout.status(USER, image_id)))
 
 
 def test_the_browser_decoder_matches_sam_predictor(
-    page: Page, server: Server, login: Callable[[Page], None], image_id: str, test_models_dir: Path
+    page: Page, server: Server, login: Callable[[Page], None], image_id: str, real_models_dir: Path
 ) -> None:
     print("seed", SEED)
     login(page)
     open_editor(page, server, image_id)
     meta = record(server, image_id)["embedding"]
     ref = Reference(
-        test_models_dir / "vit_l.pth",
+        real_models_dir / "mobile_sam.pt",
         server.storage.read(layout.embedding(USER, image_id)),
         (meta["width"], meta["height"]),
     )
@@ -213,15 +215,56 @@ def _full_alpha(server: Server, name: str, box: list[int]) -> np.ndarray:
     return full
 
 
-def test_an_image_without_an_embedding_says_to_retry(page: Page, server: Server, login: Callable[[Page], None]) -> None:
+def test_the_editor_cuts_a_real_photo_server2_never_processed(
+    page: Page,
+    server: Server,
+    login: Callable[[Page], None],
+    real_editor_models: Path,
+    real_models_dir: Path,
+    artifacts: Path,
+) -> None:
+    """Album -> editor on a queued photo: Server1 embeds it on its CPU, a hover previews, a click at the swan's
+    most interior point cuts it out (against the human mask and SamPredictor), and the photo is done."""
+    install_editor_models(server.storage, real_editor_models)
+    data = realworld("photos", "davis_blackswan.jpg").read_bytes()
+    truth = np.load(realworld("photos", "davis_blackswan.masks.npz"))
+    (name,) = [k for k in truth.files if k != "ignore"]
+    swan = truth[name]
+    height, width = swan.shape
+    inside = ndimage.distance_transform_edt(swan)
+    y, x = np.unravel_index(int(inside.argmax()), inside.shape)
+    other = ingest(server.storage, USER, "blackswan.jpg", data)
+    assert not server.storage.exists(layout.status(USER, other))  # queued: Server2 never saw it
     login(page)
-    other = ingest(server.storage, USER, "old.png", encode(photo(400, 300), "PNG"))
-    from tests.server1.support import finish_job
-
-    finish_job(server.storage, USER, other)  # as a worker from before the editor leaves it
-    open_editor(page, server, other)
-    expect(page.locator("#ed-status")).to_contain_text("retry it once")
-    expect(page.locator("#ed-save-cut")).to_be_disabled()
+    page.get_by_role("link", name="Open the original of blackswan in the editor").click()
+    expect(page.locator("#editor")).to_have_attribute("data-ready", "1", timeout=60_000)
+    page.mouse.move(*_canvas_point(page, x / width, y / height))
+    page.wait_for_function("Number(document.querySelector('#editor').dataset.decodes) > 0")
+    page.mouse.click(*_canvas_point(page, x / width, y / height))
+    expect(page.locator("#ed-save-cut")).to_be_enabled()
+    shot(page, artifacts, "editor-7-unprocessed")
+    with page.expect_request(lambda r: r.url.endswith(f"/api/images/{other}/cut")) as sent:
+        page.get_by_role("button", name="Save as clipping").click()
+    expect(page.locator("#ed-status")).to_contain_text("Saved as a new clipping", timeout=30_000)
+    prompt = sent.value.post_data_json
+    done = record(server, other)
+    assert done["state"] == "done" and done["method"] == "editor" and len(done["clippings"]) == 1
+    box = done["clipping_boxes"][done["clippings"][0]]
+    image = np.asarray(Image.open(io.BytesIO(server.storage.read(layout.crop(USER, done["clippings"][0])))))
+    cut = np.zeros(swan.shape, dtype=bool)
+    cut[box[1] : box[3], box[0] : box[2]] = image[..., 3] > 0
+    meta = json.loads(server.storage.read(layout.cpu_embedding_meta(USER, other)))
+    ref = Reference(
+        "",
+        server.storage.read(layout.cpu_embedding(USER, other)),
+        (meta["width"], meta["height"]),
+        sam=load_sam(real_models_dir / "mobile_sam.pt", "cpu"),
+    )
+    assert prompt["labels"] == [1] and np.allclose(prompt["points"][0], (x, y), atol=3)
+    expected = ref.mask(prompt, (width, height))
+    print(f"clicked {prompt['points']}; IoU with the human mask {iou(cut, swan):.3f}")
+    assert iou(cut, expected) >= 0.97
+    assert iou(cut, swan) >= 0.8  # one click on real SAM weights finds the swan
 
 
 def test_a_phone_taps_points_and_saves(

@@ -153,8 +153,9 @@ function renderCard(image) {
   const title = image.name;
   const media = el('div', { class: 'card-media' },
     image.thumbUrl
-      ? el('a', { href: image.state === 'done' ? `/edit/${encodeURIComponent(image.id)}` : image.originalUrl || image.thumbUrl,
-          class: 'card-thumb-link', 'aria-label': `Open the original of ${title}${image.state === 'done' ? ' in the editor' : ''}` },
+      // Every photo opens in the editor: without Server2's embedding, Server1 computes one (server1/encoding.py).
+      ? el('a', { href: `/edit/${encodeURIComponent(image.id)}`,
+          class: 'card-thumb-link', 'aria-label': `Open the original of ${title} in the editor` },
         el('img', { src: image.thumbUrl, alt: `Original photo ${title}`, loading: 'lazy', decoding: 'async' }))
       : el('div', { class: 'card-thumb-placeholder', 'aria-hidden': 'true' }),
     el('span', { class: `badge badge-${image.state}` }, el('span', { class: 'badge-dot', 'aria-hidden': 'true' }),

@@ -58,14 +58,24 @@ export function parseNpy(buffer) {
   return { shape, data };
 }
 
-async function fetchBuffer(url) {
+// A 503 with Retry-After (the server computes one embedding at a time) is asked again, a few times.
+async function fetchBuffer(url, tries = 10) {
   const response = await fetch(url, { credentials: 'same-origin' });
+  const wait = Number(response.headers.get('Retry-After'));
+  if (response.status === 503 && wait && tries > 1) {
+    await new Promise((resolve) => { setTimeout(resolve, wait * 1000); });
+    return fetchBuffer(url, tries - 1);
+  }
   if (!response.ok) throw new Error(reasonFrom(response.status, parseJson(await response.text())));
   return response.arrayBuffer();
 }
 
+// The decoder's session and the embedding, started as soon as the page knows their URLs: the embedding may be
+// computed on the server now (a photo Server2 has not processed), meanwhile the photo and the decoder load.
 async function loadDecoder() {
   status('Loading the cutting model (it runs in this browser)…');
+  const npy = fetchBuffer(meta.embedding.url);
+  npy.catch(() => {}); // awaited below; a failure is reported there, not as unhandled meanwhile
   ort = await import(`${VENDOR}ort.wasm.min.mjs`);
   ort.env.wasm.wasmPaths = VENDOR;
   // Threads need SharedArrayBuffer, which the page has because it is cross-origin isolated (server1/editor.py).
@@ -75,9 +85,8 @@ async function loadDecoder() {
   const spare = Math.max(1, (navigator.hardwareConcurrency || 2) - 1);
   ort.env.wasm.numThreads = crossOriginIsolated && !single ? Math.min(4, spare) : 1;
   root.dataset.threads = String(ort.env.wasm.numThreads);
-  const [model, npy] = await Promise.all([fetchBuffer(meta.embedding.decoder_url), fetchBuffer(meta.embedding.url)]);
-  session = await ort.InferenceSession.create(model, { executionProviders: ['wasm'] });
-  const parsed = parseNpy(npy);
+  session = await ort.InferenceSession.create(await fetchBuffer(meta.embedding.decoder_url), { executionProviders: ['wasm'] });
+  const parsed = parseNpy(await npy);
   embedding = new ort.Tensor('float32', parsed.data, parsed.shape);
 }
 
@@ -525,6 +534,8 @@ async function loadMeta(select) {
 async function start() {
   try {
     meta = await api('GET', `/api/images/${encodeURIComponent(imageId)}/editor`);
+    const decoder = meta.embedding && loadDecoder();
+    if (decoder) decoder.catch(() => {}); // awaited below, once the photo shows
     const photo = $('ed-image');
     photo.src = meta.resized_url || meta.original_url;
     await photo.decode();
@@ -533,7 +544,7 @@ async function start() {
     overlay.height = size.h;
     meta.width = meta.width || photo.naturalWidth;
     meta.height = meta.height || photo.naturalHeight;
-    if (meta.embedding) await loadDecoder();
+    await decoder;
     await loadMeta();
     if (!meta.embedding) status(meta.message);
     root.dataset.ready = '1';
