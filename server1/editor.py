@@ -318,6 +318,8 @@ def _change_record(
             raw, version = storage.read_versioned(key)
             record = json.loads(raw)
         except NotFound:
+            if not _known(user, image_id):
+                raise  # deleted meanwhile: 404, and _save removes what it wrote
             version, record = None, {"state": "queued"}
         state = record.get("state")
         if state != "done" and (by_hand is None or state == "processing"):
