@@ -95,6 +95,11 @@ class Server2:
         return self.proc.wait(timeout)
 
 
+def gated(gate: Path) -> dict[str, str]:
+    """A server's environment in which every job waits for the file gate to exist (gated/sitecustomize.py)."""
+    return {"PYTHONPATH": f"{Path(__file__).with_name('gated')}{os.pathsep}{REPO}", "TEST_JOB_GATE": str(gate)}
+
+
 class Servers:
     """Starts servers; kills whatever is still running at the end."""
 
