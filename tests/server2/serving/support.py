@@ -22,8 +22,6 @@ from tests.conftest import REPO, free_port
 USER = "alice"
 # Fast jobs on a CPU: the fewest SAM points, no crop layers.
 FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
-# A real long job: SAM's automatic generator with the densest point grid and three crop layers.
-SLOW = {"mode": "sam", "points_per_side": 128, "crop_n_layers": 3}
 
 
 class Server2:
