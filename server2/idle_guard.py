@@ -52,6 +52,8 @@ class IdleGuard:
         self._clock = clock
         self._lock = threading.Lock()
         self._in_progress = 0
+        self._working_since = 0.0  # when the jobs in progress started
+        self._held = False  # a job has outlasted the idle time (logged once per stretch of work)
         self._due = clock() + idle_seconds  # a fresh container counts as idle from its start
 
     @classmethod
@@ -72,6 +74,8 @@ class IdleGuard:
     def working(self) -> Iterator[None]:
         """Mark a job in progress: however long it takes, the guard does not fire meanwhile."""
         with self._lock:
+            if not self._in_progress:
+                self._working_since = self._clock()
             self._in_progress += 1
         try:
             yield
@@ -79,11 +83,15 @@ class IdleGuard:
             with self._lock:
                 self._in_progress -= 1
                 self._due = self._clock() + self._idle_seconds
+                self._held = False
 
     def tick(self) -> bool:
         """Scale down if idle long enough; True when a scale-down call succeeded now."""
         with self._lock:
             now = self._clock()
+            if self._in_progress and not self._held and now - self._working_since >= self._idle_seconds:
+                self._held = True  # said once per stretch of work: why the endpoint stays up
+                log.info("idle guard: a job is running for over %.0fs; the endpoint stays up", self._idle_seconds)
             if self._in_progress or now < self._due:
                 return False
             # Claim this firing before calling out, so concurrent ticks do not call twice.

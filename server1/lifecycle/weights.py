@@ -197,7 +197,7 @@ class Weights:
                     self._set(f.name, "downloading", received=0, size=f.size)
                     self._fetch(storage, f)
                     self._set(f.name, "present")
-            except (DownloadError, StorageError) as e:
+            except (DownloadError, StorageError, OSError) as e:  # OSError: the local staging folder
                 self._set(f.name, "failed", str(e))
                 log.error("model weights: %s", e)
 

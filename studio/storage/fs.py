@@ -300,28 +300,32 @@ class FileStorage(Storage):
 
     def publish_file(self, key: str, source: Path) -> bool:
         """A link on a file system with hard links (a copy beside the name first when source is on
-        another one); on a bucket mount an O_EXCL create filled under the key's lock, removed again
-        if the copy fails."""
+        another one); on a bucket mount a copy under the key's lock (see _copy_new)."""
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            published = self._link(source, path) if self.hard_links else self._copy_excl(source, path)
+            published = self._link(source, path) if self.hard_links else self._copy_new(source, path)
             source.unlink()
         except OSError as e:
             raise StorageError(f"cannot publish {key} under {self.root}: {e.strerror}") from e
         return published
 
-    def _copy_excl(self, source: Path, path: Path) -> bool:
+    def _copy_new(self, source: Path, path: Path) -> bool:
+        """Under the key's lock (exclusive on this host, as every claim on a mount alone): nothing at
+        path yet, then the copy appears whole: a rename, or on Mountpoint for S3 an exclusive create
+        (it uploads a new file whole on close). A reader such as Server2 loading weights from the
+        mount never sees a file half copied."""
         with self._locked(path):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
+            if path.exists():
                 return False
+            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}") if self.renames else path
             try:
-                with open(fd, "wb") as out, open(source, "rb") as src:
+                with open(source, "rb") as src, open(tmp, "xb") as out:
                     shutil.copyfileobj(src, out, COPY_CHUNK)
+                if tmp != path:
+                    os.replace(tmp, path)
             except BaseException:
-                path.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
         return True
 

@@ -15,9 +15,9 @@ from studio.storage.base import Entry, NotFound, Storage, StorageError, check_ke
 
 # boto3's own retry mode: exponential backoff plus client-side rate limiting.
 CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
-# Codes S3 answers a lost conditional write with (If-Match on a key that is gone: NoSuchKey).
 # A file bigger than this goes up in parts of this size (S3: at most 10,000 parts of at least 5 MiB).
 PART_BYTES = 64 << 20
+# Codes S3 answers a lost conditional write with (If-Match on a key that is gone: NoSuchKey).
 _CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404"}
 
 

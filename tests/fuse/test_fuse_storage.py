@@ -142,7 +142,12 @@ def test_without_rename_writes_go_straight_to_their_names(tmp_path: Path, monkey
     assert storage.replace_if("u/claim", b"next", version) and storage.read("u/claim") == b"next"
     storage.move("u/a", "u/b")
     assert storage.read("u/b") == b"2" and not storage.exists("u/a")
-    assert sorted(p.name for p in (tmp_path / "shared" / "u").iterdir()) == ["b", "claim"]
+    for content, published in ((b"weights", True), (b"other", False)):
+        staged = storage.staging_path("u/w")
+        staged.write_bytes(content)
+        assert storage.publish_file("u/w", staged) is published
+    assert storage.read("u/w") == b"weights"
+    assert sorted(p.name for p in (tmp_path / "shared" / "u").iterdir()) == ["b", "claim", "w"]
 
 
 def test_an_unknown_file_system_without_hard_links_is_found_by_the_probe(tmp_path: Path, monkeypatch) -> None:

@@ -22,8 +22,6 @@ from tests.conftest import REPO, free_port
 USER = "alice"
 # Fast jobs on a CPU: the fewest SAM points, no crop layers.
 FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
-# A real long job: SAM's automatic generator with the densest point grid and three crop layers.
-SLOW = {"mode": "sam", "points_per_side": 128, "crop_n_layers": 3}
 
 
 class Server2:
@@ -93,6 +91,11 @@ class Server2:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
+
+
+def gated(gate: Path) -> dict[str, str]:
+    """A server's environment in which every job waits for the file gate to exist (gated/sitecustomize.py)."""
+    return {"PYTHONPATH": f"{Path(__file__).with_name('gated')}{os.pathsep}{REPO}", "TEST_JOB_GATE": str(gate)}
 
 
 class Servers:

@@ -3,15 +3,14 @@ idle server scales its own endpoint to zero; a job in progress keeps it up howev
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 
 from studio.storage import open_storage
-from tests.conftest import create_endpoint
-from tests.server2.serving.support import SLOW, USER, Servers, add_image, drawing, set_settings, wait_status
+from tests.conftest import create_endpoint, wait_for
+from tests.server2.serving.support import FAST, USER, Servers, add_image, drawing, gated, set_settings, wait_status
 
 IDLE_SECONDS = 2
 
@@ -35,16 +34,14 @@ def test_an_idle_server_scales_its_endpoint_to_zero_but_never_mid_job(
         SCALE_DOWN_AFTER_SECONDS=str(IDLE_SECONDS),
         STOP_GRACE_SECONDS="0",
         INVOCATION_WAIT_SECONDS="1",
+        **gated(tmp_path / "gate"),  # the job runs until the test creates that file: here never
     )
     server.wait_ready()
 
-    deadline = time.monotonic() + 30
-    while desired_count(sm, name) != 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert desired_count(sm, name) == 0, server.log()
+    wait_for(lambda: desired_count(sm, name) == 0, "the idle server to scale its endpoint to zero", 30)
     assert "idle guard: no work" in server.log()
 
-    set_settings(storage, SLOW)
+    set_settings(storage, FAST)
     add_image(storage, "long", drawing(800, 600, (200, 150, 600, 450)))
     wait_status(storage, "long", ("processing",))
     answer = server.invoke({"user": USER, "image": "long"})
@@ -52,7 +49,8 @@ def test_an_idle_server_scales_its_endpoint_to_zero_but_never_mid_job(
     sm.update_endpoint_weights_and_capacities(  # as Server1 does when work appears
         EndpointName=name, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 1}]
     )
-    time.sleep(3 * IDLE_SECONDS)
+    # The guard's own word that the job has outlasted its idle time, so it would have fired had the job not counted.
+    wait_for(lambda: "idle guard: a job is running for over" in server.log(), "the guard to hold back mid-job", 60)
     assert wait_status(storage, "long", ("processing",), timeout=1)  # still at it
     assert desired_count(sm, name) == 1
     assert server.stop() == 0

@@ -15,11 +15,11 @@ from studio.jobs import Jobs
 from studio.storage import open_storage
 from tests.server2.serving.support import (
     FAST,
-    SLOW,
     USER,
     Servers,
     add_image,
     drawing,
+    gated,
     outputs_of,
     set_settings,
     wait_status,
@@ -35,9 +35,12 @@ def test_sigterm_mid_job_releases_it_and_another_server_finishes_it(
     shared = str(tmp_path / "shared")
     storage = open_storage(shared)
     jobs = Jobs(storage, "test")
-    set_settings(storage, SLOW)
+    set_settings(storage, {"mode": "matte", **FAST})
     env = {"SHARED_DIR": shared, "MODELS_DIR": str(test_models_dir)}
-    first = servers.start(STOP_GRACE_SECONDS="1", INVOCATION_WAIT_SECONDS="30", POLL_SECONDS="60", **env)
+    # Its jobs run until the file "gate" exists: never here. Invocations wait the longest they may.
+    first = servers.start(
+        STOP_GRACE_SECONDS="1", INVOCATION_WAIT_SECONDS="55", POLL_SECONDS="60", **gated(tmp_path / "gate"), **env
+    )
     first.wait_ready()
     ids = [f"slow{n:02d}" for n in range(IMAGES)]
     for image_id in ids:
@@ -71,7 +74,6 @@ def test_sigterm_mid_job_releases_it_and_another_server_finishes_it(
         assert outputs_of(storage, image_id) == [], image_id
     assert list(storage.list(layout.output_dir(USER, "staging"))) == []
 
-    set_settings(storage, {"mode": "matte", **FAST})
     second = servers.start(**env)
     for image_id in ids:
         record = wait_status(storage, image_id)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from server2 import pipeline
 from server2.models import Models
 from server2.worker import Worker
 from studio import layout
 from studio.jobs import Jobs
 from studio.storage import FileStorage
+from tests.conftest import wait_for
 from tests.server2.serving.support import FAST, USER, add_image, drawing, set_settings
 
 # Short, but not so short that a busy machine's scheduling delays alone outlast it.
@@ -43,23 +45,34 @@ def test_a_model_error_is_retried_then_failed_and_the_worker_goes_on(models: Mod
     assert Worker(storage, jobs, models).run(USER, "fine", layout.resized(USER, "fine")).state == "done"
 
 
-def test_the_heartbeat_keeps_a_short_lease_through_a_long_job(models: Models, tmp_path: Path) -> None:
+def test_the_heartbeat_keeps_a_short_lease_through_a_long_job(
+    models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job lasts until the test lets it end (a gate before segmentation): once the heartbeat has
+    renewed the claim past 2.5 leases, or a rival took it."""
     storage = FileStorage(tmp_path)
-    set_settings(storage, {"mode": "sam", "points_per_side": 24, "crop_n_layers": 0})  # seconds on a CPU
+    set_settings(storage, {"mode": "sam", **FAST})
     add_image(storage, "long", drawing())
+    gate = threading.Event()
+    segment = pipeline.segment
+    monkeypatch.setattr(pipeline, "segment", lambda *args, **kwargs: gate.wait() and segment(*args, **kwargs))
     worker = Worker(storage, Jobs(storage, "holder", lease_seconds=LEASE), models)
     rival = Jobs(storage, "rival", lease_seconds=LEASE)
     outcome = []
     job = threading.Thread(target=lambda: outcome.append(worker.run(USER, "long", layout.resized(USER, "long"))))
     job.start()
-    while (rival.read_status(USER, "long") or {}).get("state") != "processing":
-        job.join(0.02)
+    wait_for(lambda: (rival.read_status(USER, "long") or {}).get("state") == "processing", "the job to start")
+    first_expiry = storage.read_json(layout.claim(USER, "long"))["expires_at"]
     taken = 0
     while job.is_alive():
         claim = rival.claim(USER, "long")
         if claim is not None:  # the holder's lease ran out: a second worker got the job
             taken += 1
             rival.release(claim, counted=False)
+        if not gate.is_set():
+            renewed_to = storage.read_json(layout.claim(USER, "long"))["expires_at"]
+            if taken or renewed_to > first_expiry + 2.5 * LEASE:
+                gate.set()
         job.join(0.1)
     assert taken == 0
     assert outcome[0].state == "done"
