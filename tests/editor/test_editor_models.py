@@ -51,10 +51,10 @@ def test_the_command_line_exports_them_into_its_models_folder_once(
 ) -> None:
     models = weights_folder(real_models_dir, tmp_path / "models")
     photo = str(realworld("photos", "davis_blackswan.jpg"))
-    assert cli.main(["--mode", "birefnet", "--models", str(models), "--out", str(tmp_path / "out"), photo]) == 0
+    assert cli.main(["--mode", "matte", "--models", str(models), "--out", str(tmp_path / "out"), photo]) == 0
     digest = checkpoint_digest(models / "mobile_sam.pt")
     exported = [models / layout.encoder_file(digest), models / layout.decoder_file(digest)]
     stamps = [path.stat().st_mtime_ns for path in exported]
     assert all(path.stat().st_size > 1_000_000 for path in exported)
-    assert cli.main(["--mode", "birefnet", "--models", str(models), "--out", str(tmp_path / "again"), photo]) == 0
+    assert cli.main(["--mode", "matte", "--models", str(models), "--out", str(tmp_path / "again"), photo]) == 0
     assert [path.stat().st_mtime_ns for path in exported] == stamps  # not exported again
