@@ -11,7 +11,7 @@ from PIL import Image
 from scipy import ndimage
 
 from server2.models import Models
-from server2.pipeline import Result, cpu_limits, sam, segment
+from server2.pipeline import Result, cpu_limits, detect, sam, segment
 from studio.settings import DEFAULTS
 from tests.server2.pipeline.conftest import FAST, line_art, photo
 
@@ -45,7 +45,7 @@ def test_a_photo_goes_through_sam(models: Models) -> None:
     result = segment(models, resized, original, FAST)
     assert result.method == "sam" and result.model_type == "vit_l"
     assert result.details["encoder_runs"] == 1
-    assert set(result.timings) == {"classify", "detect", "sam_points", "sam_auto", "refine", "masks", "clippings"}
+    assert set(result.timings) == {"classify", "detect", "sam_boxes", "sam_auto", "refine", "masks", "clippings"}
     assert all(t >= 0 for t in result.timings.values())
     assert set(result.boxes) == {"det", "seg"} and all(b.size == resized.size for b in result.boxes.values())
     assert json.loads(json.dumps(result.points)) == result.points
@@ -95,33 +95,46 @@ def test_mode_overrides_the_choice(models: Models) -> None:
 def test_the_naive_flags_give_the_same_masks(models: Models) -> None:
     resized = photo("rocket", 256)
     fast = segment(models, resized, resized, FAST)
-    naive = segment(models, resized, resized, FAST, shared_embedding=False, batched_points=False, autocast=False)
+    naive = segment(models, resized, resized, FAST, shared_embedding=False, batched_prompts=False, autocast=False)
     assert len(fast.masks) == len(naive.masks)
     assert all((a == b).all() for a, b in zip(fast.masks, naive.masks, strict=True))
 
 
-def test_point_prompts_share_the_embedding_and_batch(models: Models) -> None:
+def test_box_prompts_share_the_embedding_and_batch(models: Models) -> None:
     image = np.asarray(photo("chelsea", 256))
-    points, labels = [[60.0, 80.0], [180.0, 100.0], [120.0, 40.0]], [1, 1, 0]
+    boxes = [[20.0, 30.0, 120.0, 150.0], [130.0, 60.0, 250.0, 140.0]]
     shared = sam.StudioPredictor(models.sam["vit_l"])
-    batched = sam.point_masks(shared, image, points, labels, batched=True)
+    batched = sam.box_masks(shared, image, boxes, batched=True)
     auto = sam.automatic_masks(shared, image, FAST)
     assert shared.encoder_runs == 1
     naive = sam.StudioPredictor(models.sam["vit_l"], reuse=False)
-    one_by_one = sam.point_masks(naive, image, points, labels, batched=False)
+    one_by_one = sam.box_masks(naive, image, boxes, batched=False)
     auto_again = sam.automatic_masks(naive, image, FAST)
     assert naive.encoder_runs == 2
     assert len(batched) == 2 and all(m.shape == image.shape[:2] for m in batched)
     assert all((a == b).all() for a, b in zip(batched, one_by_one, strict=True))
     assert len(auto) == len(auto_again) and all((a == b).all() for a, b in zip(auto, auto_again, strict=True))
-    assert sam.point_masks(shared, image, [[10.0, 10.0]], [0]) == []  # only negative points: nothing to cut
+    assert sam.box_masks(shared, image, []) == []
+
+
+def test_on_a_cpu_the_generator_runs_only_where_yolo_found_nothing(
+    models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picture = photo("astronaut", 256)
+    nothing = segment(models, picture, picture, FAST)  # the random test YOLO finds nothing
+    assert nothing.details["box_masks"] == 0 and nothing.details["generator_masks"] > 0
+    cup = detect.Detection("cup", 0.9, (40.0, 40.0, 200.0, 220.0), (120.0, 130.0), "det")
+    monkeypatch.setattr(detect, "run_yolo", lambda *_: {"det": [cup]})
+    found = segment(models, picture, picture, FAST)
+    assert found.details["box_masks"] == 1 and found.details["generator_masks"] == 0
+    assert found.points["boxes"][0]["box"] == [40.0, 40.0, 200.0, 220.0]
 
 
 def test_reduced_precision_encoder_keeps_a_float32_embedding(models: Models) -> None:
     """The autocast path (CUDA in production) run on the CPU's bfloat16 autocast."""
     image = np.asarray(photo("astronaut", 128))
     predictor = sam.StudioPredictor(models.sam["vit_l"], dtype=torch.bfloat16)
-    masks = sam.point_masks(predictor, image, [[64.0, 64.0]], [1])
+    masks = sam.box_masks(predictor, image, [[16.0, 16.0, 100.0, 110.0]])
     assert predictor.features.dtype == torch.float32 and masks[0].shape == (128, 128)
     assert sam.autocast_dtype("cpu", True) is None and sam.autocast_dtype("cuda", False) is None
 
