@@ -1,18 +1,23 @@
 """`make bench-quality` (`python -m bench.quality`): cut-out quality on human-labelled photos.
 
-Runs server2.pipeline.segment (the product's code) on every photo of a folder in the realworld format
-(<name>.jpg|png beside <name>.masks.npz: one bool array per object keyed <index>_<class>, optionally
-`ignore`), with the weights of another folder (DETECT_MODEL, MATTE_MODEL, SAM_MODEL choose among them).
-Per mode it prints: mean best-IoU over the labelled objects (each object's best IoU over the predicted
-clippings' full-size masks, `ignore` pixels left out), the share of objects at >= 0.5 and >= 0.75, masks
-per photo, seconds per photo, and the same for objects covering >= 1 % of their photo. Writes
-OUT/quality.json and OUT/sheet-<mode>.png (photo | labels | prediction | clippings, one row per photo).
+Runs server2.pipeline.segment (the product's code, CPU settings: the user defaults under CPU_LIMITS) on
+every photo of a folder in the realworld format (<name>.jpg|png beside <name>.masks.npz: one bool array
+per object keyed <index>_<class>, optionally `ignore`), with the weights of another folder
+(DETECT_MODEL, MATTE_MODEL, SAM_MODEL choose among them; `make bench-quality` defaults to YOLO11n,
+U2-Netp and MobileSAM). Modes (MODES, default birefnet,sam,clicks; auto on request):
+- birefnet, sam (auto): per mode, mean best-IoU over the labelled objects (each object's best IoU over
+  the predicted clippings' full-size masks, `ignore` pixels left out), the share of objects at >= 0.5
+  and >= 0.75, masks per photo, seconds per photo, the same for objects covering >= 1 % of their photo,
+  and per photo (the DAVIS photos are single subjects) its mean best-IoU, masks / objects and seconds.
+- clicks: the editor's interactive protocol (bench/clicks.py): mean IoU after 1, 2, 3, 5 clicks, NoC@85.
+Writes OUT/quality.json and OUT/sheet-<mode>.png (photo | labels | prediction | clippings, one row a photo).
 
-The SAM and auto modes need a real SAM checkpoint (sha256 starting with the digits in Meta's file name):
-random weights are not a quality figure, so without one those modes are skipped with a line saying so.
+The SAM modes need the real checkpoint of SAM_MODEL (MobileSAM's sha256, or for Meta's the digits its
+file name starts with): random weights are not a quality figure, so without one those modes are skipped
+with a line saying so.
 
-    PHOTOS=../shared/realworld/photos WEIGHTS=../shared/realworld/weights MATTE_MODEL=isnet-general-use \\
-    DETECT_MODEL=yolo11n.pt make bench-quality
+    make bench-quality                                   # ../shared/realworld/{photos,weights}
+    PHOTOS=... WEIGHTS=... MATTE_MODEL=isnet-general-use MODES=sam make bench-quality
 """
 
 from __future__ import annotations

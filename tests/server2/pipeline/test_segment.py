@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -141,6 +142,11 @@ def test_on_a_cpu_the_generator_runs_only_where_yolo_found_nothing(
     found = segment(models, picture, picture, FAST)
     assert found.details["box_masks"] == 1 and found.details["generator_masks"] == 0
     assert found.points["boxes"][0]["box"] == [40.0, 40.0, 200.0, 220.0]
+    # With a GPU (its branch, run here on the CPU's modules) the generator runs too, and keeps only masks
+    # mostly outside the box's mask.
+    gpu = segment(dataclasses.replace(models, device="cuda"), picture, picture, FAST, autocast=False)
+    assert gpu.details["box_masks"] == 1 and gpu.details["generator_masks"] > 0
+    assert gpu.details["sam_masks"] <= 1 + gpu.details["generator_masks"]
 
 
 def test_reduced_precision_encoder_keeps_a_float32_embedding(models: Models) -> None:
