@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         device = pick_device(args.device)
-        choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: SAM vit_b unless SAM_MODEL says
+        choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: MobileSAM unless SAM_MODEL says
         models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "birefnet")
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
