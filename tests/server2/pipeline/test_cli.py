@@ -12,7 +12,7 @@ import pillow_heif
 import pytest
 from PIL import Image, ImageDraw
 
-from bench import quality
+from bench import clicks, quality
 from server2 import cli
 from tests.server2.pipeline.conftest import labelled
 from tests.server2.pipeline.test_segment import ANIMAL, PERSON
@@ -150,3 +150,25 @@ def test_iou_leaves_ignored_pixels_out() -> None:
     assert quality.iou(pred, label, None) == 0.5
     ignore[0, 2:] = True
     assert quality.iou(pred, label, ignore) == 1.0
+
+
+def test_the_click_protocol_clicks_the_larger_error_at_its_most_interior_point() -> None:
+    label = np.zeros((60, 80), bool)
+    label[10:31, 10:31] = True  # 21 x 21: its most interior point is the centre
+    assert clicks.interior(label) == (20, 20)
+    nothing = np.zeros_like(label)
+    assert clicks.next_click(nothing, label, None) == ((20, 20), 1)  # all missed: positive
+    extra = label.copy()
+    extra[40:60, 0:80] = True  # 1600 extra pixels, none missed: negative, inside the extra band
+    (x, y), positive = clicks.next_click(extra, label, None)
+    assert positive == 0 and 40 <= y < 60
+    ignore = np.zeros_like(label)
+    ignore[40:60] = True  # the extra band is void: nothing left to correct
+    assert clicks.next_click(extra, label, ignore) is None
+    rows = [[0.5, 0.9, 0.9, 0.9, 0.9], [0.2, 0.3, 0.4, 0.5, 0.6]]
+    assert clicks.summary(rows) == {
+        "objects": 2,
+        "mean_iou": {"1": 0.35, "2": 0.6, "3": 0.65, "5": 0.75},
+        "noc85": 3.5,  # 2 clicks, and 5 for the one that never gets there
+        "never_85": 1,
+    }
