@@ -66,7 +66,7 @@ class _Timer:
 
 # CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only, and only on a
 # photo where YOLO found nothing to prompt. Each grid point costs a mask decoder run plus 3 masks scaled up to
-# the image's size (with the generator's post-processing ~0.1-0.3 s a point on 2 cores, MobileSAM's encoder
+# the image's size (with the generator's post-processing ~0.2-0.4 s a point on 2 loaded cores, MobileSAM's encoder
 # ~1 s a photo); on the labelled photos the 8x8 generator added no best-IoU to the box prompts' masks but
 # ~4 masks a photo. See bench.cpu_mode, bench.quality and docs/architecture.md "Segmentation pipeline".
 CPU_LIMITS = {"points_per_side": 8, "crop_n_layers": 0}
