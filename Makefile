@@ -49,10 +49,12 @@ test: venv system-packages
 bench: venv
 	$(PY) -m bench
 
-# Cut-out quality on labelled photos (bench/quality.py); models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL.
+# Cut-out quality on labelled photos (bench/quality.py); models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL,
+# by default the real weights in ../shared/realworld/weights: YOLO11n, MobileSAM, U2-Netp.
 PHOTOS ?= ../shared/realworld/photos
 WEIGHTS ?= ../shared/realworld/weights
 bench-quality: venv
+	DETECT_MODEL=$${DETECT_MODEL:-yolo11n.pt} MATTE_MODEL=$${MATTE_MODEL:-u2netp} SAM_MODEL=$${SAM_MODEL:-mobile_sam} \
 	$(PY) -m bench.quality --photos $(PHOTOS) --weights $(WEIGHTS)
 
 clean:

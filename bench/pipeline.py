@@ -5,8 +5,8 @@ settings (the test SAM's 256-px encoder, 8 points per side, no crop layers), for
 GPU, only when torch sees CUDA: segment() per image with real vit_l shapes (random weights; speed
 does not depend on their values) at default settings, and peak GPU memory.
 Default vs naive, on both: the SAM stages through the pipeline's own functions and knobs (server2.
-pipeline.sam): naive = the encoder run twice (no shared embedding), point prompts one by one, fp32.
-The random test YOLO finds no objects, so PROMPTS fixed point prompts stand in for its detections.
+pipeline.sam): naive = the encoder run twice (no shared embedding), box prompts one by one, fp32.
+The random test YOLO finds no objects, so PROMPTS fixed box prompts stand in for its detections.
 Masks of both are compared (best-match IoU).
 """
 
@@ -73,26 +73,26 @@ def _segment_runs(models: Models, images: list[tuple[Image.Image, Image.Image]],
 
 
 def _sam_runs(models: Models, image: np.ndarray, settings: dict, repeat: int, naive: bool):
-    """[(seconds, masks, encoder runs)] of the SAM stages (point prompts, then automatic masks) with the
-    pipeline's knobs; the random test YOLO finds nothing, so PROMPTS stand in for its detections."""
-    points, labels = _prompts(image)
+    """[(seconds, masks, encoder runs)] of the SAM stages (box prompts, then automatic masks) with the
+    pipeline's knobs; the random test YOLO finds nothing, so PROMPTS boxes stand in for its detections."""
+    boxes = _prompts(image)
     out = []
     for _ in range(repeat):
         start = _now()
         predictor = sam.StudioPredictor(
             models.sam_for("vit_l")[1], reuse=not naive, dtype=sam.autocast_dtype(models.device, not naive)
         )
-        found = sam.point_masks(predictor, image, points, labels, batched=not naive)
+        found = sam.box_masks(predictor, image, boxes, batched=not naive)
         found += sam.automatic_masks(predictor, image, settings)
         out.append((_now() - start, found, predictor.encoder_runs))
     return out
 
 
-def _prompts(image: np.ndarray) -> tuple[list[list[float]], list[int]]:
-    """PROMPTS positive points spread over the image and one negative, as YOLO's boxes would give."""
+def _prompts(image: np.ndarray) -> list[list[float]]:
+    """PROMPTS boxes spread over the image, as YOLO's detections would give."""
     h, w = image.shape[:2]
-    grid = [[w * (i + 1) / 4, h * (j + 1) / 3] for j in range(2) for i in range(3)]
-    return [*grid[:PROMPTS], [w * 0.05, h * 0.05]], [1] * PROMPTS + [0]
+    cells = [(w * i / 3, h * j / 2) for j in range(2) for i in range(3)]
+    return [[x + w * 0.02, y + h * 0.02, x + w / 3 - w * 0.02, y + h / 2 - h * 0.02] for x, y in cells[:PROMPTS]]
 
 
 def _now() -> float:
@@ -118,7 +118,7 @@ def _compare(where: str, models: Models, image: np.ndarray, settings: dict, repe
     return [
         Row(
             "5 pipeline",
-            f"{where}: SAM stages, {PROMPTS} point prompts + automatic masks",
+            f"{where}: SAM stages, {PROMPTS} box prompts + automatic masks",
             ours_s * 1000,
             "ms",
             naive_s * 1000,

@@ -1,18 +1,23 @@
 """`make bench-quality` (`python -m bench.quality`): cut-out quality on human-labelled photos.
 
-Runs server2.pipeline.segment (the product's code) on every photo of a folder in the realworld format
-(<name>.jpg|png beside <name>.masks.npz: one bool array per object keyed <index>_<class>, optionally
-`ignore`), with the weights of another folder (DETECT_MODEL, MATTE_MODEL, SAM_MODEL choose among them).
-Per mode it prints: mean best-IoU over the labelled objects (each object's best IoU over the predicted
-clippings' full-size masks, `ignore` pixels left out), the share of objects at >= 0.5 and >= 0.75, masks
-per photo, seconds per photo, and the same for objects covering >= 1 % of their photo. Writes
-OUT/quality.json and OUT/sheet-<mode>.png (photo | labels | prediction | clippings, one row per photo).
+Runs server2.pipeline.segment (the product's code, CPU settings: the user defaults under CPU_LIMITS) on
+every photo of a folder in the realworld format (<name>.jpg|png beside <name>.masks.npz: one bool array
+per object keyed <index>_<class>, optionally `ignore`), with the weights of another folder
+(DETECT_MODEL, MATTE_MODEL, SAM_MODEL choose among them; `make bench-quality` defaults to YOLO11n,
+U2-Netp and MobileSAM). Modes (MODES, default matte,sam,clicks; auto on request):
+- matte, sam (auto): per mode, mean best-IoU over the labelled objects (each object's best IoU over
+  the predicted clippings' full-size masks, `ignore` pixels left out), the share of objects at >= 0.5
+  and >= 0.75, masks per photo, seconds per photo, the same for objects covering >= 1 % of their photo,
+  and per photo (the DAVIS photos are single subjects) its mean best-IoU, masks / objects and seconds.
+- clicks: the editor's interactive protocol (bench/clicks.py): mean IoU after 1, 2, 3, 5 clicks, NoC@85.
+Writes OUT/quality.json and OUT/sheet-<mode>.png (photo | labels | prediction | clippings, one row a photo).
 
-The SAM and auto modes need a real SAM checkpoint (sha256 starting with the digits in Meta's file name):
-random weights are not a quality figure, so without one those modes are skipped with a line saying so.
+The SAM modes need the real checkpoint of SAM_MODEL (MobileSAM's sha256, or for Meta's the digits its
+file name starts with): random weights are not a quality figure, so without one those modes are skipped
+with a line saying so.
 
-    PHOTOS=../shared/realworld/photos WEIGHTS=../shared/realworld/weights MATTE_MODEL=isnet-general-use \\
-    DETECT_MODEL=yolo11n.pt make bench-quality
+    make bench-quality                                   # ../shared/realworld/{photos,weights}
+    PHOTOS=... WEIGHTS=... MATTE_MODEL=isnet-general-use MODES=sam make bench-quality
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bench import clicks
 from studio import upright
+from studio.modelfiles import sam_file
 
-MODES = ("matte", "auto", "sam")
+MODES = ("matte", "sam", "clicks")  # "auto" too on request: on photos it is the sam path
+SAM_MODES = ("sam", "auto", "clicks")
 BIG = 0.01  # "big" objects cover at least this share of their photo
 ROW = 180  # contact sheet row height
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
@@ -61,17 +69,18 @@ def iou(pred: np.ndarray, label: np.ndarray, ignore: np.ndarray | None) -> float
 
 
 def real_sam(weights: Path, size: str) -> bool:
-    """Whether weights/<size>.pth is Meta's checkpoint: its sha256 starts with the digits in Meta's name."""
-    from studio.modelfiles import SAM_SHA256_PREFIX
+    """Whether weights holds the real checkpoint of that SAM model: MobileSAM's sha256, or for Meta's the
+    digits its file name starts with (studio.modelfiles)."""
+    from studio.modelfiles import SAM_SHA256_PREFIX, official, sam_file
 
-    path = weights / f"{size}.pth"
+    path = weights / sam_file(size)
     if not path.is_file():
         return False
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
-    return digest.hexdigest().startswith(SAM_SHA256_PREFIX[size])
+    return digest.hexdigest().startswith(official(path.name).sha256 or SAM_SHA256_PREFIX[size])
 
 
 def summary(objects: list[dict], photos: list[dict]) -> dict:
@@ -178,6 +187,43 @@ def run_mode(models: object, mode: str, photos: list[tuple[Path, Path]], out: Pa
     return {"summary": summary(objects, per_photo), "photos": per_photo, "objects": objects}
 
 
+def print_report(report: dict, photos: list[tuple[Path, Path]]) -> None:
+    modes = report["modes"]
+    print(f"\n{report['date']}: {len(photos)} photos from {report['photos']}; models {report['models']}")
+    print(
+        f"{'mode':9} {'objects':>7} {'mean IoU':>8} {'>=0.5':>6} {'>=0.75':>6} {'big mean':>8} {'big>=0.5':>8} "
+        f"{'masks/ph':>8} {'obj/ph':>6} {'s/photo':>7}"
+    )
+    cut = {mode: data for mode, data in modes.items() if "summary" in data}
+    for mode, data in cut.items():
+        s, a, b = data["summary"], data["summary"]["all"], data["summary"]["big"]
+        print(
+            f"{mode:9} {a['objects']:7} {a['mean_best_iou']:8.3f} {a['share_050']:6.2f} {a['share_075']:6.2f} "
+            f"{b['mean_best_iou'] or 0:8.3f} {b['share_050'] or 0:8.2f} {s['masks_per_photo']:8.2f} "
+            f"{s['objects_per_photo']:6.2f} {s['s_per_photo']:7.2f}"
+        )
+    if cut:
+        print("per photo (mean best-IoU, masks / objects, seconds):")
+        for n, (photo, _) in enumerate(photos):
+            rows = {mode: data["photos"][n] for mode, data in cut.items()}
+            shown = (
+                f"{mode} {np.mean(list(r['best_iou'].values())):.3f} {r['masks']}/{r['objects']} {r['seconds']:.1f} s"
+                for mode, r in rows.items()
+            )
+            print(f"  {photo.name:28} " + " | ".join(shown))
+    if "clicks" in modes and "plain" in modes["clicks"]:
+        data = modes["clicks"]
+        done = f"{data['plain']['objects']} objects, {data['seconds']} s"
+        print(f"interactive ({data['model']}, the exported ONNX decoder, {done}):")
+        for variant in ("plain", "fed_back"):
+            v = data[variant]
+            after = ", ".join(f"{k}: {iou:.3f}" for k, iou in v["mean_iou"].items())
+            print(
+                f"  {variant:9} mean IoU after clicks {after}; NoC@85 {v['noc85']:.2f} "
+                f"({v['never_85']} of {v['objects']} never reach 0.85 in {clicks.MAX_CLICKS})"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", default=os.environ.get("PHOTOS", "../shared/realworld/photos"))
@@ -207,26 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     has_sam = real_sam(weights, choice.sam)
     for mode in args.modes.split(","):
-        if mode in ("sam", "auto") and not has_sam:
-            print(f"{mode}: skipped: no real SAM checkpoint ({choice.sam}.pth from Meta) in {weights}")
-            report["modes"][mode] = {"skipped": f"no real {choice.sam}.pth in {weights}"}
-            continue
-        report["modes"][mode] = run_mode(models, mode, photos, out)
+        if mode in SAM_MODES and not has_sam:
+            print(f"{mode}: skipped: no real SAM checkpoint ({sam_file(choice.sam)}) in {weights}")
+            report["modes"][mode] = {"skipped": f"no real {sam_file(choice.sam)} in {weights}"}
+        elif mode == "clicks":
+            report["modes"][mode] = clicks.run(models, photos, load_labels)
+        else:
+            report["modes"][mode] = run_mode(models, mode, photos, out)
     (out / "quality.json").write_text(json.dumps(report, indent=1))
-    print(f"\n{len(photos)} photos from {photos_dir}; models {models.describe()}")
-    print(
-        f"{'mode':9} {'objects':>7} {'mean IoU':>8} {'>=0.5':>6} {'>=0.75':>6} {'big mean':>8} {'big>=0.5':>8} "
-        f"{'masks/ph':>8} {'obj/ph':>6} {'s/photo':>7}"
-    )
-    for mode, data in report["modes"].items():
-        if "summary" not in data:
-            continue
-        s, a, b = data["summary"], data["summary"]["all"], data["summary"]["big"]
-        print(
-            f"{mode:9} {a['objects']:7} {a['mean_best_iou']:8.3f} {a['share_050']:6.2f} {a['share_075']:6.2f} "
-            f"{b['mean_best_iou'] or 0:8.3f} {b['share_050'] or 0:8.2f} {s['masks_per_photo']:8.2f} "
-            f"{s['objects_per_photo']:6.2f} {s['s_per_photo']:7.2f}"
-        )
+    print_report(report, photos)
     print(f"wrote {out / 'quality.json'} and the contact sheets {out}/sheet-<mode>.png")
     return 0
 

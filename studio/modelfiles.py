@@ -76,7 +76,7 @@ class ModelChoice:
 
     @classmethod
     def from_env(cls, cpu: bool = False) -> ModelChoice:
-        """DETECT_MODEL, MATTE_MODEL, SAM_MODEL; cpu: Server2 has no GPU (mobile_sam unless SAM_MODEL says)."""
+        """DETECT_MODEL, MATTE_MODEL, SAM_MODEL; cpu: Server2 has no GPU (MobileSAM unless SAM_MODEL says)."""
         sam_default = SAM_CPU_DEFAULT if cpu else SAM_DEFAULT
         return cls(
             detect=check_detect(os.environ.get("DETECT_MODEL") or DETECT_DEFAULT),

@@ -1,13 +1,14 @@
 """The segmentation pipeline (docs/architecture.md "Data flow"): one call, segment(), per image.
 
-    classify -> YOLO -> (photo) SAM automatic + YOLO point masks -> matte refinement of a one-colour
-                                largest mask                                   \\
+    classify -> YOLO -> (photo) SAM on YOLO's boxes + automatic masks of what they do not cover -> matte
+                                refinement of a one-colour largest mask         \\
                      -> (drawing) matte, split per YOLO box (pipeline/matte.py) -> keep masks -> clippings
 
 settings["mode"] (auto | sam | matte) overrides the classification; "matte" is the matte path with
 whichever matting model MATTE_MODEL names (studio.settings accepts the old name "birefnet" for it).
-Without a GPU the SAM generator is limited (CPU_LIMITS). Masks are at the resized image's size;
-clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
+Without a GPU the SAM generator is limited, and runs only when YOLO found nothing (CPU_LIMITS).
+docs/architecture.md "Segmentation pipeline" says why, with the figures. Masks are at the resized image's
+size; clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from server2.pipeline import classify, clippings, detect, masks, matte, refine, sam
+from studio import layout
 from studio.settings import DEFAULTS
 
 if TYPE_CHECKING:  # torch and every model library: only the type here
@@ -66,10 +68,11 @@ class _Timer:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 4)
 
 
-# CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only. Each point
-# costs a mask decoder run plus 3 masks upscaled to the image's size (~0.4 s on the 2-core build machine),
-# so 16x16 points took 2.5x as long as vit_b's encoder (studio.modelfiles: SAM_MODEL's CPU default); see
-# bench.cpu_mode and README "CPU local mode".
+# CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only, and only on a
+# photo where YOLO found nothing to prompt. Each grid point costs a mask decoder run plus 3 masks scaled up to
+# the image's size (with the generator's post-processing ~0.2-0.4 s a point on 2 loaded cores, MobileSAM's encoder
+# ~1 s a photo); on the labelled photos the 8x8 generator added no best-IoU to the box prompts' masks but
+# ~4 masks a photo. See bench.cpu_mode, bench.quality and docs/architecture.md "Segmentation pipeline".
 CPU_LIMITS = {"points_per_side": 8, "crop_n_layers": 0}
 
 
@@ -80,6 +83,12 @@ def cpu_limits(settings: dict) -> dict:
     return {**settings, **limited}
 
 
+def work_area(min_area: int, size: tuple[int, int]) -> int:
+    """settings["min_area"] is in pixels of a full-size work copy (longest side layout.RESIZED_MAX): the work
+    copy of a smaller upload scales it by its own size, so a photo gives the same clippings at any size."""
+    return round(min_area * min(1.0, max(size) / layout.RESIZED_MAX) ** 2)
+
+
 def segment(
     models: ModelSet,
     resized: Image.Image,
@@ -87,7 +96,7 @@ def segment(
     settings: dict,
     *,
     shared_embedding: bool = True,
-    batched_points: bool = True,
+    batched_prompts: bool = True,
     autocast: bool = True,
 ) -> Result:
     """Segment one image.
@@ -97,8 +106,8 @@ def segment(
     transparency, which its clippings keep), or the job file again when there is none. settings: the
     user's (studio.settings), missing keys take the defaults.
     Flags (defaults are the production pipeline; the benchmark turns them off for its naive baseline):
-    shared_embedding: the automatic generator reuses the point prompts' image embedding (else SAM's
-    encoder runs twice); batched_points: all point prompts in one decoder call (else one call each);
+    shared_embedding: the automatic generator reuses the box prompts' image embedding (else SAM's
+    encoder runs twice); batched_prompts: all box prompts in one decoder call (else one call each);
     autocast: SAM's image encoder in bf16/fp16 on CUDA (no effect on CPU).
     """
     settings = cpu_limits({**DEFAULTS, **settings}) if models.device == "cpu" else {**DEFAULTS, **settings}
@@ -110,7 +119,7 @@ def segment(
         drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "matte"
     refined, model_type, details, embedding = False, "", {}, None
     with timer("detect"):
-        detections = detect.run_yolo(models, rgb)
+        detections = detect.run_yolo(models, rgb, "matte" if drawing else "sam")
         prompts = detect.merge(detections.get("seg", []) + detections["det"])
         points = detect.points_record(prompts)
         boxes = {source: detect.draw_boxes(rgb, found) for source, found in detections.items()}
@@ -122,23 +131,28 @@ def segment(
         predictor = sam.StudioPredictor(
             model, reuse=shared_embedding, dtype=sam.autocast_dtype(models.device, autocast)
         )
-        with timer("sam_points"):
-            found = sam.point_masks(predictor, image, points["points"], points["labels"], batched=batched_points)
+        with timer("sam_boxes"):
+            found = sam.box_masks(predictor, image, [d.box for d in prompts], batched=batched_prompts)
             embedding = sam.embedding(predictor, image)
+        generate = models.device != "cpu" or not found  # CPU: only what YOLO could not name (CPU_LIMITS)
         with timer("sam_auto"):
-            found += sam.automatic_masks(predictor, image, settings)
+            extra = sam.automatic_masks(predictor, image, settings) if generate else []
+            found += masks.new_masks(found, extra)
         details = {
             "encoder_runs": predictor.encoder_runs,
             "encoder_s": round(predictor.encoder_seconds, 2),
             "decoder_s": round(predictor.decoder_seconds, 2),
+            "box_masks": len(prompts),
+            "generator_masks": len(extra),
             "sam_masks": len(found),
         }
         with timer("refine"):
             found, refined = refine.refine_largest(found, image, lambda: models.matte.predict(rgb))
+    min_area = work_area(int(settings["min_area"]), rgb.size)
     with timer("masks"):
-        kept = masks.keep_masks(found, int(settings["min_area"]))
+        kept = masks.keep_masks(found, min_area)
     with timer("clippings"):
-        parts = clippings.select(kept, int(settings["min_area"]), int(settings["max_clippings"]))
+        parts = clippings.select(kept, min_area, int(settings["max_clippings"]))
         cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
     method = "matte" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)

@@ -1,4 +1,5 @@
-"""Which masks to keep: not the background, not tiny, not a near copy of a bigger one."""
+"""Which masks to keep: not the background, not tiny, not a near copy of a bigger one, and of the
+automatic generator's only those of something no detection covers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 BORDER_SHARE = 0.5  # a mask touching more than this share of the image border is the background
 COVER_SHARE = 0.9  # ... as is one covering more than this share of the image
 DUPLICATE_IOU = 0.9
+COVERED_SHARE = 0.5  # a generator mask more than this share inside the detections' masks is (part of) one
 
 
 def border_share(mask: np.ndarray) -> float:
@@ -34,3 +36,12 @@ def keep_masks(masks: list[np.ndarray], min_area: int) -> list[np.ndarray]:
         if all(area < DUPLICATE_IOU * k_area or iou(m, k) < DUPLICATE_IOU for k_area, k in kept):
             kept.append((area, m))
     return [m for _, m in kept]
+
+
+def new_masks(detected: list[np.ndarray], generated: list[np.ndarray]) -> list[np.ndarray]:
+    """The generated masks that are mostly outside every detected object's mask: the generator's parts of
+    a detected object (its shirt, its wheel) would be clippings of something already cut whole."""
+    if not detected:
+        return list(generated)
+    covered = np.logical_or.reduce(detected)
+    return [m for m in generated if np.logical_and(m, covered).sum() <= COVERED_SHARE * m.sum()]

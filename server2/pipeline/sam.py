@@ -1,7 +1,8 @@
-"""SAM: automatic masks with the user's settings plus point-prompted masks, sharing one image embedding.
+"""SAM: box-prompted masks (YOLO's detections) plus automatic masks with the user's settings, sharing one
+image embedding.
 
 The automatic generator embeds each crop with set_image; its crop 0 is the whole image, the same one the
-point prompts need. StudioPredictor keeps the whole image's embedding, so the generator's crop 0 reuses it
+box prompts need. StudioPredictor keeps the whole image's embedding, so the generator's crop 0 reuses it
 instead of running the encoder (most of SAM's time) a second time.
 """
 
@@ -79,7 +80,7 @@ class Embedding:
 
 def embedding(predictor: StudioPredictor, image: np.ndarray) -> Embedding | None:
     """The whole image's embedding for the editor: the kept one (no extra encoder run), or encoded now
-    when no point prompt needed it yet (the generator's crop 0 then reuses it). None when the predictor
+    when no box prompt needed it yet (the generator's crop 0 then reuses it). None when the predictor
     keeps nothing (the benchmark's naive baseline, which should not pay for it)."""
     if not predictor.reuse:
         return None
@@ -122,33 +123,22 @@ def automatic_masks(predictor: StudioPredictor, image: np.ndarray, settings: dic
     return [ann["segmentation"] for ann in generator.generate(image)]
 
 
-def point_masks(
-    predictor: StudioPredictor, image: np.ndarray, points: list, labels: list, batched: bool = True
-) -> list[np.ndarray]:
-    """One mask per positive point (SAM's best of three), each prompt carrying every negative point.
+def box_masks(predictor: StudioPredictor, image: np.ndarray, boxes: list, batched: bool = True) -> list[np.ndarray]:
+    """One mask per box (x0, y0, x1, y1 in the image's pixels): SAM's single-mask output, the one its
+    authors advise for a box prompt (it measured better than the best of three: docs/architecture.md
+    "Segmentation pipeline").
 
-    batched: every prompt in one predict_torch call; else one predict call per point (the naive way).
+    batched: every box in one predict_torch call; else one predict call per box (the naive way).
     """
-    positives = [p for p, label in zip(points, labels, strict=True) if label == 1]
-    negatives = [p for p, label in zip(points, labels, strict=True) if label == 0]
-    if not positives:
+    if not boxes:
         return []
     predictor.set_image(image)
-    prompts = np.array([[p, *negatives] for p in positives], dtype=np.float32)  # B x (1 + negatives) x 2
-    prompt_labels = np.array([[1] + [0] * len(negatives)] * len(positives), dtype=np.int64)
+    prompts = np.array(boxes, dtype=np.float32)
     if batched:
-        coords = predictor.transform.apply_coords(prompts, image.shape[:2])
+        coords = predictor.transform.apply_boxes(prompts, image.shape[:2])
         with torch.no_grad():
-            masks, scores, _ = predictor.predict_torch(
-                torch.as_tensor(coords, device=predictor.device),
-                torch.as_tensor(prompt_labels, device=predictor.device),
-                multimask_output=True,
+            masks, _, _ = predictor.predict_torch(
+                None, None, boxes=torch.as_tensor(coords, device=predictor.device), multimask_output=False
             )
-        best = scores.argmax(dim=1)
-        chosen = masks[torch.arange(len(best), device=masks.device), best]
-        return list(chosen.cpu().numpy())
-    out = []
-    for coords, point_labels in zip(prompts, prompt_labels, strict=True):
-        masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels, multimask_output=True)
-        out.append(masks[int(scores.argmax())])
-    return out
+        return list(masks[:, 0].cpu().numpy())
+    return [predictor.predict(box=box, multimask_output=False)[0][0] for box in prompts]

@@ -11,11 +11,29 @@ import skimage.data
 from PIL import Image, ImageDraw, ImageFilter
 
 from server2.models import Models
+from studio.modelfiles import ModelChoice
+from tests.conftest import REAL_MODELS_ENV, realworld
 
 
 @pytest.fixture(scope="session")
 def models(test_models_dir: Path) -> Models:
     return Models.load(test_models_dir, "cpu")
+
+
+@pytest.fixture(scope="session")
+def real_models(real_models_dir: Path) -> Models:
+    """The real weights as CPU local mode loads them: MobileSAM, YOLO11n, U2-Netp (tests/conftest.py)."""
+    env = REAL_MODELS_ENV
+    return Models.load(
+        real_models_dir, "cpu", ModelChoice(detect=env["DETECT_MODEL"], matte=env["MATTE_MODEL"], sam=env["SAM_MODEL"])
+    )
+
+
+def labelled(name: str) -> tuple[Path, dict[str, np.ndarray]]:
+    """A labelled photo of ../shared/realworld/photos and its human-made masks, by object key."""
+    photo_path = next(p for p in realworld("photos").glob(name + ".*") if not p.name.endswith(".npz"))
+    with np.load(realworld("photos", name + ".masks.npz")) as data:
+        return photo_path, {key: data[key].astype(bool) for key in data.files if key != "ignore"}
 
 
 def photo(name: str, longest: int = 256) -> Image.Image:

@@ -12,8 +12,10 @@ import pillow_heif
 import pytest
 from PIL import Image, ImageDraw
 
-from bench import quality
+from bench import clicks, quality
 from server2 import cli
+from tests.server2.pipeline.conftest import labelled
+from tests.server2.pipeline.test_segment import ANIMAL, PERSON
 
 REPO = Path(__file__).resolve().parents[3]
 SHAPES = (  # on a 400 x 300 ground, well apart (the test matte grows each a little)
@@ -101,6 +103,29 @@ def test_the_module_command_runs_and_says_what_is_missing(tmp_path: Path, test_m
     assert "Traceback" not in missing.stderr
 
 
+def test_the_command_cuts_a_person_and_an_animal_with_real_sam_on_a_cpu(
+    tmp_path: Path, real_models_dir: Path, real_models_env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m server2 segment` as a new user runs it on a CPU with only MobileSAM's weights: SAM_MODEL
+    unset picks it (no vit_b to fall back on), and the photos get real SAM clippings."""
+    monkeypatch.delenv("SAM_MODEL")
+    (person, person_labels), (cow, cow_labels) = labelled(PERSON[0]), labelled(ANIMAL[0])
+    command = [sys.executable, "-m", "server2", "segment", "--device", "cpu", "--models", str(real_models_dir)]
+    command += ["--out", str(tmp_path / "out"), str(person), str(cow)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 of 2 images done" in done.stderr and "WARNING" not in done.stderr
+    for (name, key, least), labels in ((PERSON, person_labels), (ANIMAL, cow_labels)):
+        record = json.loads((tmp_path / "out" / name / "result.json").read_text())
+        assert record["method"] == "sam" and record["models"]["sam_used"] == "mobile_sam"
+        masks = [
+            np.asarray(Image.open(tmp_path / "out" / name / f"mask-{c['n']}.png")) == 255 for c in record["clippings"]
+        ]
+        best = max(quality.iou(m, labels[key], None) for m in masks)
+        print(f"{name} {key}: best IoU {best:.3f} over {len(masks)} clippings")
+        assert best >= least
+
+
 def test_bench_quality_quick_run(tmp_path: Path, test_models_dir: Path, capsys: pytest.CaptureFixture) -> None:
     """A synthetic labelled photo in the realworld format; no real SAM: those modes say they are skipped."""
     photos = tmp_path / "photos"
@@ -116,9 +141,10 @@ def test_bench_quality_quick_run(tmp_path: Path, test_models_dir: Path, capsys: 
     out = tmp_path / "out"
     assert quality.main(["--photos", str(photos), "--weights", str(test_models_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "sam: skipped: no real SAM checkpoint (vit_b.pth from Meta)" in printed
+    assert "sam: skipped: no real SAM checkpoint (mobile_sam.pt)" in printed
+    assert "clicks: skipped: no real SAM checkpoint (mobile_sam.pt)" in printed
     report = json.loads((out / "quality.json").read_text())
-    assert report["modes"]["auto"] == {"skipped": f"no real vit_b.pth in {test_models_dir}"}
+    assert report["modes"]["sam"] == {"skipped": f"no real mobile_sam.pt in {test_models_dir}"}
     summary = report["modes"]["matte"]["summary"]
     assert summary["all"]["objects"] == 3 and summary["all"]["share_050"] == 1.0
     assert summary["all"]["mean_best_iou"] > 0.7 and summary["masks_per_photo"] == 3
@@ -131,3 +157,25 @@ def test_iou_leaves_ignored_pixels_out() -> None:
     assert quality.iou(pred, label, None) == 0.5
     ignore[0, 2:] = True
     assert quality.iou(pred, label, ignore) == 1.0
+
+
+def test_the_click_protocol_clicks_the_larger_error_at_its_most_interior_point() -> None:
+    label = np.zeros((60, 80), bool)
+    label[10:31, 10:31] = True  # 21 x 21: its most interior point is the centre
+    assert clicks.interior(label) == (20, 20)
+    nothing = np.zeros_like(label)
+    assert clicks.next_click(nothing, label, None) == ((20, 20), 1)  # all missed: positive
+    extra = label.copy()
+    extra[40:60, 0:80] = True  # 1600 extra pixels, none missed: negative, inside the extra band
+    (x, y), positive = clicks.next_click(extra, label, None)
+    assert positive == 0 and 40 <= y < 60
+    ignore = np.zeros_like(label)
+    ignore[40:60] = True  # the extra band is void: nothing left to correct
+    assert clicks.next_click(extra, label, ignore) is None
+    rows = [[0.5, 0.9, 0.9, 0.9, 0.9], [0.2, 0.3, 0.4, 0.5, 0.6]]
+    assert clicks.summary(rows) == {
+        "objects": 2,
+        "mean_iou": {"1": 0.35, "2": 0.6, "3": 0.65, "5": 0.75},
+        "noc85": 3.5,  # 2 clicks, and 5 for the one that never gets there
+        "never_85": 1,
+    }

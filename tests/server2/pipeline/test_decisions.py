@@ -45,6 +45,16 @@ def test_keep_masks_drops_background_small_and_duplicates_largest_first() -> Non
     assert [int(m.sum()) for m in masks.keep_masks([small, tiny], min_area=0)] == [900, 25]
 
 
+def test_generator_masks_inside_a_detected_object_are_dropped() -> None:
+    shape = (100, 200)
+    person = rect(shape, 20, 10, 80, 90)
+    shirt = rect(shape, 30, 30, 70, 60)  # all inside the person
+    half_out = rect(shape, 60, 40, 110, 60)  # 400 of its 1000 px inside: mostly something else
+    lamp = rect(shape, 150, 10, 180, 40)  # nothing detected there
+    assert masks.new_masks([person], [shirt, half_out, lamp]) == [half_out, lamp]
+    assert masks.new_masks([], [shirt, lamp]) == [shirt, lamp]
+
+
 # --- components and clippings --------------------------------------------------------------------------
 
 
@@ -143,17 +153,17 @@ def yolo_result(boxes: list[list[float]], masks_: torch.Tensor | None = None) ->
     return Results(image, "test.png", {0: "person", 1: "cup"}, boxes=torch.tensor(boxes), masks=masks_)
 
 
-def test_detections_give_box_centres_and_people_are_negative() -> None:
+def test_detections_give_box_centres_and_people_are_objects_too() -> None:
     found = detect.detections(yolo_result([[10, 10, 50, 90, 0.9, 0], [100, 20, 160, 60, 0.8, 1]]), "det")
-    assert [(d.label, d.positive, d.point, d.source) for d in found] == [
-        ("person", False, (30.0, 50.0), "det"),
-        ("cup", True, (130.0, 40.0), "det"),
+    assert [(d.label, d.box, d.point, d.source) for d in found] == [
+        ("person", (10.0, 10.0, 50.0, 90.0), (30.0, 50.0), "det"),
+        ("cup", (100.0, 20.0, 160.0, 60.0), (130.0, 40.0), "det"),
     ]
     record = detect.points_record(found)
     assert json.loads(json.dumps(record)) == record
-    assert record["points"] == [[30.0, 50.0], [130.0, 40.0]] and record["labels"] == [0, 1]
+    assert record["points"] == [[30.0, 50.0], [130.0, 40.0]] and record["labels"] == [1, 1]
     debug = detect.draw_boxes(Image.new("RGB", (200, 100)), found)
-    assert debug.size == (200, 100) and np.asarray(debug)[10, 30].tolist() == [220, 0, 0]
+    assert debug.size == (200, 100) and np.asarray(debug)[10, 30].tolist() == list(detect.COLOUR)
 
 
 def test_segmentation_detections_prompt_inside_the_object() -> None:

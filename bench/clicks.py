@@ -1,0 +1,146 @@
+"""The editor's interactive protocol on labelled photos (`make bench-quality`, mode "clicks").
+
+Per labelled object a simulated user clicks: the first click at the object's most interior point (the
+maximum of its distance transform); each next click at the most interior point of the larger error
+region (the missed pixels or the extra ones, `ignore` pixels left out), positive on the missed ones,
+negative on the extra ones; up to MAX_CLICKS clicks. After each click the mask is what the editor
+shows: the exported ONNX prompt decoder (server2.embeddings.export_decoder) run with onnxruntime over
+the stored float16 embedding, prompts built and the mask scaled up by server1.cutting, as /cut does.
+feed_back=True also gives the decoder the previous click's low-res mask (mask_input, as SAM's demo does).
+Prints the mean IoU after 1, 2, 3 and 5 clicks and NoC@85 (clicks to reach IoU 0.85; MAX_CLICKS when never).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from scipy import ndimage
+
+from server1 import cutting
+
+MAX_CLICKS = 5
+REPORTED = (1, 2, 3, 5)
+NOC_IOU = 0.85
+
+
+def interior(region: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the region's pixel farthest from its edge; the image's border counts as an edge."""
+    distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+    return int(x), int(y)
+
+
+def next_click(pred: np.ndarray, label: np.ndarray, ignore: np.ndarray | None) -> tuple[tuple[int, int], int] | None:
+    """((x, y), 1 | 0): the most interior point of the larger error region, positive when that is the
+    missed pixels, negative when it is the extra ones; None when nothing is wrong."""
+    valid = ~ignore if ignore is not None else np.ones_like(label)
+    missed, extra = label & ~pred & valid, pred & ~label & valid
+    if not missed.any() and not extra.any():
+        return None
+    positive = int(missed.sum() >= extra.sum())
+    return interior(missed if positive else extra), positive
+
+
+def iou(pred: np.ndarray, label: np.ndarray, ignore: np.ndarray | None) -> float:
+    valid = ~ignore if ignore is not None else np.ones_like(label)
+    union = int(((pred | label) & valid).sum())
+    return float(((pred & label) & valid).sum()) / union if union else 0.0
+
+
+class Decoder:
+    """The exported ONNX prompt decoder over one stored embedding, cutting as Server1's /cut does."""
+
+    def __init__(self, session: ort.InferenceSession, features: np.ndarray, embedded: tuple[int, int]) -> None:
+        self.session, self.features, self.embedded = session, features, embedded
+        self.grid = features.shape[-1]
+        self.input_size = 16 * self.grid  # SAM's 1024-px input frame for a 64 x 64 embedding
+
+    def mask(
+        self, points: list, labels: list, size: tuple[int, int], previous: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(bool mask at size, the chosen low-res logits); previous: low-res logits to feed back, or None."""
+        coords, point_labels = cutting.decoder_inputs(points, labels, None, size, self.embedded, self.input_size)
+        if previous is None:
+            logits = cutting.low_res_logits(self.session, self.features, coords, point_labels)
+        else:
+            _, _, low_res = self.session.run(
+                None,
+                {
+                    "image_embeddings": self.features.astype(np.float32),
+                    "point_coords": coords,
+                    "point_labels": point_labels,
+                    "mask_input": previous[None, None].astype(np.float32),
+                    "has_mask_input": np.ones(1, dtype=np.float32),
+                },
+            )
+            logits = low_res[0, 0]
+        return cutting.upscale(logits, self.embedded, self.input_size, size), logits
+
+
+def object_ious(decoder: Decoder, label: np.ndarray, ignore: np.ndarray | None, feed_back: bool) -> list[float]:
+    """IoU after each of MAX_CLICKS clicks (a perfect mask stays perfect)."""
+    height, width = label.shape
+    points, labels, ious, previous = [list(interior(label))], [1], [], None
+    while True:
+        pred, logits = decoder.mask(points, labels, (width, height), previous)
+        ious.append(iou(pred, label, ignore))
+        click = next_click(pred, label, ignore) if len(ious) < MAX_CLICKS else None
+        if click is None:
+            return ious + [ious[-1]] * (MAX_CLICKS - len(ious))
+        points.append(list(click[0]))
+        labels.append(click[1])
+        previous = logits if feed_back else None
+
+
+def summary(per_object: list[list[float]]) -> dict:
+    ious = np.array(per_object)
+    reached = [next((k + 1 for k, v in enumerate(row) if v >= NOC_IOU), MAX_CLICKS) for row in ious]
+    return {
+        "objects": len(ious),
+        "mean_iou": {str(k): round(float(ious[:, k - 1].mean()), 3) for k in REPORTED},
+        "noc85": round(float(np.mean(reached)), 2),
+        "never_85": int(sum(row.max() < NOC_IOU for row in ious)),
+    }
+
+
+def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) -> dict:
+    """The protocol on every labelled object, without and with the previous mask fed back."""
+    from server2 import embeddings
+    from server2.cli import resized
+    from server2.pipeline import sam
+    from server2.worker import open_image
+
+    model_type, model = models.sam_for(models.choice.sam)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "decoder.onnx"
+        embeddings.export_decoder(model, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    results: dict[str, list] = {"plain": [], "fed_back": []}
+    rows, started = [], time.perf_counter()
+    for photo_path, labels_path in photos:
+        original = open_image(photo_path.read_bytes(), photo_path.name)
+        work = np.asarray(resized(original).convert("RGB"))
+        # What Server2 stores for the editor: the whole image's embedding, float16 (embeddings.npy_bytes).
+        found = sam.embedding(sam.StudioPredictor(model), work)
+        features = found.features.to("cpu").half().float().numpy()
+        decoder = Decoder(session, features, (found.width, found.height))
+        labels, ignore = load_labels(labels_path)
+        for key, label in labels.items():
+            plain = object_ious(decoder, label, ignore, feed_back=False)
+            fed = object_ious(decoder, label, ignore, feed_back=True)
+            results["plain"].append(plain)
+            results["fed_back"].append(fed)
+            rows.append({"photo": photo_path.name, "object": key, "plain": plain, "fed_back": fed})
+            shown = " ".join(f"{v:.2f}" for v in plain)
+            print(f"  clicks: {photo_path.name} {key}: {shown} | fed back {' '.join(f'{v:.2f}' for v in fed)}")
+    return {
+        "model": model_type,
+        "seconds": round(time.perf_counter() - started, 1),
+        "plain": summary(results["plain"]),
+        "fed_back": summary(results["fed_back"]),
+        "objects": rows,
+    }
