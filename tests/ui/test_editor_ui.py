@@ -78,7 +78,7 @@ def test_the_browser_decoder_matches_sam_predictor(
 
 
 def test_the_preview_is_the_mask_cut_saves(
-    page: Page, server: Server, login: Callable[[Page], None], image_id: str, test_models_dir: Path
+    page: Page, server: Server, login: Callable[[Page], None], image_id: str, real_models_dir: Path
 ) -> None:
     """The page's mask (postprocess_masks in editor.js) against server1.cutting.upscale on the same logits, and
     against SamPredictor's own mask, at the original's size: what the user previews is what /cut saves."""
@@ -87,7 +87,7 @@ def test_the_preview_is_the_mask_cut_saves(
     open_editor(page, server, image_id)
     meta = record(server, image_id)["embedding"]
     embedded = (meta["width"], meta["height"])
-    ref = Reference(test_models_dir / "vit_l.pth", server.storage.read(layout.embedding(USER, image_id)), embedded)
+    ref = Reference(real_models_dir / "mobile_sam.pt", server.storage.read(layout.embedding(USER, image_id)), embedded)
     compared = 0
     for prompt in random_prompts(SEED + 1, 8, *ORIGINAL):
         answer = page.evaluate("([p, w, h]) => window.samEditor.mask(p, w, h)", [prompt, *ORIGINAL])

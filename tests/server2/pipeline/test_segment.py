@@ -15,7 +15,6 @@ from server2 import cli
 from server2.models import Models
 from server2.pipeline import Result, cpu_limits, detect, masks, sam, segment, work_area
 from server2.pipeline.clippings import full_mask
-from server2.worker import open_image
 from studio.settings import DEFAULTS
 from tests.server2.pipeline.conftest import FAST, labelled, line_art, photo
 
@@ -51,8 +50,7 @@ PERSON, ANIMAL = ("lmvoc_2011_000003", "0_person", 0.8), ("davis_cows", "0_cow",
 def test_real_sam_cuts_out_a_person_and_an_animal(real_models: Models, name: str, key: str, least: float) -> None:
     """No dog among the labelled photos here: DAVIS's cow is the animal."""
     photo_path, labels = labelled(name)
-    original = open_image(photo_path.read_bytes(), photo_path.name)
-    resized = cli.resized(original)
+    original, resized = cli.decode(photo_path)
     result = segment(real_models, resized, original, {})
     assert result.method == "sam" and result.model_type == "mobile_sam"
     assert result.details["encoder_runs"] == 1 and result.details["generator_masks"] == 0  # YOLO found it
