@@ -58,8 +58,16 @@ class FileStorage(Storage):
         self.renames = self.bucket_client != MOUNTPOINT_S3
 
     # -- paths -------------------------------------------------------------------
+    def _mounted(self) -> None:
+        """A bucket mount that went away (fusermount -u, a client that died) leaves its empty folder
+        behind: writes there would land on this host's own disk, hidden once the bucket is mounted
+        again, and reads would find nothing (every login would look ended). An outage instead."""
+        if self.bucket_client is not None and not os.path.ismount(self.mount.point):
+            raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
+
     def _path(self, key: str) -> Path:
         check_key(key)
+        self._mounted()
         path = self.path / key
         # A symlink planted in the storage must not lead outside the root.
         real = Path(os.path.realpath(path))
@@ -156,6 +164,7 @@ class FileStorage(Storage):
     def list(self, prefix: str) -> Iterator[Entry]:
         if prefix:
             check_key(prefix)
+        self._mounted()
         folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.path
         if not base.is_dir():
@@ -184,6 +193,7 @@ class FileStorage(Storage):
         return Entry(key, st.st_size, st.st_mtime)
 
     def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+        self._mounted()
         base = self._path(prefix) if prefix else self.path
         dirs: list[str] = []
         files: list[Entry] = []

@@ -154,3 +154,34 @@ def test_an_unknown_file_system_without_hard_links_is_found_by_the_probe(tmp_pat
     storage.check()
     assert not storage.hard_links
     assert storage.create_exclusive("u/c", b"1") and storage.create_exclusive("u/c", b"2") is None
+
+
+def test_a_dropped_mount_is_an_outage_not_an_empty_folder(moto_server, tmp_path: Path) -> None:
+    """fusermount -u (or a dead client) leaves the bare folder: nothing may be written to the host's
+    own disk there (hidden once remounted), and reads must fail rather than find nothing."""
+    import boto3
+
+    from studio.storage import StorageError
+    from tests.fuse.conftest import mount_bucket, unmount
+
+    bucket = f"drop-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_server.url).create_bucket(Bucket=bucket)
+    mount = mount_bucket("s3fs", moto_server, bucket, tmp_path / "mnt", tmp_path)
+    try:
+        storage = FileStorage(mount.point / "shared")
+        storage.write("alice/input/a.jpg", b"1")
+        unmount(mount.point)
+        for action in (
+            lambda: storage.write("alice/input/b.jpg", b"2"),
+            lambda: storage.create_exclusive(".studio/lease.json", b"{}"),
+            lambda: storage.read("alice/input/a.jpg"),
+            lambda: storage.list_dir("alice/input/"),
+            lambda: list(storage.list("")),
+        ):
+            with pytest.raises(StorageError, match="mount at .* is gone"):
+                action()
+        assert list(mount.point.iterdir()) == []  # nothing landed on the host's disk
+        mount = mount_bucket("s3fs", moto_server, bucket, mount.point, tmp_path)
+        assert storage.read("alice/input/a.jpg") == b"1"
+    finally:
+        unmount(mount.point)
