@@ -65,6 +65,27 @@ class FileStorage(Storage):
         if self.bucket_client is not None and not os.path.ismount(self.mount.point):
             raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
 
+    def _landed(self, path: Path) -> None:
+        """After a write: a mount that went away after _mounted() looked leaves what was just written on
+        the host's own disk; remove it and the folders made for it (s3fs will not mount over a non-empty
+        folder) and report the outage, so the caller tries again once the bucket is back."""
+        if self.bucket_client is None:
+            return
+        try:
+            local = os.stat(path).st_dev == os.stat(self.mount.point.parent).st_dev
+        except OSError:
+            return  # a client that died answers ENOTCONN: nothing landed on this disk
+        if not local:
+            return
+        with contextlib.suppress(OSError):
+            path.unlink()
+        for folder in path.parents:
+            if folder == self.mount.point:
+                break
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only empty ones
+        raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
+
     def _path(self, key: str) -> Path:
         check_key(key)
         self._mounted()
@@ -132,6 +153,7 @@ class FileStorage(Storage):
             with self._guard(path):
                 return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            self._mounted()  # gone meanwhile: an outage, not a missing file
             raise NotFound(key) from None
         except OSError as e:
             raise StorageError(f"cannot read {key}: {e.strerror}") from e
@@ -157,6 +179,7 @@ class FileStorage(Storage):
                     self._publish(path, data)
         except OSError as e:
             raise StorageError(f"cannot write {key} under {self.root}: {e.strerror}") from e
+        self._landed(path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -306,6 +329,7 @@ class FileStorage(Storage):
                     f.write(data)
         except OSError as e:
             raise StorageError(f"cannot create {key}: {e.strerror}") from e
+        self._landed(path)
         return content_version(data)
 
     def replace_if(self, key: str, data: bytes, version: str) -> str | None:
