@@ -80,7 +80,7 @@ def call(client: HttpSession, method: str, path: str, name: str, ok: tuple[int, 
                 answer.success()
             else:
                 answer.failure(f"{answer.status_code}: {(answer.text or '')[:120]}")
-            if path != "/login" and (answer.status_code in (401, 403) or "/login" in answer.url):
+            if path != "/login" and (answer.status_code in (401, 403) or "/login" in (answer.url or "")):
                 RUN.log("auth_lost", path=path, status=answer.status_code)
         if answer.status_code not in RETRIED or time.monotonic() > deadline:
             answer.tries = tries
@@ -90,12 +90,19 @@ def call(client: HttpSession, method: str, path: str, name: str, ok: tuple[int, 
 
 
 def login(user: str) -> HttpSession:
-    """A browser session of user: the login form with its CSRF token, then the token for the API."""
+    """A browser session of user: the login form with its CSRF token, then the token for the API. A
+    login refused by an outage (503) is done again from the form, as a person would."""
     client = HttpSession(RUN.url, request_event=ENV.events.request, user=None)
-    token = csrf_of(call(client, "GET", "/login", "/login").text)
-    answer = call(
-        client, "POST", "/login", "/login", data={"username": user, "password": USERS[user], "csrf_token": token}
-    )
+    deadline = time.monotonic() + RETRY_SECONDS
+    while True:
+        token = csrf_of(call(client, "GET", "/login", "/login").text)
+        form = {"username": user, "password": USERS[user], "csrf_token": token}
+        with client.request("POST", "/login", name="/login", data=form, catch_response=True) as answer:
+            if answer.status_code == 200 or time.monotonic() > deadline:
+                break
+            answer.failure(f"{answer.status_code}: {(answer.text or '')[:120]}")
+        RUN.log("retry", path="/login", status=answer.status_code)
+        gevent.sleep(1.0)
     client.headers["X-CSRFToken"] = csrf_of(answer.text)
     return client
 
@@ -165,7 +172,7 @@ def idle_phase() -> None:
     """Figures on an idle server: uploads one at a time, then listings and cuts once they are done."""
     plan = RUN.plan
     client = login("alice")
-    settings(client, "alice", {"mode": "sam", **FAST_SAM})
+    settings(client, "alice", {"mode": "sam", **FAST_SAM} if plan["sam_photos"] else {"mode": "birefnet"})
     settings(login("bob"), "bob", {"mode": "birefnet"})
     RUN.log("phase", name="idle-start")
     ids = [i for item in plan["idle"] for i in upload(client, "alice", item, "idle: /upload")]
@@ -280,9 +287,21 @@ class Controller(User):
 
     @task
     def conduct(self) -> None:
+        try:
+            self._conduct()
+        except Exception as e:  # Locust would run the task again: never upload the plan twice
+            RUN.log("phase", name="error", error=f"{type(e).__name__}: {e}")
+            RUN.stopping = True
+            raise
+
+    def _conduct(self) -> None:
         config = RUN.config
-        matte = RUN.round > 0
+        matte = RUN.round > 0 or not RUN.plan["sam_photos"]
         for burst_no, burst in enumerate(config["bursts"]):
+            if burst_no == len(config["bursts"]) - 1:
+                RUN.log("phase", name="holding")  # the last burst waits for the orchestrator's faults
+                while not (RUN.work / f"faults-{RUN.round}").exists():
+                    gevent.sleep(0.5)
             if not matte and self._finished("alice") >= RUN.plan["sam_photos"]:
                 # Enough SAM photos for the editor: the rest of alice's go through the faster matte.
                 settings(self.http["alice"], "alice", {"mode": "birefnet"})
@@ -325,8 +344,10 @@ def main() -> None:
     runner = ENV.create_local_runner()
     csv = StatsCSVFileWriter(ENV, PERCENTILES_TO_REPORT, str(work / f"stats-{round_no}"), full_history=False)
     writer = gevent.spawn(csv.stats_writer)
+    idle = {}
     if round_no == 0:
         idle_phase()
+        idle = figures()  # the runner's start clears the statistics
     RUN.log("phase", name="load-start")
     users = sum(c.fixed_count for c in classes)
     runner.start(users, spawn_rate=users)
@@ -336,14 +357,19 @@ def main() -> None:
     RUN.log("phase", name="load-end")
     writer.kill()
     csv.close_files()
-    stats = {}
-    for entry in ENV.stats.entries.values():
-        stats[entry.name] = {
+    (work / f"stats-{round_no}.json").write_text(json.dumps({**idle, **figures()}, indent=1))
+
+
+def figures() -> dict[str, dict]:
+    """Per request name: requests, failures and the 50th, 95th and 99th percentiles in ms."""
+    return {
+        entry.name: {
             "requests": entry.num_requests,
             "failures": entry.num_failures,
             **{f"p{p}": entry.get_response_time_percentile(p / 100) for p in (50, 95, 99)},
         }
-    (work / f"stats-{round_no}.json").write_text(json.dumps(stats, indent=1))
+        for entry in ENV.stats.entries.values()
+    }
 
 
 if __name__ == "__main__":
