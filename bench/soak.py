@@ -415,7 +415,7 @@ class Soak:
                     pending.pop(0)
                 if not release.exists() and (not pending or ("holding" in phases and self.quiet())):
                     release.touch()  # the faults are done, or nothing is left to do before the last burst
-                if "uploads-done" in phases and self.quiet():
+                if "uploads-done" in phases and self.quiet() and self.reconnected(events):
                     for fault in pending:
                         self.note(fault, "never reached")
                     break
@@ -442,6 +442,13 @@ class Soak:
                 with contextlib.suppress(psutil.Error):  # a gunicorn worker may be on its way out
                     now = round(rss_mb(proc), 1)
                     self.rss.setdefault(f"{name} pid {proc.pid}", {"start": now})["end"] = now
+
+    def reconnected(self, events: list[dict]) -> bool:
+        """Every live-update client of the round has connected again since Server1's restart."""
+        restart = next((f["t"] for f in self.faults if f["fault"] == "restart" and f["stage"] == "survived"), None)
+        connects = [e for e in events if e["ev"] == "sse_connect"]
+        after = {e["client"] for e in connects if restart is None or e["t"] > restart}
+        return after == {e["client"] for e in connects}
 
     def finished(self) -> set[tuple[str, str]]:
         statuses = {user: self.bucket.statuses(user) for user in ("alice", "bob")}
