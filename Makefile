@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQS := requirements-server1.txt requirements-server2.txt requirements-server2-nodeps.txt requirements-dev.txt
 
-.PHONY: run test lint bench bench-quality venv system-packages clean
+.PHONY: run test lint bench bench-quality soak venv system-packages clean
 
 # Server1's onnxruntime and Server2's onnxruntime-gpu both install the module `onnxruntime`; in this one
 # venv the GPU build (which runs on the CPU too) is put back last so its files are the ones left whole.
@@ -56,6 +56,11 @@ WEIGHTS ?= ../shared/realworld/weights
 bench-quality: venv
 	DETECT_MODEL=$${DETECT_MODEL:-yolo11n.pt} MATTE_MODEL=$${MATTE_MODEL:-u2netp} SAM_MODEL=$${SAM_MODEL:-mobile_sam} \
 	$(PY) -m bench.quality --photos $(PHOTOS) --weights $(WEIGHTS)
+
+# A day of two users with faults (bench/soak.py): real servers, weights, S3 (moto) and an s3fs mount;
+# about 15-25 minutes on 2 cores. Figures in bench/results/soak.json; exit 1 when anything was lost.
+soak: venv system-packages
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache

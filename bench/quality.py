@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=os.environ.get("WEIGHTS", "../shared/realworld/weights"))
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results/quality"))
     parser.add_argument("--modes", default=os.environ.get("MODES", ",".join(MODES)))
+    # cpu: the CPU settings the targets are for (CPU_LIMITS, MobileSAM by default); cuda: a GPU's.
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("DEVICE", "cpu"))
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -242,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-quality: no labelled photos (<name>.jpg|png + <name>.masks.npz) in {photos_dir}")
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    choice = ModelChoice.from_env(cpu=True)
-    models = Models.load(weights, "cpu", choice, need_sam=False)
+    choice = ModelChoice.from_env(cpu=True)  # MobileSAM unless SAM_MODEL says, on either device
+    models = Models.load(weights, args.device, choice, need_sam=False)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": args.device,
         "photos": str(photos_dir),
         "weights": str(weights),
         "models": models.describe(),

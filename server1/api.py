@@ -101,9 +101,13 @@ def retry(image_id: str) -> Response | tuple[Response, int]:
 def delete(image_id: str) -> Response | tuple[Response, int]:
     user, found = current_user(), services()
     image_id = _image_id(image_id)
-    if not image_id or found.albums.find(user, image_id) == (None, None):
+    if not image_id:
         return json_error("no such image", 404)
+    shown = found.albums.find(user, image_id) != (None, None)
+    # Also without an original or job file: the rest of a delete that storage cut short (503) goes now.
     image_files.delete(found.storage, user, image_id)
+    if not shown:
+        return json_error("no such image", 404)
     return jsonify(deleted=image_id)
 
 

@@ -188,6 +188,7 @@ class Jobs:
         if claim.attempt < self.max_attempts and not final:
             self.write_status(claim.user, claim.image_id, "queued", claim.attempt, error=error, **fields)
             self.release(claim, error=error)
+            self._deleted_meanwhile(claim)
             return "queued"
         self._finish(claim, "failed", error=error, **fields)
         return "failed"
@@ -195,6 +196,14 @@ class Jobs:
     def _finish(self, claim: Claim, state: str, **fields: object) -> None:
         self.write_status(claim.user, claim.image_id, state, claim.attempt, owner=self.owner, **fields)
         self.release(claim, error=fields.get("error"))  # type: ignore[arg-type]
+        self._deleted_meanwhile(claim)
+
+    def _deleted_meanwhile(self, claim: Claim) -> None:
+        """The user deleted the image while we worked: what we just wrote belongs to nothing, so remove
+        it. A delete removes the job file first and lists the other folders after it, so while the job
+        file is still there, that delete removes what we wrote."""
+        if image_files.job(self.storage, claim.user, claim.image_id) is None:
+            image_files.delete(self.storage, claim.user, claim.image_id)
 
     # -- user actions --------------------------------------------------------------------
     def retry(self, user: str, image_id: str, resized_key: str) -> None:

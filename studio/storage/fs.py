@@ -59,8 +59,37 @@ class FileStorage(Storage):
         self.renames = self.bucket_client != MOUNTPOINT_S3
 
     # -- paths -------------------------------------------------------------------
+    def _mounted(self) -> None:
+        """A bucket mount that went away (fusermount -u, a client that died) leaves its empty folder
+        behind: writes there would land on this host's own disk, hidden once the bucket is mounted
+        again, and reads would find nothing (every login would look ended). An outage instead."""
+        if self.bucket_client is not None and not os.path.ismount(self.mount.point):
+            raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
+
+    def _landed(self, path: Path) -> None:
+        """After a write: a mount that went away after _mounted() looked leaves what was just written on
+        the host's own disk; remove it and the folders made for it (s3fs will not mount over a non-empty
+        folder) and report the outage, so the caller tries again once the bucket is back."""
+        if self.bucket_client is None:
+            return
+        try:
+            local = os.stat(path).st_dev == os.stat(self.mount.point.parent).st_dev
+        except OSError:
+            return  # a client that died answers ENOTCONN: nothing landed on this disk
+        if not local:
+            return
+        with contextlib.suppress(OSError):
+            path.unlink()
+        for folder in path.parents:
+            if folder == self.mount.point:
+                break
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only empty ones
+        raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
+
     def _path(self, key: str) -> Path:
         check_key(key)
+        self._mounted()
         path = self.path / key
         # A symlink planted in the storage must not lead outside the root.
         real = Path(os.path.realpath(path))
@@ -125,6 +154,7 @@ class FileStorage(Storage):
             with self._guard(path):
                 return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            self._mounted()  # gone meanwhile: an outage, not a missing file
             raise NotFound(key) from None
         except OSError as e:
             raise StorageError(f"cannot read {key}: {e.strerror}") from e
@@ -151,6 +181,7 @@ class FileStorage(Storage):
                     self._publish(path, data)
         except OSError as e:
             raise StorageError(f"cannot write {key} under {self.root}: {e.strerror}") from e
+        self._landed(path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -158,6 +189,7 @@ class FileStorage(Storage):
     def list(self, prefix: str) -> Iterator[Entry]:
         if prefix:
             check_key(prefix)
+        self._mounted()
         folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.path
         if not base.is_dir():
@@ -186,6 +218,7 @@ class FileStorage(Storage):
         return Entry(key, st.st_size, st.st_mtime)
 
     def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+        self._mounted()
         base = self._path(prefix) if prefix else self.path
         dirs: list[str] = []
         files: list[Entry] = []
@@ -296,6 +329,7 @@ class FileStorage(Storage):
                     f.write(data)
         except OSError as e:
             raise StorageError(f"cannot create {key}: {e.strerror}") from e
+        self._landed(path)
         return content_version(data)
 
     def publish_file(self, key: str, source: Path) -> bool:

@@ -179,6 +179,26 @@ def test_complete_replaces_the_outputs_of_an_earlier_run(storage: Storage, clock
     assert all(storage.exists(k) for k in kept)
 
 
+@pytest.mark.parametrize("ending", ["complete", "fail", "final failure"])
+def test_a_job_whose_image_was_deleted_meanwhile_leaves_nothing_behind(
+    storage: Storage, clock: Clock, ending: str
+) -> None:
+    """The user deletes the image (its job file first: image_files.delete) after the worker renewed its
+    claim for the last time: what the worker writes then must not outlive the image (found by the soak)."""
+    add_job(storage)
+    storage.write(layout.input_file(USER, "img", ".jpg"), b"original")
+    (a,) = workers(storage, clock, 1)
+    claim = a.claim(USER, "img")
+    staged = stage(a, claim, 2)
+    for key in (layout.input_file(USER, "img", ".jpg"), layout.resized(USER, "img")):
+        storage.delete(key)  # the delete has begun; the claim and the status are still there
+    if ending == "complete":
+        assert a.complete(claim, staged, clippings=["img_mask1_0.png"])
+    else:
+        a.fail(claim, "boom", final=ending == "final failure")
+    assert [e.key for e in storage.list(f"{USER}/")] == []
+
+
 def test_failures_are_retried_a_bounded_number_of_times(storage: Storage, clock: Clock) -> None:
     add_job(storage)
     a, b = workers(storage, clock, 2, max_attempts=3)

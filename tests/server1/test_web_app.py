@@ -424,6 +424,18 @@ def test_delete_and_clear(app: Flask, alice: FlaskClient, bob: FlaskClient) -> N
     assert len(every_file(app, "bob")) == 3
 
 
+def test_a_delete_cut_short_is_finished_by_the_next_one(app: Flask, alice: FlaskClient) -> None:
+    """Storage went away halfway through a delete (503): the original and job file are gone, the rest
+    not. The user's repeated delete finds no image (404) and still removes the rest (found by the soak)."""
+    image_id = upload(alice).json["images"][0]["id"]
+    finish_job(storage_of(app), "alice", image_id)
+    storage = storage_of(app)
+    for key in [k for k in every_file(app, "alice") if "/input/" in k or "/resized/" in k]:
+        storage.delete(key)
+    assert alice.delete(f"/api/images/{image_id}").status_code == 404
+    assert not any(image_id in key for key in every_file(app, "alice"))
+
+
 def test_settings(alice: FlaskClient) -> None:
     got = alice.get("/api/settings").json
     assert got["settings"]["model_type"] == "vit_l" and "vit_h" in got["choices"]["model_type"]
