@@ -110,9 +110,8 @@ def summary(per_object: list[list[float]]) -> dict:
 def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) -> dict:
     """The protocol on every labelled object, without and with the previous mask fed back."""
     from server2 import embeddings
-    from server2.cli import resized
+    from server2.cli import decode
     from server2.pipeline import sam
-    from server2.worker import open_image
 
     model_type, model = models.sam_for(models.choice.sam)
     with tempfile.TemporaryDirectory() as folder:
@@ -122,8 +121,8 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
     results: dict[str, list] = {"plain": [], "fed_back": []}
     rows, started = [], time.perf_counter()
     for photo_path, labels_path in photos:
-        original = open_image(photo_path.read_bytes(), photo_path.name)
-        work = np.asarray(resized(original).convert("RGB"))
+        _, work_copy = decode(photo_path)
+        work = np.asarray(work_copy.convert("RGB"))
         # What Server2 stores for the editor: the whole image's embedding, float16 (embeddings.npy_bytes).
         found = sam.embedding(sam.StudioPredictor(model), work)
         features = found.features.to("cpu").half().float().numpy()

@@ -445,7 +445,7 @@ class Soak:
 
     def reconnected(self, events: list[dict]) -> bool:
         """Every live-update client of the round has connected again since Server1's restart."""
-        restart = next((f["t"] for f in self.faults if f["fault"] == "restart" and f["stage"] == "survived"), None)
+        restart = next((f["t"] for f in self.faults if f["fault"] == "restart" and f["stage"] == "injected"), None)
         connects = [e for e in events if e["ev"] == "sse_connect"]
         after = {e["client"] for e in connects if restart is None or e["t"] > restart}
         return after == {e["client"] for e in connects}
@@ -484,8 +484,10 @@ class Soak:
             self.note(fault, "survived", what="S3 back")
         elif fault == "restart":
             assert self.server1 is not None
-            self.note(fault, "injected", what="Server1 SIGTERMed")
             self.server1.stop()
+            # Noted once the old Server1 has exited: a live-update client connecting from now on has
+            # reconnected to the new one (often before start() below has seen it answer).
+            self.note(fault, "injected", what="Server1 SIGTERMed")
             self.server1.start()
             self.note(fault, "survived", what="Server1 serving again")
         elif fault == "mount-drop":
@@ -579,7 +581,7 @@ class Soak:
         for e in events:
             if e["ev"] == "auth_lost":
                 problem("session lost", f"round {e['round'] + 1}: {e['path']} {e['status']}")
-        restart = next((f["t"] for f in self.faults if f["fault"] == "restart" and f["stage"] == "survived"), None)
+        restart = next((f["t"] for f in self.faults if f["fault"] == "restart" and f["stage"] == "injected"), None)
         clients = {e["client"] for e in events if e["ev"] == "sse_connect" and e["round"] == 0}
         reconnected = {
             e["client"] for e in events if e["ev"] == "sse_connect" and e["round"] == 0 and restart and e["t"] > restart

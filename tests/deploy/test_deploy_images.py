@@ -258,12 +258,15 @@ def bake_script(df: Dockerfile, weights: Path, models: Path) -> str:
 
 
 @pytest.mark.parametrize("bake", ["", "1", "0"])
-def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, bake: str) -> None:
+def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, real_models_dir: Path, bake: str) -> None:
     df = Dockerfile.read("Server2.Dockerfile")
-    models = tmp_path / "opt-models"
+    weights, models = tmp_path / "weights", tmp_path / "opt-models"
+    weights.mkdir()
     models.mkdir()
+    for name in layout.MODEL_FILES:  # the test weights, and MobileSAM's real file (the editor's encoder)
+        (weights / name).symlink_to((test_models_dir if (test_models_dir / name).exists() else real_models_dir) / name)
     result = subprocess.run(
-        ["sh", "-c", bake_script(df, test_models_dir, models)],
+        ["sh", "-c", bake_script(df, weights, models)],
         env={"BAKE_WEIGHTS": bake, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
