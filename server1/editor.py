@@ -144,7 +144,7 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
     message = "Click the object to cut it out." if meta else f"This photo cannot be cut yet: {encoding.NO_ENCODER}."
     size = (record.get("width"), record.get("height"))
     if None in size and (original or job):  # not processed yet: prompts are in the original's pixels all the same
-        size = encoding.upright_size(services().storage.read(original or job))
+        size = upright.size(services().storage.read(original or job))
     return Response(
         json.dumps(
             {

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-from studio import layout
+from studio import layout, upright
 from studio.storage import NotFound, Storage
 
 ENCODER_RE = re.compile(r"sam-encoder-([0-9a-f]{16})\.onnx")
@@ -31,7 +31,6 @@ ENCODER_RE = re.compile(r"sam-encoder-([0-9a-f]{16})\.onnx")
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 INPUT_SIZE = 1024  # MobileSAM's, the one model whose encoder is exported
-ORIENTATION = 0x0112  # the EXIF tag
 RETRY_AFTER = 2  # seconds: about one embedding's time
 # Every core: one embedding at a time, and onnxruntime's threads do not spin once it is done.
 THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -96,15 +95,8 @@ def plan(storage: Storage, user: str, image_id: str, job: str) -> dict | None:
     digest = newest_encoder(storage)
     if digest is None:
         return None
-    width, height = upright_size(storage.read(job))
+    width, height = upright.size(storage.read(job))
     return {"decoder": digest, "width": width, "height": height, "input_size": INPUT_SIZE}
-
-
-def upright_size(data: bytes) -> tuple[int, int]:
-    """(width, height) of an image file once turned upright by its EXIF orientation, from its header."""
-    with Image.open(io.BytesIO(data)) as image:
-        turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
-        return (image.height, image.width) if turned else image.size
 
 
 class Encoder:

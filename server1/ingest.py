@@ -109,10 +109,8 @@ def prepare(data: bytes, max_pixels: int = 100_000_000, straighten_sheet: bool =
     """Check and convert one upload; Rejected with a clear message when it is not usable."""
     image = upright.check(data, max_pixels)
     ext = FORMATS[image.format]
-    width, height = image.size
     try:
-        if image.getexif().get(0x0112) in upright.SIDEWAYS:
-            width, height = height, width
+        width, height = upright.size(data)
         work = upright.work_copy(data, max_pixels)
         original = data
         corners = find_sheet(work) if straighten_sheet else None

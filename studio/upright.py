@@ -113,6 +113,13 @@ def original(data: bytes, max_pixels: int | None = None) -> Image.Image:
     return _decode(data, max_pixels, None)
 
 
+def size(data: bytes) -> tuple[int, int]:
+    """(width, height) of the upright original, from the file's header alone (no decode)."""
+    with Image.open(io.BytesIO(data)) as image:
+        sideways = image.getexif().get(0x0112) in SIDEWAYS
+        return (image.height, image.width) if sideways else image.size
+
+
 def work_copy(data: bytes, max_pixels: int | None = None) -> Image.Image:
     """What the models see: the upright original flattened onto white (RGB), longest side at most
     layout.RESIZED_MAX (a JPEG decoded at reduced scale). Server1 stores it as the job file."""
