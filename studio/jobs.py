@@ -184,6 +184,7 @@ class Jobs:
         """Record a failure: `queued` again while attempts remain, else `failed` (at once when
         final: an unreadable file stays unreadable). Returns the state."""
         if not self.renew(claim):
+            self._deleted_meanwhile(claim)  # a delete racing complete() took the claim with it
             return "lost"
         if claim.attempt < self.max_attempts and not final:
             self.write_status(claim.user, claim.image_id, "queued", claim.attempt, error=error, **fields)

@@ -12,7 +12,7 @@ import pytest
 
 from studio import layout
 from studio.jobs import Jobs, Scanner
-from studio.storage import FileStorage, Storage
+from studio.storage import FileStorage, NotFound, Storage
 
 USER = "alice"
 LEASE = 30.0
@@ -196,6 +196,36 @@ def test_a_job_whose_image_was_deleted_meanwhile_leaves_nothing_behind(
         assert a.complete(claim, staged, clippings=["img_mask1_0.png"])
     else:
         a.fail(claim, "boom", final=ending == "final failure")
+    assert [e.key for e in storage.list(f"{USER}/")] == []
+
+
+def test_a_delete_during_publishing_leaves_nothing_behind(
+    storage: Storage, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete races complete(): it lists the output folders before the worker's first moves and removes
+    the job file, the claim and the staging folder after them. The next move finds its staged file gone,
+    the worker's failure finds its claim gone, and what it had already published must go too (the full
+    soak's orphans after bob's "clear all")."""
+    add_job(storage)
+    storage.write(layout.input_file(USER, "img", ".jpg"), b"original")
+    (a,) = workers(storage, clock, 1)
+    claim = a.claim(USER, "img")
+    staged = stage(a, claim, 3)
+    move, moves = storage.move, []
+
+    def deleting_move(src: str, dst: str) -> None:
+        moves.append(src)
+        if len(moves) == 3:  # a delete that listed the output folders before the first two moves ends now
+            for key in (layout.resized(USER, "img"), layout.input_file(USER, "img", ".jpg")):
+                storage.delete(key)
+            storage.delete(layout.claim(USER, "img"))
+            storage.delete_prefix(claim.staging)
+        move(src, dst)
+
+    monkeypatch.setattr(storage, "move", deleting_move)
+    with pytest.raises(NotFound):
+        a.complete(claim, staged, clippings=["img_mask1_0.png"])
+    assert a.fail(claim, "writing the results failed") == "lost"
     assert [e.key for e in storage.list(f"{USER}/")] == []
 
 
