@@ -172,8 +172,8 @@ def idle_phase() -> None:
     """Figures on an idle server: uploads one at a time, then listings and cuts once they are done."""
     plan = RUN.plan
     client = login("alice")
-    settings(client, "alice", {"mode": "sam", **FAST_SAM} if plan["sam_photos"] else {"mode": "birefnet"})
-    settings(login("bob"), "bob", {"mode": "birefnet"})
+    settings(client, "alice", {"mode": "sam", **FAST_SAM} if plan["sam_photos"] else {"mode": "matte"})
+    settings(login("bob"), "bob", {"mode": "matte"})
     RUN.log("phase", name="idle-start")
     ids = [i for item in plan["idle"] for i in upload(client, "alice", item, "idle: /upload")]
     wait_final(client, ids)
@@ -304,7 +304,7 @@ class Controller(User):
                     gevent.sleep(0.5)
             if not matte and self._finished("alice") >= RUN.plan["sam_photos"]:
                 # Enough SAM photos for the editor: the rest of alice's go through the faster matte.
-                settings(self.http["alice"], "alice", {"mode": "birefnet"})
+                settings(self.http["alice"], "alice", {"mode": "matte"})
                 matte = True
             RUN.pending_answers += len(burst)
             for item in burst:
