@@ -126,3 +126,29 @@ def storage_root(request: pytest.FixtureRequest, bucket_mounts: dict, monkeypatc
     if variable:
         monkeypatch.setenv(variable, mount.bucket)
     return mount.folder()
+
+
+class DroppableMount:
+    """An s3fs mount of a bucket of its own, for a test that drops it (fusermount -u) and mounts it again."""
+
+    def __init__(self, moto: MotoServer, work: Path) -> None:
+        self.moto, self.work = moto, work
+        self.bucket = f"drop-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3", endpoint_url=moto.url).create_bucket(Bucket=self.bucket)
+        self.point = work / "mnt"
+        self.mount()
+
+    def mount(self) -> None:
+        mount_bucket("s3fs", self.moto, self.bucket, self.point, self.work)
+
+    def drop(self) -> None:
+        unmount(self.point)
+
+
+@pytest.fixture
+def droppable_mount(moto_server: MotoServer, tmp_path: Path) -> Iterator[DroppableMount]:
+    mount = DroppableMount(moto_server, tmp_path)
+    try:
+        yield mount
+    finally:
+        mount.drop()

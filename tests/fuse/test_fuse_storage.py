@@ -14,7 +14,7 @@ import pytest
 
 from server1.lifecycle.weights import Weights
 from studio.errors import ConfigError
-from studio.storage import FileStorage, open_storage
+from studio.storage import FileStorage, StorageError, open_storage
 from studio.storage import bucket_mount as bucket_mount_module
 from studio.storage.mounts import mount_of, parse_mountinfo
 from studio.storage.s3 import S3Storage
@@ -181,66 +181,42 @@ def test_weights_arrive_on_a_mount_alone(bucket_mount, mirror) -> None:
     assert [path for path, _ in mirror.requests] == ["/weights/yolov8n.pt"] * 2
 
 
-def test_a_dropped_mount_is_an_outage_not_an_empty_folder(moto_server, tmp_path: Path) -> None:
+def test_a_dropped_mount_is_an_outage_not_an_empty_folder(droppable_mount) -> None:
     """fusermount -u (or a dead client) leaves the bare folder: nothing may be written to the host's
     own disk there (hidden once remounted), and reads must fail rather than find nothing."""
-    import boto3
-
-    from studio.storage import StorageError
-    from tests.fuse.conftest import mount_bucket, unmount
-
-    bucket = f"drop-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=moto_server.url).create_bucket(Bucket=bucket)
-    mount = mount_bucket("s3fs", moto_server, bucket, tmp_path / "mnt", tmp_path)
-    try:
-        storage = FileStorage(mount.point / "shared")
-        storage.write("alice/input/a.jpg", b"1")
-        unmount(mount.point)
-        for action in (
-            lambda: storage.write("alice/input/b.jpg", b"2"),
-            lambda: storage.create_exclusive(".studio/lease.json", b"{}"),
-            lambda: storage.read("alice/input/a.jpg"),
-            lambda: storage.list_dir("alice/input/"),
-            lambda: list(storage.list("")),
-        ):
-            with pytest.raises(StorageError, match="mount at .* is gone"):
-                action()
-        assert list(mount.point.iterdir()) == []  # nothing landed on the host's disk
-        mount = mount_bucket("s3fs", moto_server, bucket, mount.point, tmp_path)
-        assert storage.read("alice/input/a.jpg") == b"1"
-    finally:
-        unmount(mount.point)
+    storage = FileStorage(droppable_mount.point / "shared")
+    storage.write("alice/input/a.jpg", b"1")
+    droppable_mount.drop()
+    for action in (
+        lambda: storage.write("alice/input/b.jpg", b"2"),
+        lambda: storage.create_exclusive(".studio/lease.json", b"{}"),
+        lambda: storage.read("alice/input/a.jpg"),
+        lambda: storage.list_dir("alice/input/"),
+        lambda: list(storage.list("")),
+    ):
+        with pytest.raises(StorageError, match="mount at .* is gone"):
+            action()
+    assert list(droppable_mount.point.iterdir()) == []  # nothing landed on the host's disk
+    droppable_mount.mount()
+    assert storage.read("alice/input/a.jpg") == b"1"
 
 
-def test_a_mount_dropped_between_the_check_and_the_write_leaves_nothing_behind(
-    moto_server, tmp_path: Path, monkeypatch
-) -> None:
+def test_a_mount_dropped_between_the_check_and_the_write_leaves_nothing_behind(droppable_mount, monkeypatch) -> None:
     """The mount goes away just after it was seen: the write lands in the bare folder, is taken back and
     reported as an outage; a read that finds nothing there is an outage too, not a missing file."""
-    import boto3
-
-    from studio.storage import StorageError
-    from tests.fuse.conftest import mount_bucket, unmount
-
-    bucket = f"race-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=moto_server.url).create_bucket(Bucket=bucket)
-    mount = mount_bucket("s3fs", moto_server, bucket, tmp_path / "mnt", tmp_path)
-    try:
-        storage = FileStorage(mount.point / "shared")
-        storage.write(".studio/session-a", b"1")
-        unmount(mount.point)
-        real = os.path.ismount
-        for action in (
-            lambda: storage.write(".studio/session-b", b"2"),
-            lambda: storage.create_exclusive("alice/output/thumbs/b.jpg", b"2"),
-            lambda: storage.read(".studio/session-a"),
-        ):
-            looks = iter([True])  # the check before the operation still saw the mount
-            monkeypatch.setattr(os.path, "ismount", lambda p: next(looks, None) or real(p))
-            with pytest.raises(StorageError, match="mount at .* is gone"):
-                action()
-        assert list(mount.point.iterdir()) == []  # nothing left on the host's disk
-        mount = mount_bucket("s3fs", moto_server, bucket, mount.point, tmp_path)
-        assert storage.read(".studio/session-a") == b"1"
-    finally:
-        unmount(mount.point)
+    storage = FileStorage(droppable_mount.point / "shared")
+    storage.write(".studio/session-a", b"1")
+    droppable_mount.drop()
+    real = os.path.ismount
+    for action in (
+        lambda: storage.write(".studio/session-b", b"2"),
+        lambda: storage.create_exclusive("alice/output/thumbs/b.jpg", b"2"),
+        lambda: storage.read(".studio/session-a"),
+    ):
+        looks = iter([True])  # the check before the operation still saw the mount
+        monkeypatch.setattr(os.path, "ismount", lambda p: next(looks, None) or real(p))
+        with pytest.raises(StorageError, match="mount at .* is gone"):
+            action()
+    assert list(droppable_mount.point.iterdir()) == []  # nothing left on the host's disk
+    droppable_mount.mount()
+    assert storage.read(".studio/session-a") == b"1"
