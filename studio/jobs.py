@@ -174,6 +174,12 @@ class Jobs:
         if not self.renew(claim):
             self.storage.delete_prefix(claim.staging)
             return False
+        # Staging of any other token is a dead holder's: a write it had in flight when it was killed
+        # can land after the take-over cleared its folder. Only the claim's holder may sweep it.
+        staging = layout.staging_dir(claim.user, claim.image_id)
+        for token in self.storage.list_dir(staging, stat=False)[0]:
+            if token != claim.token:
+                self.storage.delete_prefix(f"{staging}{token}/")
         image_files.delete_outputs(self.storage, claim.user, claim.image_id)
         for src, dst in staged.items():
             self.storage.move(src, dst)

@@ -118,6 +118,25 @@ def test_stale_claim_is_taken_over_and_the_old_holder_loses(storage: Storage, cl
     assert (status["state"], status["attempts"], status["owner"]) == ("done", 2, "w1")
 
 
+def test_a_dead_holders_write_landing_after_the_take_over_is_swept_by_the_completion(
+    storage: Storage, clock: Clock
+) -> None:
+    """Found by a CI run on a loaded machine: a killed worker's PUT was still in S3's hands and landed
+    after the next holder had cleared its staging folder, so it stayed for good."""
+    add_job(storage)
+    a, b, c = workers(storage, clock, 3)
+    first = a.claim(USER, "img")
+    clock.advance(LEASE + 1)
+    second = b.claim(USER, "img")
+    storage.write(first.staging + "mask1.png", b"late")  # lands after the take-over cleared it
+    clock.advance(LEASE + 1)
+    third = c.claim(USER, "img")
+    storage.write(second.staging + "mask1.png", b"late too")
+    assert c.complete(third, stage(c, third))
+    assert not list(storage.list(layout.output_dir(USER, "staging")))
+    assert storage.read(layout.mask(USER, "img", 1)) != b"late"
+
+
 def test_only_one_of_several_takers_wins_a_stale_claim(storage: Storage, clock: Clock) -> None:
     add_job(storage)
     takers = workers(storage, clock, 6)
