@@ -7,8 +7,8 @@ A job is an image file in <user>/resized/. Its life:
    conditional replace against the version read, so exactly one taker wins.
 2. The holder renews the lease while it works and writes outputs under
    output/staging/<id>/<token>/.
-3. complete: check the claim is still ours, move the staged outputs into place, write
-   the status record (last), release the claim.
+3. complete: check the claim is still ours, sweep other tokens' staging, move the staged
+   outputs into place, write the status record (last), release the claim.
 4. A failure is retried until max_attempts; then the status is `failed` with the
    reason. A worker that dies mid-job counts as an attempt too, so an image that kills
    its worker ends as well.
