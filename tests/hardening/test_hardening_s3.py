@@ -1,7 +1,7 @@
 """An S3 outage: while Server1 and Server2 work on an S3 SHARED_DIR, S3 goes away (every open
 connection is cut, new ones are refused) and comes back with its objects.
 
-The servers reach our own moto server through a small TCP forwarder that cuts and refuses. moto
+The servers reach our own moto server through the soak's TCP proxy, which cuts and refuses. moto
 itself keeps running: its process was once killed and a new one loaded by moto's recorder, but the
 recorder writes concurrent requests into one line (a CI run on a loaded machine could not replay it)."""
 
@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
-import socketserver
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import boto3
 import pytest
 import requests
 
+from bench.soak import RefusingProxy
 from studio.storage import open_storage
 from tests.conftest import free_port, wait_http
 from tests.hardening.corpus import valid
@@ -50,75 +48,21 @@ class Moto:
             self.proc.wait(10)
 
 
-class Forwarder(socketserver.ThreadingTCPServer):
-    """127.0.0.1:<port> -> the current moto (none while it is down: connections are cut)."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        self.upstream: int | None = None
-        self.open: set[socket.socket] = set()  # both ends of every pipe, to cut them
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Pipe)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def cut(self) -> None:
-        """S3 goes away: requests in flight fail, new connections are refused."""
-        with self.lock:
-            self.upstream = None
-            for end in self.open:
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-
-class _Pipe(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        port = self.server.upstream  # type: ignore[attr-defined]
-        if port is None:
-            return  # S3 is down: the connection is cut
-        try:
-            upstream = socket.create_connection(("127.0.0.1", port), timeout=30)
-        except OSError:
-            return
-        with self.server.lock:  # type: ignore[attr-defined]
-            if self.server.upstream != port:  # type: ignore[attr-defined]
-                upstream.close()  # cut while connecting
-                return
-            self.server.open |= {self.request, upstream}  # type: ignore[attr-defined]
-        with upstream:
-            pump = threading.Thread(target=_copy, args=(upstream, self.request), daemon=True)
-            pump.start()
-            _copy(self.request, upstream)
-            pump.join(30)
-        with self.server.lock:  # type: ignore[attr-defined]
-            self.server.open -= {self.request, upstream}  # type: ignore[attr-defined]
-
-
-def _copy(source: socket.socket, target: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            target.sendall(data)
-    with contextlib.suppress(OSError):
-        target.shutdown(socket.SHUT_WR)
-
-
 @pytest.fixture
-def s3() -> Iterator[tuple[Forwarder, Moto]]:
+def s3() -> Iterator[tuple[RefusingProxy, Moto]]:
     moto = Moto()
-    forwarder = Forwarder()
-    forwarder.upstream = moto.port
+    forwarder = RefusingProxy(moto.port)
+    forwarder.resume()
     boto3.client("s3", endpoint_url=forwarder.url).create_bucket(Bucket="hiccup")
     yield forwarder, moto
-    forwarder.shutdown()
+    forwarder.refuse()
     moto.stop()
 
 
 @pytest.mark.slow
 def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, monkeypatch) -> None:
     area = "storage hiccup (S3)"
-    forwarder, moto = s3
+    forwarder, _ = s3
     monkeypatch.setenv("AWS_ENDPOINT_URL", forwarder.url)
     shared = "s3://hiccup/shared"
     storage = open_storage(shared)
@@ -136,7 +80,7 @@ def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, mon
             accepted += [i["id"] for i in answer.json()["images"]]
         queued = add_jobs(storage, "alice", 6, "s")
 
-        forwarder.cut()  # S3 is gone
+        forwarder.refuse()  # S3 is gone
         for n in range(3):
             answer = alice.post(server1.url + "/upload", files={"file": (f"during-{n}.jpg", photo)}, timeout=120)
             reply = answer.json() if answer.headers.get("Content-Type") == "application/json" else {}
@@ -147,7 +91,7 @@ def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, mon
         # S3 stays down until Server2's poller has met the outage (it polls every 0.3 s).
         with contextlib.suppress(TimeoutError):  # counted below ("server2 logged the outage")
             wait_until(lambda: "polling failed" in server2.log(), 60, "server2 met the outage")
-        forwarder.upstream = moto.port  # S3 is back, with its objects
+        forwarder.resume()  # S3 is back, with its objects
 
         for n in range(2):
             answer = alice.post(server1.url + "/upload", files={"file": (f"after-{n}.jpg", photo)}, timeout=120)
