@@ -54,7 +54,7 @@ class Run:
         self._history = open(work / f"history-{round_no}.jsonl", "a")  # noqa: SIM115 - open for the round
         self.uploads: Queue = Queue()
         self.pending_answers = 0
-        self.uploads_done = False
+        self.pending_deletes = 0  # deletes not yet answered: the round ends only once each is in the history
         self.stopping = False
         self.clients = itertools.count()
         self.rng = random.Random(self.plan["seed"] + round_no)
@@ -234,22 +234,26 @@ class Uploader(User):
         item = RUN.uploads.get()
         user = item["user"]
         ids = upload(self.http[user], user, item)
-        RUN.pending_answers -= 1
         if item.get("delete") and ids:
+            RUN.pending_deletes += 1
             gevent.spawn(delete_while_processing, self.http[user], user, ids[0])
+        RUN.pending_answers -= 1
 
 
 def delete_while_processing(client: HttpSession, user: str, image_id: str) -> None:
     """Delete the image once it is being processed (or when it finished first: said so)."""
-    seen = "queued"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        seen = album(client).get(image_id, {}).get("status", {}).get("state", "gone")
-        if seen != "queued":
-            break
-        gevent.sleep(0.3)
-    answer = call(client, "DELETE", f"/api/images/{image_id}", "/api/images/<id> DELETE", ok=(200, 404))
-    RUN.log("delete", user=user, id=image_id, seen=seen, status=answer.status_code, tries=answer.tries)
+    try:
+        seen = "queued"
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            seen = album(client).get(image_id, {}).get("status", {}).get("state", "gone")
+            if seen != "queued":
+                break
+            gevent.sleep(0.3)
+        answer = call(client, "DELETE", f"/api/images/{image_id}", "/api/images/<id> DELETE", ok=(200, 404))
+        RUN.log("delete", user=user, id=image_id, seen=seen, status=answer.status_code, tries=answer.tries)
+    finally:
+        RUN.pending_deletes -= 1
 
 
 class Editor(User):
@@ -319,7 +323,9 @@ class Controller(User):
                         deleted=answer.json().get("deleted") if answer.status_code == 200 else None)  # fmt: skip
             while self._final_share() < 0.5:
                 gevent.sleep(1.0)
-        RUN.uploads_done = True
+        # A delete sent but not yet logged would count its photo as lost once the round stops.
+        while RUN.pending_deletes:
+            gevent.sleep(0.2)
         RUN.log("phase", name="uploads-done")
         while not RUN.stop_requested():
             gevent.sleep(0.5)
