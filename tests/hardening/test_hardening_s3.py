@@ -1,26 +1,21 @@
 """An S3 outage: while Server1 and Server2 work on an S3 SHARED_DIR, S3 goes away (every open
 connection is cut, new ones are refused) and comes back with its objects.
 
-The servers reach our own moto server through the soak's TCP proxy, which cuts and refuses. moto
-itself keeps running: its process was once killed and a new one loaded by moto's recorder, but the
-recorder writes concurrent requests into one line (a CI run on a loaded machine could not replay it)."""
+Both servers reach the test's moto server through the soak's TCP proxy, which cuts and refuses;
+moto itself keeps running, as S3 keeps its objects through an outage."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 
 from bench.soak import RefusingProxy
 from studio.storage import open_storage
-from tests.conftest import free_port, wait_http
+from tests.conftest import MotoServer
 from tests.hardening.corpus import valid
 from tests.hardening.stack import QUICK, Servers2, add_jobs, children, states, wait_until
 from tests.hardening.support import TALLY
@@ -28,48 +23,26 @@ from tests.server1.support import Server
 from tests.server2.serving.support import set_settings
 
 
-class Moto:
-    """A moto_server process of our own."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-        self.proc = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_http(self.url + "/moto-api/", proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def s3() -> Iterator[tuple[RefusingProxy, Moto]]:
-    moto = Moto()
-    forwarder = RefusingProxy(moto.port)
-    forwarder.resume()
-    boto3.client("s3", endpoint_url=forwarder.url).create_bucket(Bucket="hiccup")
-    yield forwarder, moto
-    forwarder.refuse()
-    moto.stop()
+def proxy(moto_server: MotoServer) -> Iterator[RefusingProxy]:
+    proxy = RefusingProxy(moto_server.port)
+    proxy.resume()
+    yield proxy
+    proxy.refuse()
 
 
 @pytest.mark.slow
-def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, monkeypatch) -> None:
+def test_s3_outage_while_both_servers_work(
+    proxy: RefusingProxy, s3_root: str, tmp_path: Path, test_models_dir: Path, monkeypatch
+) -> None:
     area = "storage hiccup (S3)"
-    forwarder, _ = s3
-    monkeypatch.setenv("AWS_ENDPOINT_URL", forwarder.url)
-    shared = "s3://hiccup/shared"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    shared = s3_root
     storage = open_storage(shared)
     set_settings(storage, QUICK, user="alice")
     servers2 = Servers2(tmp_path, shared, test_models_dir, POLL_SECONDS="0.3")
     server2 = servers2.start()
-    server1 = Server(shared, gunicorn=True, AWS_ENDPOINT_URL=forwarder.url).start()
+    server1 = Server(shared, gunicorn=True, AWS_ENDPOINT_URL=proxy.url).start()
     photo = valid()["photo.jpg"]
     try:
         pids = (server1.proc.pid, children(server1.proc.pid), server2.proc.pid, children(server2.proc.pid))
@@ -80,7 +53,7 @@ def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, mon
             accepted += [i["id"] for i in answer.json()["images"]]
         queued = add_jobs(storage, "alice", 6, "s")
 
-        forwarder.refuse()  # S3 is gone
+        proxy.refuse()  # S3 is gone
         for n in range(3):
             answer = alice.post(server1.url + "/upload", files={"file": (f"during-{n}.jpg", photo)}, timeout=120)
             reply = answer.json() if answer.headers.get("Content-Type") == "application/json" else {}
@@ -91,7 +64,7 @@ def test_s3_stopped_and_restarted(s3, tmp_path: Path, test_models_dir: Path, mon
         # S3 stays down until Server2's poller has met the outage (it polls every 0.3 s).
         with contextlib.suppress(TimeoutError):  # counted below ("server2 logged the outage")
             wait_until(lambda: "polling failed" in server2.log(), 60, "server2 met the outage")
-        forwarder.resume()  # S3 is back, with its objects
+        proxy.resume()  # S3 is back, with its objects
 
         for n in range(2):
             answer = alice.post(server1.url + "/upload", files={"file": (f"after-{n}.jpg", photo)}, timeout=120)
