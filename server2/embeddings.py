@@ -176,9 +176,9 @@ def prepare(storage: Storage, models: ModelSet, result: object) -> dict | None:
     """
     if result.embedding is None:
         return None
-    sam = models.sam[result.model_type]
+    sam = models.sam[result.sam_model]
     try:
-        digest = checkpoint_digest(models.folder / sam_file(result.model_type))
+        digest = checkpoint_digest(models.folder / sam_file(result.sam_model))
         ensure_decoder(storage, sam, digest)
     except Exception:  # the cut-outs are what the job is for: they are kept, only editing waits for a retry
         log.exception("no embedding kept: exporting SAM's prompt decoder failed")

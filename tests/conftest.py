@@ -28,6 +28,9 @@ os.environ.update(
     AWS_DEFAULT_REGION="us-east-1",
     AWS_REGION="us-east-1",
 )
+# The small test weights hold a vit_l.pth (tests/weights.py): the SAM model every test loads unless it says
+# otherwise. The tests of the CPU rule (no SAM_MODEL, no GPU: MobileSAM) unset it.
+os.environ["SAM_MODEL"] = "vit_l"
 os.environ.pop("AWS_PROFILE", None)
 
 

@@ -23,9 +23,12 @@ def weights_folder(real_models_dir: Path, folder: Path) -> Path:
     return folder
 
 
-def test_server2_exports_the_encoder_and_decoder_when_it_loads_mobile_sam(
+def test_server2_on_a_cpu_loads_mobile_sam_and_exports_the_encoder_and_decoder(
     tmp_path: Path, real_models_dir: Path, real_models_env: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The CPU rule as `python -m server2` and `serve` start it (create_app): no SAM_MODEL and no GPU, so
+    MobileSAM, with only its weights there; Server2 reports that choice for Server1."""
+    monkeypatch.delenv("SAM_MODEL")
     shared = tmp_path / "shared"
     models = weights_folder(real_models_dir, tmp_path / "models")
     for name in ("SAGEMAKER_ENDPOINT", "SAGEMAKER_INFERENCE_COMPONENT", "S3_BUCKET"):
@@ -38,6 +41,12 @@ def test_server2_exports_the_encoder_and_decoder_when_it_loads_mobile_sam(
     app = server2.app.create_app()
     try:
         assert wait_ping(app.test_client(), 200, timeout=300) == {"status": "ready"}
+        report = FileStorage(shared).read_json(layout.server2_report())
+        assert {k: report[k] for k in ("device", "sam_model", "state")} == {
+            "device": "cpu",
+            "sam_model": "mobile_sam",
+            "state": "ready",
+        }
     finally:
         app.extensions["server2"].stop()
         config.load.cache_clear()
