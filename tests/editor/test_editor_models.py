@@ -4,11 +4,12 @@ encoder and prompt decoder for Server1's own embeddings, once per checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import server2.app
-from server2 import cli, config
+from server2 import cli, config, embeddings
 from server2.embeddings import checkpoint_digest
 from studio import layout
 from studio.storage import FileStorage
@@ -67,3 +68,22 @@ def test_the_command_line_exports_them_into_its_models_folder_once(
     assert all(path.stat().st_size > 1_000_000 for path in exported)
     assert cli.main(["--mode", "matte", "--models", str(models), "--out", str(tmp_path / "again"), photo]) == 0
     assert [path.stat().st_mtime_ns for path in exported] == stamps  # not exported again
+
+
+def test_server2_copies_baked_editor_models_instead_of_exporting(
+    tmp_path: Path, real_models_dir: Path, real_editor_models: Path
+) -> None:
+    """A baked image (BAKE_WEIGHTS=1) holds the exported encoder and decoder beside mobile_sam.pt in its
+    models folder: Server2 copies them to the shared models/, exporting nothing (the stand-in for MobileSAM
+    cannot be exported)."""
+    baked = weights_folder(real_models_dir, tmp_path / "opt-models")
+    for exported in real_editor_models.iterdir():
+        (baked / exported.name).symlink_to(exported)
+    storage = FileStorage(tmp_path / "shared")
+    models = SimpleNamespace(sam={"mobile_sam": object()}, folder=baked)
+    digest = embeddings.ensure_editor_models(storage, models)
+    for key, name in (
+        (layout.encoder(digest), layout.encoder_file(digest)),
+        (layout.decoder(digest), layout.decoder_file(digest)),
+    ):
+        assert storage.read(key) == (real_editor_models / name).read_bytes()
