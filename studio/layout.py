@@ -18,7 +18,7 @@ MODELS = "models"
 SYSTEM = ".studio"
 RESERVED = {MODELS, SYSTEM}
 # The weights Server2 needs in models/ with the default configuration (studio.modelfiles: the configured
-# ones are ModelChoice.from_env().files(); vit_b.pth / vit_h.pth are optional extras).
+# ones are ModelChoice.from_env(gpu).files(); vit_b.pth / vit_h.pth are optional extras).
 MODEL_FILES = tuple(ModelChoice().files())
 THUMB_MAX = 320  # longest side of every image in output/thumbs (originals' and clippings')
 RESIZED_MAX = 1024  # longest side of the work copy in resized/
