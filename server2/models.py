@@ -34,6 +34,13 @@ import torch  # noqa: E402  (torch before onnxruntime: its CUDA libraries are th
 # own default (every physical core) for both instead.
 os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 from PIL import Image  # noqa: E402
+from ultralytics.utils import patches as ultralytics_patches  # noqa: E402
+
+# ultralytics wraps PIL.Image.open: on a file Pillow cannot identify it tries to install and import
+# pi-heif at run time (an error naming pi_heif, or a download). HEIF is registered by studio.upright,
+# which is what its flag records, so a file that is no image fails plainly on every path that loads models
+# (the worker and the command line).
+ultralytics_patches._pil_plugins_registered = True
 
 from server2 import gpu_check  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402

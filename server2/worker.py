@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
-from ultralytics.utils import patches as ultralytics_patches
 
 from server2 import embeddings, pipeline
 from server2.models import ModelSet
@@ -26,10 +25,6 @@ from studio.jobs import FINAL, Claim, Jobs
 from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
-# ultralytics wraps PIL.Image.open: on a file Pillow cannot identify it tries to install and import
-# pi-heif at run time (an error naming pi_heif, or a download). HEIF is registered by studio.upright,
-# which is what its flag records, so a file that is no image fails plainly.
-ultralytics_patches._pil_plugins_registered = True
 
 
 class BadImage(Exception):
