@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 
 from bench.common import Row, median, reps, verdict
+from harness.weights import build_sam_weights, build_test_models
 from server2.models import Models, SamConfig
 from server2.pipeline import Result, sam, segment
 from studio.settings import DEFAULTS
-from tests.weights import build_sam_weights, build_test_models
 
 PROMPTS = 6
 CPU_SETTINGS = {**DEFAULTS, "points_per_side": 8, "crop_n_layers": 0, "min_area": 100}

@@ -26,8 +26,8 @@ from cfnlint.decode import decode_str
 
 import deploy.deploy as deploy_module
 from deploy import teardown
+from harness import REPO
 from studio import layout
-from tests.conftest import REPO
 
 # Service Quotas (the preflight's GPU quota check) from tests/deploy/conftest.py's recording server.
 pytestmark = pytest.mark.usefixtures("quotas")

@@ -10,9 +10,10 @@ import pytest
 import skimage.data
 from PIL import Image, ImageDraw, ImageFilter
 
+from harness.realworld import REAL_MODELS_ENV
 from server2.models import Models
 from studio.modelfiles import ModelChoice
-from tests.conftest import REAL_MODELS_ENV, realworld
+from tests.conftest import realworld
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from tests.server1.support import exif_rotated_jpeg, photo, png_bomb
+from harness.images import exif_rotated_jpeg, photo, png_bomb
 
 pillow_heif.register_heif_opener()
 
