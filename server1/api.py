@@ -31,11 +31,12 @@ from studio.storage import NotFound
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def _image_id(image_id: str) -> str | None:
+def _image_id(image_id: str) -> str:
+    """image_id, or "" when it is no valid name."""
     try:
         return layout.check_name(image_id, "image id")
     except layout.BadName:
-        return None
+        return ""
 
 
 @bp.get("/images")
@@ -53,7 +54,7 @@ def get_settings() -> Response:
         choices=settings.CHOICES,
         ranges=ranges,
         models=modelfiles.in_use(),
-        sam_weights=_sam_weights(stored["model_type"]),
+        sam_weights=_sam_weights(str(stored["model_type"])),
     )
 
 
@@ -66,8 +67,9 @@ def save_settings() -> Response | tuple[Response, int]:
         merged = settings.save(services().storage, current_user(), changes)
     except settings.InvalidSettings as e:
         return json_error(f"invalid settings: {e}", 400, errors=e.errors)
-    services().lifecycle.want_sam(merged["model_type"])
-    return jsonify(settings=merged, sam_weights=_sam_weights(merged["model_type"]))
+    model_type = str(merged["model_type"])
+    services().lifecycle.want_sam(model_type)
+    return jsonify(settings=merged, sam_weights=_sam_weights(model_type))
 
 
 def _sam_weights(model_type: str) -> dict | None:

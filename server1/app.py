@@ -66,7 +66,10 @@ def create_app(config: dict | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: pages stay open for hours
     )
     if settings["TRUST_PROXY"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["TRUST_PROXY"], x_proto=settings["TRUST_PROXY"])
+        # Flask's documented way to wrap its WSGI app (a method mypy will not see replaced).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings["TRUST_PROXY"], x_proto=settings["TRUST_PROXY"]
+        )
 
     jobs = Jobs(storage, owner=f"server1@{socket.gethostname()}")
     lifecycle = Lifecycle(storage, list(settings["USERS"]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -90,15 +91,15 @@ def decoder_inputs(
     sx = embedded[0] / original[0] * frame[0] / embedded[0]
     sy = embedded[1] / original[1] * frame[1] / embedded[1]
     coords = [(x, y) for x, y in points]
-    labels = [float(label) for label in labels]
+    codes = [float(label) for label in labels]
     if box is not None:
         coords += [(box[0], box[1]), (box[2], box[3])]
-        labels += [2.0, 3.0]
+        codes += [2.0, 3.0]
     scaled = [(x * sx, y * sy) for x, y in coords]
     if box is None:
         scaled.append((0.0, 0.0))
-        labels.append(-1.0)
-    return np.array([scaled], dtype=np.float32), np.array([labels], dtype=np.float32)
+        codes.append(-1.0)
+    return np.array([scaled], dtype=np.float32), np.array([codes], dtype=np.float32)
 
 
 class Decoders:
@@ -108,7 +109,7 @@ class Decoders:
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
 
-    def session(self, digest: str, load: callable) -> ort.InferenceSession:
+    def session(self, digest: str, load: Callable[[], bytes]) -> ort.InferenceSession:
         with self._lock:
             if digest not in self._sessions:
                 options = ort.SessionOptions()

@@ -138,8 +138,8 @@ class Encoder:
                 raise Unavailable(NO_ENCODER, None)
             session = self.session(storage, digest)
             input_size = int(session.get_inputs()[0].shape[-1])
-            with Image.open(io.BytesIO(storage.read(job))) as image:
-                image = ImageOps.exif_transpose(image).convert("RGB")
+            with Image.open(io.BytesIO(storage.read(job))) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
             features = self.encode(session, preprocess(image, input_size))
             out = io.BytesIO()
             np.save(out, features.astype(np.float16), allow_pickle=False)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 # Before ultralytics is imported: no DNS probes, analytics or asset (font) downloads; the network may be closed.
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -38,6 +38,10 @@ from server2 import gpu_check  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402
 from studio.modelfiles import SAM_SIZES, ModelChoice, sam_file  # noqa: E402
 from studio.settings import DEFAULTS  # noqa: E402
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import ImageEncoderViT, Sam  # untyped: checked as Any
+    from ultralytics.models.sam.modules.tiny_encoder import TinyViT
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +145,7 @@ def sam_config(state: dict[str, torch.Tensor]) -> SamConfig:
     )
 
 
-def build_sam(config: SamConfig) -> torch.nn.Module:
+def build_sam(config: SamConfig) -> Sam:
     """segment_anything's Sam with the given encoder (as its build_sam_vit_* do for the fixed sizes)."""
     from segment_anything.modeling import ImageEncoderViT
 
@@ -164,17 +168,17 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
     )
 
 
-def build_mobile_sam() -> torch.nn.Module:
+def build_mobile_sam() -> Sam:
     """MobileSAM: Ultralytics' TinyViT with the configuration of its build_mobile_sam (1024 px input, a
     64 x 64 x 256 embedding like SAM's), in segment_anything's Sam."""
     from ultralytics.models.sam.modules.tiny_encoder import TinyViT
 
     encoder = TinyViT(
         img_size=MOBILE_SAM_INPUT,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
+        embed_dims=(64, 128, 160, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 5, 10),
+        window_sizes=(7, 7, 14, 7),
         mlp_ratio=4.0,
         drop_rate=0.0,
         drop_path_rate=0.0,
@@ -184,7 +188,7 @@ def build_mobile_sam() -> torch.nn.Module:
     return _sam(encoder, grid=MOBILE_SAM_INPUT // 16)
 
 
-def _sam(image_encoder: torch.nn.Module, grid: int) -> torch.nn.Module:
+def _sam(image_encoder: ImageEncoderViT | TinyViT, grid: int) -> Sam:
     """SAM's prompt encoder and mask decoder (the same for every model) behind image_encoder."""
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
@@ -210,15 +214,15 @@ def _sam(image_encoder: torch.nn.Module, grid: int) -> torch.nn.Module:
     return sam.eval()
 
 
-def load_sam(path: Path, device: str) -> torch.nn.Module:
+def load_sam(path: Path, device: str) -> Sam:
     """A SAM checkpoint: MobileSAM when its encoder is a TinyViT (patch_embed.seq), else a ViT of the
     shape its tensors give."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if any(key.startswith("image_encoder.patch_embed.seq.") for key in state):
         sam, config = build_mobile_sam(), "MobileSAM (TinyViT encoder)"
     else:
-        config = sam_config(state)
-        sam = build_sam(config)
+        shape = sam_config(state)
+        sam, config = build_sam(shape), str(shape)
     sam.load_state_dict(state)
     # eval() again, after loading: TinyViT caches its attention biases (Attention.ab) when put in eval mode,
     # and _sam's eval() cached the random initial ones.
@@ -245,17 +249,12 @@ def _rembg_env(folder: Path) -> Iterator[None]:
 
 
 class SamModel:
-    """One Segment Anything model (a ViT size or MobileSAM); prediction is SAM's own predictor/generator
-    (server2.pipeline.sam)."""
+    """The file of one Segment Anything model (a ViT size or MobileSAM): load_sam loads it; prediction is SAM's
+    own predictor/generator (server2.pipeline.sam)."""
 
     def __init__(self, size: str) -> None:
         self.name = size
         self.files = (sam_file(size),)
-        self.module: torch.nn.Module | None = None
-
-    def load(self, folder: Path, device: str) -> SamModel:
-        self.module = load_sam(folder / self.files[0], device)
-        return self
 
 
 class DetectModel:
@@ -265,7 +264,7 @@ class DetectModel:
         self.name = file
         self.files = (file,)
         self.task = "segment" if file.removesuffix(".pt").endswith("-seg") else "detect"
-        self.yolo: object = None
+        self.yolo: Any = None
         self.device = "cpu"
 
     def load(self, folder: Path, device: str) -> DetectModel:
@@ -274,7 +273,7 @@ class DetectModel:
         self.yolo, self.device = YOLO(str(folder / self.files[0]), task=self.task), device
         return self
 
-    def predict(self, image: Image.Image, confidence: float) -> object:
+    def predict(self, image: Image.Image, confidence: float) -> Any:
         """The ultralytics Results for the image."""
         threads = torch.get_num_threads()
         (result,) = self.yolo.predict(image.convert("RGB"), conf=confidence, device=self.device, verbose=False)
@@ -288,7 +287,7 @@ class MatteModel:
     def __init__(self, name: str) -> None:
         self.name = name
         self.files = (f"{name}.onnx",)
-        self.session: object = None
+        self.session: Any = None
 
     def load(self, folder: Path, device: str) -> MatteModel:
         from rembg import new_session
@@ -308,7 +307,7 @@ class Models:
     """Every configured model, loaded once and kept in memory."""
 
     device: str
-    sam: dict[str, torch.nn.Module]
+    sam: dict[str, Sam]
     detect: DetectModel
     segment: DetectModel | None  # the detector's "-seg" sibling, when its file is there
     matte: MatteModel
@@ -323,12 +322,16 @@ class Models:
         models_dir = Path(models_dir)
         choice = choice or ModelChoice.from_env()
         segment = DetectModel(choice.segment) if choice.segment != choice.detect else None
-        needed = [*[SamModel(choice.sam)] * need_sam, DetectModel(choice.detect), MatteModel(choice.matte)]
+        needed: list[SamModel | DetectModel | MatteModel] = [
+            *[SamModel(choice.sam)] * need_sam,
+            DetectModel(choice.detect),
+        ]
+        needed.append(MatteModel(choice.matte))
         missing = [f for model in needed for f in model.files if not (models_dir / f).is_file()]
         if missing:
             raise ModelsMissing(missing, models_dir)
         sam = {
-            size: SamModel(size).load(models_dir, device).module
+            size: load_sam(models_dir / sam_file(size), device)
             for size in SAM_SIZES
             if (models_dir / sam_file(size)).is_file()
         }
@@ -361,7 +364,7 @@ class Models:
             "matte": self.matte.name,
         }
 
-    def sam_for(self, model_type: str) -> tuple[str, torch.nn.Module]:
+    def sam_for(self, model_type: str) -> tuple[str, Sam]:
         """The SAM the user asked for, or the configured size when those weights are not there.
 
         Logged once per size, not per job, and as a warning only for a size a user picked: the settings'
@@ -389,11 +392,11 @@ class ModelSet(Protocol):
 
     device: str
     folder: Path
-    sam: dict[str, torch.nn.Module]
+    sam: dict[str, Sam]
     detect: DetectModel
     segment: DetectModel | None
     matte: MatteModel
 
     def describe(self) -> dict: ...
 
-    def sam_for(self, model_type: str) -> tuple[str, torch.nn.Module]: ...
+    def sam_for(self, model_type: str) -> tuple[str, Sam]: ...

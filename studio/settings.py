@@ -58,13 +58,13 @@ def validate(changes: object, base: dict | None = None) -> dict[str, object]:
                 errors[key] = f"must be a whole number from {lo} to {hi}"
                 continue
         elif key in FLOAT_RANGES:
-            lo, hi = FLOAT_RANGES[key]
+            least, most = FLOAT_RANGES[key]
             try:
                 number = float(value) if not isinstance(value, bool) else None
             except (TypeError, ValueError, OverflowError):  # OverflowError: a huge JSON integer
                 number = None
-            if number is None or not lo <= number <= hi:
-                errors[key] = f"must be a number from {lo} to {hi}"
+            if number is None or not least <= number <= most:
+                errors[key] = f"must be a number from {least} to {most}"
                 continue
             value = number
         else:

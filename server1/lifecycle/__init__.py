@@ -66,6 +66,7 @@ class Lifecycle:
         self.endpoint_api = sagemaker.endpoint_api(cfg.endpoint, cfg.inference_component, cfg.variant, sagemaker_client)
         if self.endpoint_api is not None:
             self.scaler = Scaler(self.endpoint_api, clock, cfg.poll_seconds)
+            assert cfg.endpoint is not None  # LifecycleConfig refuses a component without its endpoint
             invoker = SageMakerInvoker(cfg.endpoint, cfg.inference_component, runtime_client)
         elif cfg.inference_url:
             invoker = HttpInvoker(cfg.inference_url)

@@ -9,6 +9,7 @@ shows in health(); the web UI does not wait for any of it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -280,7 +281,7 @@ class Weights:
             if expected:
                 digest = hashlib.new(algo, usedforsecurity=False)
                 with open(part, "rb") as src:
-                    for block in iter(lambda src=src: src.read(CHUNK), b""):
+                    for block in iter(functools.partial(src.read, CHUNK), b""):
                         digest.update(block)
                 if digest.hexdigest() != expected:
                     raise DownloadError(f"{f.name}: {algo} {digest.hexdigest()} does not match {expected}")

@@ -35,6 +35,10 @@ class Entry:
         return self.key.rsplit("/", 1)[-1]
 
 
+# One level of a folder: (sub-folder names, files). Named outside Storage, whose method `list` hides the type.
+Listing = tuple[list[str], list[Entry]]
+
+
 @dataclass(frozen=True)
 class ServedFile:
     """An object opened for sending (Server1's /files/): its bytes, size and an HTTP entity tag."""
@@ -74,7 +78,7 @@ class Storage(ABC):
         """Every object whose key starts with prefix, at any depth (paginated underneath)."""
 
     @abstractmethod
-    def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+    def list_dir(self, prefix: str, stat: bool = True) -> Listing:
         """One level below prefix (a folder ending in '/'): (sub-folder names, files).
 
         stat=False lets a backend that pays per file for size and time (a filesystem) leave
