@@ -75,39 +75,39 @@ def save_settings() -> Response | tuple[Response, int]:
 def _sam_weights(model_type: str) -> dict | None:
     """{"model", "state", "percent", "error"} while a SAM's weights are not there (queued: not yet
     listed by the leader; unchecked, checking, downloading, failed, missing), else None."""
-    found = services().lifecycle.weights_state(modelfiles.sam_file(model_type)) or {"state": "queued", "error": None}
-    if found["state"] == "present":
+    weights = services().lifecycle.weights_state(modelfiles.sam_file(model_type)) or {"state": "queued", "error": None}
+    if weights["state"] == "present":
         return None
-    received, size = found.get("received"), found.get("size")
+    received, size = weights.get("received"), weights.get("size")
     percent = int(100 * received / size) if isinstance(received, int) and isinstance(size, int) and size else None
-    return {"model": model_type, "state": found["state"], "percent": percent, "error": found.get("error")}
+    return {"model": model_type, "state": weights["state"], "percent": percent, "error": weights.get("error")}
 
 
 @bp.post("/images/<image_id>/retry")
 def retry(image_id: str) -> Response | tuple[Response, int]:
-    user, found = current_user(), services()
+    user = current_user()
     image_id = _image_id(image_id)
-    _, job = found.albums.find(user, image_id) if image_id else (None, None)
+    _, job = services().albums.find(user, image_id) if image_id else (None, None)
     if not image_id or not job:
         return json_error("no such image", 404)
-    record = found.jobs.read_status(user, image_id)
+    record = services().jobs.read_status(user, image_id)
     state = record["state"] if record else "queued"
     if state not in ("failed", "done"):
         return json_error(f"the image is {state}; only failed or done images can be retried", 409)
-    found.jobs.retry(user, image_id, job)
-    found.lifecycle.notify_work()
+    services().jobs.retry(user, image_id, job)
+    services().lifecycle.notify_work()
     return jsonify(retried=image_id)
 
 
 @bp.delete("/images/<image_id>")
 def delete(image_id: str) -> Response | tuple[Response, int]:
-    user, found = current_user(), services()
+    user = current_user()
     image_id = _image_id(image_id)
     if not image_id:
         return json_error("no such image", 404)
-    shown = found.albums.find(user, image_id) != (None, None)
+    shown = services().albums.find(user, image_id) != (None, None)
     # Also without an original or job file: the rest of a delete that storage cut short (503) goes now.
-    image_files.delete(found.storage, user, image_id)
+    image_files.delete(services().storage, user, image_id)
     if not shown:
         return json_error("no such image", 404)
     return jsonify(deleted=image_id)
@@ -151,9 +151,9 @@ def put_canvas() -> Response | tuple[Response, int]:
 
 @bp.get("/images/<image_id>/clippings.zip")
 def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
-    user, found = current_user(), services()
+    user = current_user()
     image_id = _image_id(image_id)
-    record = found.jobs.read_status(user, image_id) if image_id else None
+    record = services().jobs.read_status(user, image_id) if image_id else None
     names = record.get("clippings") if record and record["state"] == "done" else None
     if not image_id or not names:
         return json_error("this image has no clippings", 404)
@@ -161,7 +161,7 @@ def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
         for name in names:
             try:
-                archive.writestr(name, found.storage.read(layout.crop(user, name)))
+                archive.writestr(name, services().storage.read(layout.crop(user, name)))
             except (layout.BadName, NotFound):
                 continue
     buffer.seek(0)
@@ -170,5 +170,4 @@ def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
 
 @bp.get("/status")
 def status() -> Response:
-    found = services()
-    return jsonify(found.events.status_payload(found.albums.images(current_user())))
+    return jsonify(services().events.status_payload(services().albums.images(current_user())))

@@ -107,9 +107,9 @@ def start_background(app: Flask) -> None:
 def stop_background(app: Flask) -> None:
     """End the open event streams, stop the lifecycle's threads and release the scheduler lease, so the
     next Server1 leads at its first look instead of waiting for the lease to run out."""
-    found = app.extensions["server1"]
-    found.events.stop()
-    found.lifecycle.stop()
+    services = app.extensions["server1"]
+    services.events.stop()
+    services.lifecycle.stop()
 
 
 def _add_headers(app: Flask) -> None:

@@ -35,6 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 from PIL import Image  # noqa: E402
 
 from server2 import gpu_check  # noqa: E402
+from studio import sam_input  # noqa: E402
 from studio.errors import ConfigError  # noqa: E402
 from studio.modelfiles import SAM_SIZES, ModelChoice, sam_file  # noqa: E402
 from studio.settings import DEFAULTS  # noqa: E402
@@ -208,8 +209,8 @@ def _sam(image_encoder: ImageEncoderViT | TinyViT, grid: int) -> Sam:
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(sam_input.PIXEL_MEAN),
+        pixel_std=list(sam_input.PIXEL_STD),
     )
     return sam.eval()
 

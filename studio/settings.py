@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 
 from studio import layout
 from studio.storage import NotFound, Storage
@@ -79,7 +78,7 @@ def validate(changes: object, base: dict | None = None) -> dict[str, object]:
 def load(storage: Storage, user: str) -> dict[str, object]:
     """The user's settings; defaults for anything missing or no longer valid."""
     try:
-        stored = json.loads(storage.read(layout.settings(user)))
+        stored = storage.read_json(layout.settings(user))
     except (NotFound, ValueError):
         return dict(DEFAULTS)
     if not isinstance(stored, dict):
@@ -94,5 +93,5 @@ def load(storage: Storage, user: str) -> dict[str, object]:
 def save(storage: Storage, user: str, changes: object) -> dict[str, object]:
     """Validate changes against the stored settings and store the result (or raise)."""
     merged = validate(changes, load(storage, user))
-    storage.write(layout.settings(user), json.dumps(merged, indent=2).encode())
+    storage.write_json(layout.settings(user), merged, indent=2)
     return merged

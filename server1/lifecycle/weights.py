@@ -96,7 +96,7 @@ def settings_sam_sizes(storage: Storage, users: list[str]) -> set[str]:
     sizes = set()
     for user in users:
         try:
-            stored = json.loads(storage.read(layout.settings(user)))
+            stored = storage.read_json(layout.settings(user))
         except (StorageError, ValueError):  # NotFound is a StorageError: no settings saved yet
             continue
         size = stored.get("model_type") if isinstance(stored, dict) else None

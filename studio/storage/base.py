@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 class StorageError(Exception):
@@ -139,11 +139,14 @@ class Storage(ABC):
         data, version = self.read_versioned(key)
         return ServedFile(io.BytesIO(data), len(data), version.strip('"'))
 
-    def read_json(self, key: str) -> object:
+    def read_json(self, key: str) -> Any:
+        """The JSON document at key (NotFound, or ValueError when it is no JSON)."""
         return json.loads(self.read(key))
 
-    def write_json(self, key: str, value: object) -> None:
-        self.write(key, json.dumps(value, separators=(",", ":")).encode())
+    def write_json(self, key: str, value: object, indent: int | None = None) -> None:
+        """value as JSON at key: compact, or indented for a file people read."""
+        separators = (",", ":") if indent is None else None
+        self.write(key, json.dumps(value, separators=separators, indent=indent).encode())
 
 
 def check_key(key: str) -> str:

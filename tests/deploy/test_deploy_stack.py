@@ -12,7 +12,7 @@ from cfnlint.decode import decode_str
 
 from deploy import host_image, preflight
 from harness import REPO
-from server1.lifecycle import MAX_WARMING_SECONDS
+from server1.lifecycle.coordinator import MAX_WARMING_SECONDS
 from tests.deploy.dockerfiles import Dockerfile
 
 TEMPLATE = REPO / "deploy" / "stack.yaml"
