@@ -29,7 +29,7 @@ from studio.jobs import Jobs
 from studio.storage import Storage, open_storage
 
 IMAGES = 100 if QUICK else 2000
-# The moto server answers one request at a time (tests/conftest.py) and scans the whole bucket
+# The moto server answers one request at a time (harness/aws.py) and scans the whole bucket
 # for each LIST: 2,000 x 5 there takes many minutes to write and to list naively, so S3 gets fewer.
 IMAGES_S3 = 50 if QUICK else 500
 CLIPPINGS = 5

@@ -1,6 +1,6 @@
 """Figure 5: the segmentation pipeline (server2.pipeline.segment), default vs naive.
 
-CPU, always: segment()'s per-stage times with the small test weights (tests/weights.py) and light
+CPU, always: segment()'s per-stage times with the small test weights (harness/weights.py) and light
 settings (the test SAM's 256-px encoder, 8 points per side, no crop layers), for regressions.
 GPU, only when torch sees CUDA: segment() per image with real vit_l shapes (random weights; speed
 does not depend on their values) at default settings, and peak GPU memory.

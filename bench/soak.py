@@ -48,7 +48,7 @@ pillow_heif.register_heif_opener()
 RESULTS = REPO / "bench" / "results"
 FORMATS = ((".jpg", "JPEG", {"quality": 90}), (".png", "PNG", {}), (".webp", "WEBP", {"quality": 90}),
            (".heic", "HEIF", {"quality": 80}))  # fmt: skip
-# Refused by content, each with its own reason (tests/hardening/corpus.py).
+# Refused by content, each with its own reason (harness/corpus.py).
 CORRUPT = ("truncated-0.5-photo.jpg", "empty.jpg", "truncated-0.9-photo.png", "text.jpg", "truncated-0.5-photo.heic",
            "bad-crc.png", "truncated-0.5-photo.webp", "bomb-20000x20000.png", "truncated-0.9-photo.jpg",
            "zero-width.png")  # fmt: skip

@@ -19,7 +19,7 @@ from studio.jobs import Jobs
 from studio.modelfiles import ModelChoice
 from studio.storage import Storage
 
-# The real weights' models (tests/conftest.py), for Models.load in a fixture wider than a test's environment.
+# The real weights' models (harness/realworld.py), for Models.load in a fixture wider than a test's environment.
 REAL = ModelChoice(detect=REAL_MODELS_ENV["DETECT_MODEL"], matte=REAL_MODELS_ENV["MATTE_MODEL"], sam="mobile_sam")
 
 

@@ -20,7 +20,8 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 from skimage import data
 
-from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot, start_server
+from harness.server1 import Server
+from tests.ui.conftest import PASSWORD, USER, Problems, shot, start_server
 from tests.ui.fake_worker import FakeWorker
 
 LIVE = 30_000  # ms: how long to wait for a status change to reach the open page (SSE, no reload)

@@ -23,7 +23,7 @@ def models(test_models_dir: Path) -> Models:
 
 @pytest.fixture(scope="session")
 def real_models(real_models_dir: Path) -> Models:
-    """The real weights as CPU local mode loads them: MobileSAM, YOLO11n, U2-Netp (tests/conftest.py)."""
+    """The real weights as CPU local mode loads them: MobileSAM, YOLO11n, U2-Netp (harness/realworld.py)."""
     env = REAL_MODELS_ENV
     return Models.load(
         real_models_dir, "cpu", ModelChoice(detect=env["DETECT_MODEL"], matte=env["MATTE_MODEL"], sam=env["SAM_MODEL"])
