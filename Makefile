@@ -25,25 +25,33 @@ $(STAMP): $(REQS)
 
 venv: $(STAMP)
 
-# From Debian: Chromium for the browser tests (Playwright drives it; no browser download), and
-# s3fs, rclone and fuse3 for the tests on real FUSE mounts of a bucket (tests/fuse).
+# ESLint for server1/static/js, as package.json and package-lock.json pin it (npm ci: exactly the lock).
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# From Debian: Chromium for the browser tests (Playwright drives it; no browser download), s3fs,
+# rclone and fuse3 for the tests on real FUSE mounts of a bucket (tests/fuse), and Node.js with npm for ESLint.
 system-packages:
 	@command -v chromium >/dev/null && command -v s3fs >/dev/null && command -v rclone >/dev/null \
-		&& command -v fusermount3 >/dev/null \
-		|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium s3fs rclone fuse3; }
+		&& command -v fusermount3 >/dev/null && command -v npm >/dev/null \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium s3fs rclone fuse3 nodejs npm; }
 
 run: venv
 	$(PY) -m scripts.run_local
 
-lint: venv
+# Ruff (lint and format), mypy over studio/, server1/ and server2/ (pyproject.toml), ESLint over server1/static/js.
+lint: venv $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	node_modules/.bin/eslint server1/static/js
 
 # Three pytest-xdist workers on 2 cores: most tests wait on servers, mounts and browsers, not the CPU.
 # worksteal rebalances when a worker is left with long tests (which conftest.py orders first).
 TEST_WORKERS ?= 3
-test: venv system-packages
-	$(VENV)/bin/ruff check .
+test: venv system-packages lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: venv
@@ -63,4 +71,4 @@ soak: venv system-packages
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache node_modules

@@ -99,7 +99,8 @@ class Albums:
         inputs = self._timed(user, layout.input_dir(user))
         resized = self._timed(user, layout.resized_dir(user))
         _, statuses = self.storage.list_dir(layout.output_dir(user, "status"))
-        known, ids = self._ids.get(user, {}), {}
+        known = self._ids.get(user, {})
+        ids: dict[str, str | None] = {}
         originals = self._parse(inputs, _image_id, known, ids)
         jobs = self._parse(resized, _job_id, known, ids)
         records = self._status_records(user, self._parse(statuses, _image_id, known, ids))

@@ -107,7 +107,8 @@ def _cached(data: bytes, mimetype: str, immutable: bool) -> Response:
         response.cache_control.immutable = True
     else:
         response.cache_control.no_cache = True
-    return response.make_conditional(request)
+    response.make_conditional(request)  # in place
+    return response
 
 
 @bp.get("/edit/<image_id>")
@@ -134,6 +135,9 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
     if not _known(user, image_id):
         return json_error("no such image", 404)
     original, job = services().albums.find(user, image_id)
+    source = original or job
+    if source is None:  # deleted meanwhile
+        return json_error("no such image", 404)
     record = _record(user, image_id) or {}
     meta = _embedding_meta(record)
     state = record.get("state", "queued")
@@ -143,8 +147,8 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
         url = meta and f"/api/images/{image_id}/embedding?v={CPU}{meta['decoder']}"
     message = "Click the object to cut it out." if meta else f"This photo cannot be cut yet: {encoding.NO_ENCODER}."
     size = (record.get("width"), record.get("height"))
-    if None in size and (original or job):  # not processed yet: prompts are in the original's pixels all the same
-        size = upright.size(services().storage.read(original or job))
+    if None in size:  # not processed yet: prompts are in the original's pixels all the same
+        size = upright.size(services().storage.read(source))
     return Response(
         json.dumps(
             {
@@ -152,7 +156,7 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
                 "state": state,
                 "width": size[0],
                 "height": size[1],
-                "original_url": image_files.file_url(original or job),
+                "original_url": image_files.file_url(source),
                 "resized_url": image_files.file_url(job) if job else None,
                 "embedding": meta
                 and {
@@ -175,7 +179,7 @@ def embedding(image_id: str) -> Response | tuple[Response, int]:
     user, version = current_user(), request.args.get("v", "")
     if not _known(user, image_id):
         return json_error("no such image", 404)
-    record = _record(user, image_id)
+    record = _record(user, image_id) or {}
     if _embedding_meta(record) and not version.startswith(CPU):
         try:
             data = services().storage.read(layout.embedding(user, image_id))
@@ -255,9 +259,10 @@ def _editable(user: str, image_id: str) -> dict:
 def _original(user: str, image_id: str) -> Image.Image:
     """The upright original at full resolution (studio.upright: as the worker cut its clippings from it)."""
     key, job = services().albums.find(user, image_id)
-    if not (key or job):
+    source = key or job
+    if not source:
         raise NotFound(f"{image_id} was deleted")
-    data = services().storage.read(key or job)
+    data = services().storage.read(source)
     return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
 
 
@@ -325,6 +330,7 @@ def _change_record(
         if state != "done" and (by_hand is None or state == "processing"):
             raise Refused(f"the image is {state} now; try again once it is done", 409)
         if state != "done":
+            assert by_hand is not None  # a cut (refused above otherwise)
             record = {
                 "state": "done",
                 "attempts": record.get("attempts", 0),

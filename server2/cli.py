@@ -28,6 +28,7 @@ from studio import image_files, settings, upright
 
 if TYPE_CHECKING:
     from server2.models import ModelSet
+    from server2.pipeline import Result
 
 INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 
@@ -51,7 +52,7 @@ def decode(path: Path) -> tuple[Image.Image, Image.Image]:
     return upright.original(data), upright.work_copy(data)
 
 
-def write_result(folder: Path, path: Path, original: Image.Image, result: object, models: ModelSet) -> dict:
+def write_result(folder: Path, path: Path, original: Image.Image, result: Result, models: ModelSet) -> dict:
     """mask-<n>.png, clipping-<n>.png and result.json into folder (written under .part names, then renamed)."""
     from server2.pipeline.clippings import full_mask
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         embeddings.ensure_editor_models(FileStorage(args.models), models, folder="")
     except Exception as e:  # noqa: BLE001  (the cut-outs do not need them)
         print(f"segment: exporting MobileSAM's encoder for the editor failed: {e}", file=sys.stderr)
-    out, used, failed = Path(args.out), set(), []
+    out, used, failed = Path(args.out), set[str](), []
     for path in tqdm(files, unit="image", disable=None):
         stem = path.stem
         while stem in used:  # a.jpg and a.png: a-2 for the second

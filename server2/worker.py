@@ -116,7 +116,7 @@ class Worker:
                     return Outcome("in-progress", "another worker took the job over")
             except Exception as e:
                 log.exception("%s/%s: writing the results failed", user, image_id)
-                return self._fail_locked(claim, f"writing the results failed: {type(e).__name__}: {e}")
+                return self._fail_locked(claim, f"writing the results failed: {type(e).__name__}: {e}", final=False)
             finally:
                 self._current = None
         log.info("%s/%s: done in %.2fs, %d clippings (%s)", user, image_id, timings["total"], len(names), result.method)

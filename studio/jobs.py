@@ -21,7 +21,6 @@ resized file's timestamp see it anew.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -76,7 +75,7 @@ class Jobs:
     def read_status(self, user: str, image_id: str) -> dict | None:
         """The status record, or None when there is none (= queued) or it is unreadable."""
         try:
-            record = json.loads(self.storage.read(layout.status(user, image_id)))
+            record = self.storage.read_json(layout.status(user, image_id))
         except (NotFound, ValueError):
             return None
         return record if isinstance(record, dict) and record.get("state") in STATES else None
@@ -90,7 +89,7 @@ class Jobs:
             "clippings": [],
             **fields,
         }
-        self.storage.write(layout.status(user, image_id), json.dumps(record, separators=(",", ":")).encode())
+        self.storage.write_json(layout.status(user, image_id), record)
         return record
 
     def is_final(self, user: str, image_id: str) -> bool:

@@ -17,7 +17,7 @@ created (docs/architecture.md, "Endpoint lifecycle"):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -53,14 +53,14 @@ class EndpointApi(Protocol):
     def set_count(self, count: int) -> None: ...
 
 
-def sagemaker_client() -> object:
+def sagemaker_client() -> Any:
     return boto3.client("sagemaker", config=BOTO_CONFIG)
 
 
 class VariantApi:
     can_refuse_zero = True
 
-    def __init__(self, client: object, endpoint: str, variant: str) -> None:
+    def __init__(self, client: Any, endpoint: str, variant: str) -> None:
         self.client, self.endpoint, self.variant = client, endpoint, variant
         self.target = f"variant {variant!r} of endpoint {endpoint!r}"
 
@@ -84,7 +84,7 @@ class VariantApi:
 class ComponentApi:
     can_refuse_zero = False
 
-    def __init__(self, client: object, component: str) -> None:
+    def __init__(self, client: Any, component: str) -> None:
         self.client, self.component = client, component
         self.target = f"inference component {component!r}"
 
@@ -101,7 +101,7 @@ class ComponentApi:
 
 
 def endpoint_api(
-    endpoint: str | None, component: str | None, variant: str = "AllTraffic", client: object | None = None
+    endpoint: str | None, component: str | None, variant: str = "AllTraffic", client: Any = None
 ) -> EndpointApi | None:
     """The inference component when named, else the variant of the endpoint; None in local mode."""
     if not component and not endpoint:
@@ -112,7 +112,7 @@ def endpoint_api(
     return VariantApi(client, str(endpoint), variant)
 
 
-def endpoint_api_from_env(client: object | None = None) -> EndpointApi | None:
+def endpoint_api_from_env(client: Any = None) -> EndpointApi | None:
     """endpoint_api() for SAGEMAKER_ENDPOINT / SAGEMAKER_INFERENCE_COMPONENT / SAGEMAKER_VARIANT."""
     return endpoint_api(
         env_str("SAGEMAKER_ENDPOINT"),

@@ -4,7 +4,7 @@ record and the debug view (docs/architecture.md "Segmentation pipeline")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -45,7 +45,7 @@ def _interior_point(polygon: np.ndarray, box: tuple[float, float, float, float])
     return float(x + x0 - 1), float(y + y0 - 1)
 
 
-def detections(result: object, source: str) -> list[Detection]:
+def detections(result: Any, source: str) -> list[Detection]:
     """An ultralytics Results (one image) as Detections; segmentation results give interior points."""
     boxes = result.boxes
     if boxes is None or len(boxes) == 0:

@@ -24,12 +24,14 @@ def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
     scheme, sep, rest = where.partition("://")
     scheme = scheme.lower()
     if not sep or scheme == "file":
-        storage: Storage = FileStorage(rest if sep else where)
-        if storage.bucket_client and config.env_str("S3_BUCKET"):
+        files = FileStorage(rest if sep else where)
+        storage: Storage = files
+        bucket = config.env_str("S3_BUCKET")
+        if files.bucket_client and bucket:
             from studio.storage.bucket_mount import through_api  # boto3 only where S3 is used
 
             try:
-                storage = through_api(storage, config.env_str("S3_BUCKET"), config.env_str("S3_MOUNT_PREFIX"))
+                storage = through_api(files, bucket, config.env_str("S3_MOUNT_PREFIX"))
             except StorageError as e:
                 raise ConfigError(str(e)) from e
     elif scheme == "s3":

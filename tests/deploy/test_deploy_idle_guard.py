@@ -11,9 +11,9 @@ from http.server import ThreadingHTTPServer
 import boto3
 import pytest
 
+from harness.aws import create_endpoint
 from server2.idle_guard import IdleGuard, scale_down_from_env
 from studio.errors import ConfigError
-from tests.conftest import create_endpoint
 from tests.deploy.conftest import AwsJsonHandler
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import REPO
+from harness.wait import free_port
 from studio import layout
-from tests.conftest import REPO, free_port
 from tests.deploy.dockerfiles import Dockerfile
 
 VENV_BIN = Path(sys.executable).parent

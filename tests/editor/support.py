@@ -11,15 +11,15 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from harness.realworld import REAL_MODELS_ENV
 from server2.models import Models, load_sam
 from server2.worker import Worker
 from studio import layout
 from studio.jobs import Jobs
 from studio.modelfiles import ModelChoice
 from studio.storage import Storage
-from tests.conftest import REAL_MODELS_ENV
 
-# The real weights' models (tests/conftest.py), for Models.load in a fixture wider than a test's environment.
+# The real weights' models (harness/realworld.py), for Models.load in a fixture wider than a test's environment.
 REAL = ModelChoice(detect=REAL_MODELS_ENV["DETECT_MODEL"], matte=REAL_MODELS_ENV["MATTE_MODEL"], sam="mobile_sam")
 
 

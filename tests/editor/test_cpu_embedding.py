@@ -17,6 +17,8 @@ from flask.testing import FlaskClient
 from PIL import Image
 from segment_anything import SamPredictor
 
+from harness.images import encode, photo
+from harness.server1 import USERS
 from server1 import editor
 from server1.app import create_app
 from server2.models import load_sam
@@ -25,7 +27,6 @@ from studio.jobs import Jobs
 from tests.conftest import realworld
 from tests.editor.support import Reference, install_editor_models, iou, random_prompts
 from tests.editor.test_editor_api import login
-from tests.server1.support import USERS, encode, photo
 
 SEED = 2121
 PHOTO = "coco_000000343934.jpg"

@@ -14,12 +14,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from harness.images import encode, photo
+from harness.server1 import USERS, csrf_of
 from server1 import cutting
 from server1.app import create_app
 from server2.models import Models
 from studio import layout
 from tests.editor.support import REAL, Reference, iou, process, random_prompts
-from tests.server1.support import USERS, csrf_of, encode, photo
 
 SEED = 1515
 FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 20}  # the automatic generator in seconds

@@ -17,14 +17,15 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from scipy import ndimage
 
+from harness.images import encode, photo
+from harness.server1 import Server
 from server1 import cutting
 from server1.ingest import ingest
 from server2.models import Models, load_sam
 from studio import layout, settings
 from tests.conftest import realworld
 from tests.editor.support import REAL, Reference, install_editor_models, iou, process, random_prompts
-from tests.server1.support import encode, photo
-from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot
+from tests.ui.conftest import PASSWORD, USER, Problems, shot
 
 SEED = 2015
 ORIGINAL = (1200, 900)

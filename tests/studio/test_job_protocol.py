@@ -38,12 +38,12 @@ class Recorder:
 
     def __getattr__(self, name: str):
         method = getattr(self.storage, name)
-        if name not in ("write", "move", "delete", "delete_prefix", "create_exclusive", "replace_if"):
+        if name not in ("write", "write_json", "move", "delete", "delete_prefix", "create_exclusive", "replace_if"):
             return method
 
         def recorded(key: str, *args, **kwargs):
             target = args[0] if name == "move" else key
-            self.changes.append((name, target))
+            self.changes.append((name.removesuffix("_json"), target))  # write_json is a write
             return method(key, *args, **kwargs)
 
         return recorded
