@@ -73,6 +73,7 @@ class Races:
 
     def __init__(self, storage: Storage, models: Models, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
         self.storage, self.models, self.n = storage, models, 0
+        self.last: tuple[str, Interrupting] = ("", Interrupting(storage))
         set_settings(storage, {"mode": mode, **FAST, "max_clippings": 2})  # few outputs: fewer interleavings
         # Segmentation reads nothing from storage and is the slow part: run once per path, then reused.
         segment = pipeline.segment
@@ -88,8 +89,9 @@ class Races:
         image_id = f"p{self.n:03d}"
         upload(self.storage, image_id)
         wrapped = Interrupting(self.storage, at, lambda: ACTIONS[action](self.storage, image_id))
+        self.last = image_id, wrapped
         Worker(wrapped, Jobs(wrapped, "server2"), self.models).run(USER, image_id, layout.resized(USER, image_id))
-        return image_id, wrapped
+        return self.last
 
     def operations(self) -> list[str]:
         """The storage operations of one undisturbed job, claim to release (its photo is left done)."""
@@ -100,10 +102,12 @@ class Races:
     def leaks(self, at: int, action: str, caplog: pytest.LogCaptureFixture) -> str | None:
         """What is wrong after one interleaving, in words; None when nothing is."""
         caplog.clear()
+        raised = ""
         try:
-            image_id, wrapped = self.run(at, action)
+            self.run(at, action)
         except Exception as e:  # noqa: BLE001 - the dispatcher would log it with its traceback
-            return f"{action} before op {at}: the worker raised {type(e).__name__}: {e}"
+            raised = f"the worker raised {type(e).__name__}: {e}"
+        image_id, wrapped = self.last
         if at > len(wrapped.ops):
             return None  # this run ended before that operation: the delete never ran
         left = leftovers(self.storage, image_id)
@@ -111,6 +115,7 @@ class Races:
         after, _ = self.run()
         next_state = (self.storage.read_json(layout.status(USER, after)) or {}).get("state")
         problems = [
+            raised,
             f"left {sorted(left)}" if left else "",
             f"tracebacks logged: {tracebacks}" if tracebacks else "",
             f"the next photo ended {next_state}" if next_state != "done" else "",
