@@ -1,5 +1,5 @@
 """Delete means deleted on a mounted bucket (s3fs, as the soak mounts it; no S3_BUCKET: the mount's own
-files): the interleaving check of tests/server2/serving/test_serve_delete_races.py on the matte path, at every sixth
+files): the interleaving check of tests/server2/serving/test_serve_delete_races.py on the matte path, at every eighth
 operation of the worker so that it stays under a minute."""
 
 from __future__ import annotations
@@ -28,4 +28,4 @@ def test_a_delete_between_operations_of_a_job_on_a_mount_leaves_nothing(
 ) -> None:
     monkeypatch.delenv("S3_BUCKET", raising=False)
     storage = open_storage(bucket_mounts["s3fs"].folder())
-    check_every_interleaving(storage, models, "matte", monkeypatch, caplog, stride=6)
+    check_every_interleaving(storage, models, "matte", monkeypatch, caplog, stride=8)
