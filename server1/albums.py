@@ -150,12 +150,11 @@ def image_object(user: str, image_id: str, original: Entry | None, job: Entry | 
     assert source is not None  # an image is known by one of the two
     record = record or {}
     clippings = []
-    if record.get("state") == "done":
-        for name in record.get("clippings") or []:
-            try:
-                clippings.append(image_files.clipping(user, name))
-            except layout.BadName:
-                continue  # a name no worker of ours writes; never turn it into a URL
+    for name in record.get("clippings") or []:  # before Server2's pass too: the user's hand-made ones
+        try:
+            clippings.append(image_files.clipping(user, name))
+        except layout.BadName:
+            continue  # a name no worker of ours writes; never turn it into a URL
     return {
         "id": image_id,
         "name": display_name(image_id),

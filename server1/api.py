@@ -157,7 +157,7 @@ def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
     user = current_user()
     image_id = _image_id(image_id)
     record = services().jobs.read_status(user, image_id) if image_id else None
-    names = record.get("clippings") if record and record["state"] == "done" else None
+    names = (record or {}).get("clippings")
     if not image_id or not names:
         return json_error("this image has no clippings", 404)
     buffer = io.BytesIO()
