@@ -98,6 +98,7 @@ def segment(
     shared_embedding: bool = True,
     batched_prompts: bool = True,
     autocast: bool = True,
+    full: bool | None = None,
 ) -> Result:
     """Segment one image.
 
@@ -109,8 +110,10 @@ def segment(
     shared_embedding: the automatic generator reuses the box prompts' image embedding (else SAM's
     encoder runs twice); batched_prompts: all box prompts in one decoder call (else one call each);
     autocast: SAM's image encoder in bf16/fp16 on CUDA (no effect on CPU).
+    full: the generator with the user's settings as they are (default: on a GPU); else under CPU_LIMITS.
     """
-    settings = cpu_limits({**DEFAULTS, **settings}) if models.device == "cpu" else {**DEFAULTS, **settings}
+    full = models.device != "cpu" if full is None else full
+    settings = {**DEFAULTS, **settings} if full else cpu_limits({**DEFAULTS, **settings})
     timer = _Timer()
     rgb = resized.convert("RGB")
     image = np.asarray(rgb)
@@ -132,17 +135,20 @@ def segment(
             model, reuse=shared_embedding, dtype=sam.autocast_dtype(models.device, autocast)
         )
         with timer("sam_boxes"):
-            found = sam.box_masks(predictor, image, [d.box for d in prompts], batched=batched_prompts)
+            boxed = sam.box_masks(predictor, image, [d.box for d in prompts], batched=batched_prompts)
             embedding = sam.embedding(predictor, image)
-        generate = models.device != "cpu" or not found  # CPU: only what YOLO could not name (CPU_LIMITS)
+        # The generator prompts what no confident detection's mask covers (a low-confidence box's mask, or
+        # a background one, covers nothing), and keeps its masks mostly outside those masks.
+        covered = masks.covered(boxed, [d.score for d in prompts], rgb.size[::-1])
         with timer("sam_auto"):
-            extra = sam.automatic_masks(predictor, image, settings) if generate else []
-            found += masks.new_masks(found, extra)
+            extra = sam.automatic_masks(predictor, image, settings, where=~covered)
+            found = boxed + masks.new_masks(covered, extra)
         details = {
             "encoder_runs": predictor.encoder_runs,
             "encoder_s": round(predictor.encoder_seconds, 2),
             "decoder_s": round(predictor.decoder_seconds, 2),
             "box_masks": len(prompts),
+            "covered": round(float(covered.mean()), 3),
             "generator_masks": len(extra),
             "sam_masks": len(found),
         }
