@@ -15,7 +15,7 @@ DEFAULTS: dict[str, object] = {
     "stability_score_thresh": 0.95,
     "crop_n_layers": 1,
     "mode": "auto",
-    "min_area": 1000,
+    "min_area": 256,
     "max_clippings": 50,
 }
 CHOICES = {"model_type": ("mobile_sam", "vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "matte")}

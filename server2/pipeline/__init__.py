@@ -6,9 +6,10 @@
 
 settings["mode"] (auto | sam | matte) overrides the classification; "matte" is the matte path with
 whichever matting model MATTE_MODEL names (studio.settings accepts the old name "birefnet" for it).
-Without a GPU the SAM generator is limited, and runs only when YOLO found nothing (CPU_LIMITS).
-docs/architecture.md "Segmentation pipeline" says why, with the figures. Masks are at the resized image's
-size; clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
+The SAM generator prompts what no confident detection's mask covers; without a GPU its grid is capped
+(CPU_LIMITS) unless full=True (`segment --full`). docs/architecture.md "Segmentation pipeline" says why.
+Masks are at the resized image's size; clippings are cut from the original. The other keyword flags exist
+for the benchmark's naive baseline.
 """
 
 from __future__ import annotations
@@ -68,11 +69,8 @@ class _Timer:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 4)
 
 
-# CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only, and only on a
-# photo where YOLO found nothing to prompt. Each grid point costs a mask decoder run plus 3 masks scaled up to
-# the image's size (with the generator's post-processing ~0.2-0.4 s a point on 2 loaded cores, MobileSAM's encoder
-# ~1 s a photo); on the labelled photos the 8x8 generator added no best-IoU to the box prompts' masks but
-# ~4 masks a photo. See bench.cpu_mode, bench.quality and docs/architecture.md "Segmentation pipeline".
+# CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only (no crops: each
+# crop is one more encoder run). See bench.cpu_mode, bench.quality and docs/architecture.md "Segmentation pipeline".
 CPU_LIMITS = {"points_per_side": 8, "crop_n_layers": 0}
 
 

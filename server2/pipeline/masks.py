@@ -51,8 +51,17 @@ def covered(detected: list[np.ndarray], scores: list[float], shape: tuple[int, i
     return out
 
 
+def spans_the_frame(mask: np.ndarray) -> bool:
+    """Whether the mask touches two or more sides of the image: sky, road, wall, table top."""
+    sides = (mask[0, :].any(), mask[-1, :].any(), mask[:, 0].any(), mask[:, -1].any())
+    return sum(sides) >= 2
+
+
 def new_masks(covered: np.ndarray, generated: list[np.ndarray]) -> list[np.ndarray]:
-    """The generated masks that are mostly outside the covered pixels (the confident detections' masks):
-    the generator's parts of a detected object (its shirt, its wheel) would be clippings of something
-    already cut whole."""
-    return [m for m in generated if np.logical_and(m, covered).sum() <= COVERED_SHARE * m.sum()]
+    """The generated masks of unnamed objects: mostly outside the covered pixels (the confident detections'
+    masks; the generator's parts of a detected object, its shirt, its wheel, would be clippings of something
+    already cut whole), and not spanning the frame (an unnamed region from one side of the photo to another
+    is the scene around the objects; an object YOLO names is kept whatever its extent)."""
+    return [
+        m for m in generated if np.logical_and(m, covered).sum() <= COVERED_SHARE * m.sum() and not spans_the_frame(m)
+    ]

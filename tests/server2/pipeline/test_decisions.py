@@ -56,6 +56,16 @@ def test_generator_masks_inside_a_detected_object_are_dropped() -> None:
     assert masks.new_masks(masks.covered([], [], shape), [shirt, lamp]) == [shirt, lamp]
 
 
+def test_generator_masks_spanning_the_frame_are_the_scene() -> None:
+    shape = (100, 200)
+    sky = rect(shape, 0, 0, 200, 30)  # top, left and right
+    corner = rect(shape, 150, 60, 200, 100)  # right and bottom
+    cut_by_one_edge = rect(shape, 80, 60, 120, 100)  # an object at the bottom edge
+    lamp = rect(shape, 150, 10, 180, 40)
+    covered = masks.covered([], [], shape)
+    assert masks.new_masks(covered, [sky, corner, cut_by_one_edge, lamp]) == [cut_by_one_edge, lamp]
+
+
 def test_only_confident_object_masks_cover() -> None:
     """A low-confidence box (a "suitcase" 0.18 around a tote of products) or a box whose mask is the
     background covers nothing: the generator still looks there and keeps what it finds."""
