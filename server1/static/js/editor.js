@@ -117,11 +117,12 @@ function feeds(prompt, previous) {
     labels.push(-1);
   }
   const grid = embedding.dims[3];
+  const fed = previous ? previous.logits : new Float32Array(16 * grid * grid);
   return {
     image_embeddings: embedding,
     point_coords: new ort.Tensor('float32', Float32Array.from(coords), [1, labels.length, 2]),
     point_labels: new ort.Tensor('float32', Float32Array.from(labels), [1, labels.length]),
-    mask_input: new ort.Tensor('float32', previous ? previous.logits : new Float32Array(16 * grid * grid), [1, 1, 4 * grid, 4 * grid]),
+    mask_input: new ort.Tensor('float32', fed, [1, 1, 4 * grid, 4 * grid]),
     has_mask_input: new ort.Tensor('float32', Float32Array.of(previous ? 1 : 0), [1]),
   };
 }

@@ -103,3 +103,28 @@ def test_small_objects_yolo_finds_are_cut(real_models: Models, monkeypatch: pyte
     yolo_answers(monkeypatch, *(detect.Detection("bottle", 0.5, box, box[:2], "det") for box in boxes))
     best = best_ious(real_models, image, labels)
     assert all(best[key] >= 0.7 for key in small), best
+
+
+def test_the_low_res_generator_finds_what_upstreams_finds(real_models: Models) -> None:
+    """The generator filtered at the decoder's low resolution against segment_anything's own, which scales
+    every mask up first: the same masks, but for a few at the thresholds' edges."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from server2.pipeline import sam
+    from tests.server2.pipeline.conftest import photo
+
+    image = np.asarray(photo("coffee", 512))
+    settings = {"points_per_side": 8, "crop_n_layers": 0, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+    _, model = real_models.sam_for("mobile_sam")
+    ours = sam.automatic_masks(sam.StudioPredictor(model), image, settings)
+    theirs = [
+        a["segmentation"]
+        for a in SamAutomaticMaskGenerator(
+            model, points_per_side=8, pred_iou_thresh=0.88, stability_score_thresh=0.95, crop_n_layers=0
+        ).generate(image)
+    ]
+    matched = [max((masks.iou(a, b) for b in ours), default=0.0) for a in theirs]
+    found = [max((masks.iou(a, b) for b in theirs), default=0.0) for a in ours]
+    print(f"ours {len(ours)}, upstream {len(theirs)}; best IoU {np.round(matched, 2)} / {np.round(found, 2)}")
+    assert len(theirs) >= 3
+    assert np.mean(np.array(matched) >= 0.9) >= 0.8 and np.mean(np.array(found) >= 0.9) >= 0.8
