@@ -98,7 +98,7 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
     from server2.cli import decode
     from server2.pipeline import sam
 
-    model_type, model = models.sam_for(models.choice.sam)
+    sam_model, model = models.sam_for(models.choice.sam)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "decoder.onnx"
         embeddings.export_decoder(model, path)
@@ -118,7 +118,7 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
             rows.append({"photo": photo_path.name, "object": key, "ious": ious})
             print(f"  clicks: {photo_path.name} {key}: {' '.join(f'{v:.2f}' for v in ious)}")
     return {
-        "model": model_type,
+        "model": sam_model,
         "seconds": round(time.perf_counter() - started, 1),
         **summary(results),
         "objects": rows,

@@ -187,7 +187,9 @@ def automatic_masks(
         if not len(points):
             continue
         predictor.set_image(image[y0:y1, x0:x1])
+        started = time.perf_counter()
         masks, box, _ = _crop_masks(predictor, points, crop_box, settings)
+        predictor.decoder_seconds += time.perf_counter() - started
         for mask in masks:
             whole = np.zeros((height, width), dtype=bool)
             whole[y0:y1, x0:x1] = mask

@@ -51,7 +51,7 @@ def test_real_sam_cuts_out_a_person_and_an_animal(real_models: Models, name: str
     photo_path, labels = labelled(name)
     original, resized = cli.decode(photo_path)
     result = segment(real_models, resized, original, {})
-    assert result.method == "sam" and result.model_type == "mobile_sam"
+    assert result.method == "sam" and result.sam_model == "mobile_sam"
     # YOLO found it: its mask covers part of the photo, which the generator leaves alone
     assert result.details["encoder_runs"] == 1 and result.details["covered"] > 0.05
     assert set(result.timings) == {"classify", "detect", "sam_boxes", "sam_auto", "refine", "masks", "clippings"}
