@@ -109,7 +109,7 @@ BOX_NMS_IOU = 0.7  # within a crop
 CROP_NMS_IOU = 0.7  # between crops
 CROP_OVERLAP = 512 / 1500
 STABILITY_OFFSET = 1.0
-POINTS_PER_BATCH = 128  # points through one decoder call (3 low-res masks each: 128 x 3 x 256 x 256 floats)
+POINTS_PER_BATCH = 64  # points through one decoder call: it repeats the embedding per point (64 x 4 MiB)
 
 
 @torch.no_grad()
