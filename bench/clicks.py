@@ -121,5 +121,5 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
         "model": sam_model,
         "seconds": round(time.perf_counter() - started, 1),
         **summary(results),
-        "objects": rows,
+        "per_object": rows,
     }

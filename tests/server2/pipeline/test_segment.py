@@ -62,6 +62,14 @@ def test_real_sam_cuts_out_a_person_and_an_animal(real_models: Models, name: str
     assert best >= least
 
 
+@pytest.fixture
+def every_generated_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test SAM's random masks are blobs that span the frame, which the pipeline drops as the scene
+    (masks.new_masks): tests of what comes after keep them all."""
+    monkeypatch.setattr(masks, "new_masks", lambda covered, generated: list(generated))
+
+
+@pytest.mark.usefixtures("every_generated_mask")
 def test_max_clippings_and_min_area_are_obeyed(models: Models) -> None:
     resized = photo("coffee", 256)
     few = segment(models, resized, resized, {**FAST, "max_clippings": 2})
@@ -104,11 +112,12 @@ def test_mode_overrides_the_choice(models: Models) -> None:
     assert segment(models, picture, picture, {**FAST, "mode": "matte"}).method == "matte"
 
 
+@pytest.mark.usefixtures("every_generated_mask")
 def test_the_naive_flags_give_the_same_masks(models: Models) -> None:
     resized = photo("rocket", 256)
     fast = segment(models, resized, resized, FAST)
     naive = segment(models, resized, resized, FAST, shared_embedding=False, batched_prompts=False, autocast=False)
-    assert len(fast.masks) == len(naive.masks)
+    assert len(fast.masks) == len(naive.masks) > 0
     assert all((a == b).all() for a, b in zip(fast.masks, naive.masks, strict=True))
 
 
