@@ -115,21 +115,50 @@ class Decoders:
 
 
 def low_res_logits(
-    session: ort.InferenceSession, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray
+    session: ort.InferenceSession,
+    embedding: np.ndarray,
+    coords: np.ndarray,
+    labels: np.ndarray,
+    previous: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The chosen mask's logits, 4g x 4g (256 x 256 for the real checkpoints)."""
+    """The chosen mask's logits, 4g x 4g (256 x 256 for the real checkpoints). previous: the last mask's
+    low-res logits, fed back as SAM's mask prompt. The decoder chooses as SAM's demo does: one click (with
+    the padding point, two points) -> the best of SAM's three masks by predicted IoU; more -> its single mask."""
     grid = embedding.shape[-1]
+    mask = np.zeros((4 * grid, 4 * grid), dtype=np.float32) if previous is None else previous
     _, _, low_res = session.run(
         None,
         {
             "image_embeddings": embedding.astype(np.float32),
             "point_coords": coords,
             "point_labels": labels,
-            "mask_input": np.zeros((1, 1, 4 * grid, 4 * grid), dtype=np.float32),
-            "has_mask_input": np.zeros(1, dtype=np.float32),
+            "mask_input": mask[None, None].astype(np.float32),
+            "has_mask_input": np.array([float(previous is not None)], dtype=np.float32),
         },
     )
     return low_res[0, 0]
+
+
+def replay(
+    session: ort.InferenceSession,
+    embedding: np.ndarray,
+    prompt: tuple[list[tuple[float, float]], list[int], list | None],
+    original: tuple[int, int],
+    embedded: tuple[int, int],
+    input_size: int,
+) -> np.ndarray | None:
+    """The low-res logits the editor shows for a prompt (points in click order, labels, box): each click
+    decoded in turn with the previous step's logits fed back, as the page does (editor.js `chain`); the box
+    alone is the first step when there is one. A step with neither a box nor a positive point yet is not
+    decoded. None when no step is."""
+    points, labels, box = prompt
+    previous = None
+    for k in range(0 if box is not None else 1, len(points) + 1):
+        if box is None and 1 not in labels[:k]:
+            continue
+        coords, point_labels = decoder_inputs(points[:k], labels[:k], box, original, embedded, input_size)
+        previous = low_res_logits(session, embedding, coords, point_labels, previous)
+    return previous
 
 
 def upscale(logits: np.ndarray, embedded: tuple[int, int], input_size: int, out_size: tuple[int, int]) -> np.ndarray:

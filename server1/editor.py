@@ -375,11 +375,11 @@ def cut(image_id: str) -> Response:
         if not _known(user, image_id):
             raise  # the photo was deleted meanwhile: 404
         raise Refused("the embedding or decoder is missing: " + RETRY_FIRST, 409) from None
-    coords, point_labels = cutting.decoder_inputs(
-        points, labels, box, size, (meta["width"], meta["height"]), meta["input_size"]
-    )
-    logits = cutting.low_res_logits(session, features, coords, point_labels)
-    mask = cutting.upscale(logits, (meta["width"], meta["height"]), meta["input_size"], size)
+    embedded = (meta["width"], meta["height"])
+    logits = cutting.replay(session, features, (points, labels, box), size, embedded, meta["input_size"])
+    if logits is None:
+        raise cutting.BadPrompt("the prompt has no positive click and no box; click inside the object")
+    mask = cutting.upscale(logits, embedded, meta["input_size"], size)
     made = cutting.clip(original, mask)
     if made is None:
         raise cutting.BadPrompt("the prompt selects nothing; click inside the object")

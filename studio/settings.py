@@ -18,7 +18,7 @@ DEFAULTS: dict[str, object] = {
     "stability_score_thresh": 0.95,
     "crop_n_layers": 1,
     "mode": "auto",
-    "min_area": 1000,
+    "min_area": 256,
     "max_clippings": 50,
 }
 CHOICES = {"sam_model": modelfiles.SAM_SETTING_CHOICES, "mode": ("auto", "sam", "matte")}
