@@ -40,7 +40,7 @@ from tests.server2.serving.support import drawing, encode
 
 # The real weights a CPU deployment needs; no SAM_MODEL anywhere: without a GPU, Server2 loads MobileSAM.
 WEIGHTS = ["mobile_sam.pt", "yolo11n.pt", "u2netp.onnx"]
-MODELS_ENV = {"DETECT_MODEL": "yolo11n.pt", "MATTE_MODEL": "u2netp"}
+MODELS_ENV = {"DETECT_MODEL": "yolo11n.pt", "MATTE_MODEL": "u2netp", "SAM_MODEL": "mobile_sam"}
 USER, PASSWORD = "alice", "a long container test password"
 PHOTOS = ["coco_000000343934.jpg", "davis_cows.jpg", "lmvoc_2011_000003.jpg"]
 DEFAULT_NETWORK = {"podman": "podman", "docker": "bridge"}[ENGINE]
