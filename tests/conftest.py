@@ -52,13 +52,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0, interval: float = 0.02) -> None:
     """Poll condition until it holds; timeout only bounds a test that would otherwise hang."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:

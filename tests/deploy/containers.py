@@ -28,6 +28,7 @@ SERVER1, SERVER2 = "sam-studio-server1", "sam-studio-server2"
 IMAGE_SITE_PACKAGES = "/usr/local/lib/python3.11/site-packages"  # python:3.11-slim's, which the Dockerfiles name
 BUILD_LOCK = Path("/tmp/sam-studio-images.lock")  # one build at a time on this machine (xdist workers, sessions)
 STOP_SECONDS = 30  # SIGTERM to exit: ECS's and SageMaker's grace before SIGKILL
+POLL = 0.25  # seconds between looks at a container: each look costs a request or a podman command
 
 
 def engine(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
@@ -155,7 +156,7 @@ class Container:
             return answer is not None and answer.status_code == status
 
         try:
-            wait_for(answered, f"{self.name} {path} -> {status}", timeout)
+            wait_for(answered, f"{self.name} {path} -> {status}", timeout, POLL)
         except TimeoutError as e:
             raise AssertionError(f"{e}; last: {found and found[0].text[:500]}\n{self.logs()}") from None
         return found[0]

@@ -24,6 +24,7 @@ from studio.storage import open_storage
 from tests.conftest import REPO, free_port, realworld, wait_for
 from tests.deploy.containers import (
     ENGINE,
+    POLL,
     RUN_FLAGS,
     SERVER1,
     SERVER2,
@@ -104,7 +105,7 @@ def wait_done(shared: Path, ids: list[str], server2: Container, user: str = USER
         return all(r.get("state") in ("done", "failed") for r in found.values())
 
     try:
-        wait_for(finished, "the jobs to finish", JOB_SECONDS)
+        wait_for(finished, "the jobs to finish", JOB_SECONDS, POLL)
     except TimeoutError as e:
         raise AssertionError(f"{e}: {found}\n{server2.logs()}") from None
     assert {r["state"] for r in found.values()} == {"done"}, f"{found}\n{server2.logs()}"
@@ -119,13 +120,13 @@ def wait_weights(server1: Container) -> None:
         assert not any(files.get(n, {}).get("state") == "failed" for n in WEIGHTS), files
         return all(files.get(n, {}).get("state") == "present" for n in WEIGHTS)
 
-    wait_for(present, "Server1 to download the weights", READY_SECONDS)
+    wait_for(present, "Server1 to download the weights", READY_SECONDS, POLL)
 
 
 def wait_healthy(*containers: Container) -> None:
     """Healthy by their images' own HEALTHCHECK, the main process running as uid 1000."""
     for container in containers:
-        wait_for(container.healthy, f"{container.name} healthy by its HEALTHCHECK", READY_SECONDS)
+        wait_for(container.healthy, f"{container.name} healthy by its HEALTHCHECK", READY_SECONDS, POLL)
         assert container.uids() == ["1000"] * 4
 
 
@@ -204,7 +205,9 @@ def test_server1_and_server2_containers_serve_the_journey(images: str, tmp_path:
 
         # SIGTERM while a photo is being cut: the job is finished or released, never left claimed.
         (busy,) = upload(alice, server1, {PHOTOS[1]: realworld("photos", PHOTOS[1]).read_bytes()}).values()
-        wait_for(lambda: records(shared, [busy])[busy].get("state") in ("processing", "done"), "the job", JOB_SECONDS)
+        wait_for(
+            lambda: records(shared, [busy])[busy].get("state") in ("processing", "done"), "the job", JOB_SECONDS, POLL
+        )
         stop(server2, shared)
 
         # The editor on a photo Server2 has not processed: Server1's container embeds it on its CPU.

@@ -1,5 +1,5 @@
 """Server1.Dockerfile, Server2.Dockerfile and .dockerignore: hadolint, and the commands the images
-run, run here from a copy of exactly what the images COPY (Docker itself cannot run here)."""
+run, run here from a copy of exactly what the images COPY (test_deploy_containers.py runs the images themselves)."""
 
 from __future__ import annotations
 
