@@ -138,7 +138,7 @@ def cut_out(session: requests.Session, server1: Container, server2: Container, s
     ids = upload(session, server1, {PHOTOS[0]: photo, "sheet.png": sheet})
     done = wait_done(shared, list(ids.values()), server2, user)
     by_name = {name: done[i] for name, i in ids.items()}
-    assert by_name[PHOTOS[0]]["method"] == "sam" and by_name[PHOTOS[0]]["model_type"] == "mobile_sam"
+    assert by_name[PHOTOS[0]]["method"] == "sam" and by_name[PHOTOS[0]]["model"] == "mobile_sam"
     assert by_name["sheet.png"]["method"] == "matte"
     assert {r["device"] for r in done.values()} == {"cpu"}
     album = {i["id"]: i for i in session.get(server1.url + "/api/images", timeout=30).json()["images"]}
