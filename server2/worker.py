@@ -104,14 +104,14 @@ class Worker:
                 fields = {
                     "clippings": names,
                     "method": result.method,
-                    "model": result.model_type or self.models.matte.name,  # SAM's size, or the matting model's name
+                    "model": result.sam_model or self.models.matte.name,  # the model that made the masks
                     "timings": {k: round(v, 4) for k, v in timings.items()},
                     "width": original.width,
                     "height": original.height,
                     "source": source,
                     "masks": len(result.masks),
                     "device": self.models.device,
-                    **({"model_type": result.model_type, "refined": result.refined} if result.model_type else {}),
+                    **({"refined": result.refined} if result.sam_model else {}),
                     **editing,
                 }
                 if not self.jobs.complete(claim, staged, **fields):
