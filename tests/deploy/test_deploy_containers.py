@@ -41,7 +41,7 @@ from tests.server2.serving.support import drawing, encode
 
 # The real weights a CPU deployment needs; no SAM_MODEL anywhere: without a GPU, Server2 loads MobileSAM.
 WEIGHTS = ["mobile_sam.pt", "yolo11n.pt", "u2netp.onnx"]
-MODELS_ENV = {"DETECT_MODEL": "yolo11n.pt", "MATTE_MODEL": "u2netp", "SAM_MODEL": "mobile_sam"}
+MODELS_ENV = {"DETECT_MODEL": "yolo11n.pt", "MATTE_MODEL": "u2netp"}
 USER, PASSWORD = "alice", "a long container test password"
 PHOTOS = ["coco_000000343934.jpg", "davis_cows.jpg", "lmvoc_2011_000003.jpg"]
 DEFAULT_NETWORK = {"podman": "podman", "docker": "bridge"}[ENGINE]
@@ -133,6 +133,12 @@ def wait_healthy(*containers: Container) -> None:
 def cut_out(session: requests.Session, server1: Container, server2: Container, shared: Path, user: str) -> dict:
     """Upload a real photo and a drawing: the photo cut by MobileSAM, the drawing matted, on the CPU; each image's
     clippings served by Server1 and its ZIP downloaded. {file name: image id}"""
+
+    def badge() -> dict:  # what the album shows: Server2's report, read by Server1 from the shared storage
+        answer = session.get(server1.url + "/api/status", timeout=30).json()
+        return {"worker": answer.get("worker"), "device": answer.get("device")}
+
+    wait_for(lambda: badge() == {"worker": "ready", "device": "cpu"}, "the album's badge: CPU, ready", 60, POLL)
     photo = realworld("photos", PHOTOS[0]).read_bytes()
     sheet = encode(drawing(800, 600, (200, 150, 600, 450)))
     ids = upload(session, server1, {PHOTOS[0]: photo, "sheet.png": sheet})
