@@ -239,7 +239,10 @@ def test_server1_and_server2_containers_serve_the_journey(images: str, tmp_path:
 def compose(folder: Path, project: str, env: dict[str, str], *args: str) -> str:
     """podman-compose, as README.md runs it (with this machine's run flags), in the folder of compose.yaml."""
     command = ["podman-compose", "--podman-run-args", " ".join(RUN_FLAGS), "-p", project, *args]
-    result = subprocess.run(command, cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    # compose.yaml passes these through from the environment: only what the test gives (the suite sets SAM_MODEL).
+    passed = {"SAM_MODEL", "DETECT_MODEL", "MATTE_MODEL", "MODEL_BASE_URL", "APP_USER2", "APP_PASS2"}
+    env = {**{k: v for k, v in os.environ.items() if k not in passed}, **env}
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result.stdout + result.stderr
 
