@@ -1,0 +1,133 @@
+"""Soft edges: a clipping's alpha solved in a band around its mask's boundary, and its edge colours without
+the old background (docs/architecture.md "What a clipping keeps"). The one implementation for Server2's
+clippings (server2/pipeline/clippings.py) and the editor's cuts and touch-ups (server1/cutting.py).
+
+A mask (SAM's or the matte's, upscaled to the original; or the editor's) says which pixels are the object;
+it is exact to a few pixels at best and cannot say how much of a pixel of fur or hair the object covers.
+So within `radius` of its boundary the mask is only a guess: a trimap (inside that band: unknown; deeper
+inside: the object, alpha 1; further out: background, alpha 0) is solved with closed-form matting
+(pymatting, Levin et al. 2008) on the original's pixels, and the foreground colour of every partly
+transparent pixel is estimated (pymatting's multilevel estimate_foreground_ml), so a clipping put on a new
+background carries none of the old one.
+
+Guarantees: alpha is 255 deeper than the band inside and 0 beyond it outside; every pixel the mask holds
+keeps alpha >= 1, so no hole opens; a partly transparent pixel not connected to the mask is dropped, so no
+island appears; mask parts thinner than the band (a leg, a cable, one pixel wide) keep their binary alpha
+as the known object; a pixel with alpha 255 keeps the original's colour.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from studio import layout, upright
+
+Box = tuple[int, int, int, int]
+# The band's half-width: BAND_SHARE of the object's size (the square root of its area), so a big animal's
+# fur gets a wider band than a cup's rim, within [BAND_MIN, BAND_MAX] pixels of the original; and at least
+# BAND_MASK_PIXELS pixels of the mask it was scaled from (a mask made at a lower resolution is only exact
+# to about its own pixel: SAM's decoder answers 256 x 256 logits for a 1024-px work copy, 4 px each).
+BAND_SHARE = 0.02
+BAND_MIN, BAND_MAX = 2, 40
+BAND_MASK_PIXELS = 2
+EPSILON = 1e-6  # closed-form matting's regulariser: pymatting's example value; 1e-7 converges far slower
+CG_ITERATIONS = 300  # the band's linear system converges in well under this on photos; a cap on bad cases
+
+
+def radius(area: int, scale: float = 1.0) -> int:
+    """The band's half-width in original pixels for an object of `area` original pixels whose mask was
+    made at 1/scale of the original's resolution."""
+    by_size = min(max(BAND_SHARE * math.sqrt(max(area, 0)), BAND_MIN), BAND_MAX)
+    return math.ceil(max(by_size, BAND_MASK_PIXELS * scale))
+
+
+def _disc(r: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def trimap(mask: np.ndarray, r: int) -> np.ndarray:
+    """float64 trimap of a bool mask: 1 object, 0 background, 0.5 the band of half-width r around its
+    boundary. Parts of the mask thinner than the band (what an opening by the band's disc removes) stay 1:
+    an erosion would leave nothing of them to start from. Beyond the array's edge the mask goes on as it
+    is there (OpenCV's default border for erode and dilate): where the photo ends no band is put, and the
+    callers grow the crop by r elsewhere."""
+    kernel = _disc(r)
+    mask = mask.astype(np.uint8)
+    inner = cv2.erode(mask, kernel)
+    core = (inner > 0) | ((mask > 0) & (cv2.dilate(inner, kernel) == 0))
+    return np.where(core, 1.0, np.where(cv2.dilate(mask, kernel) > 0, 0.5, 0.0))
+
+
+def soften(rgb: np.ndarray, mask: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(colours uint8 HxWx3, alpha uint8 HxW) for the object `mask` (bool HxW) in `rgb` (uint8 HxWx3),
+    the alpha solved in the band of half-width r (trimap), colours decontaminated where alpha < 255."""
+    from pymatting import estimate_alpha_cf, estimate_foreground_ml  # numba: compiled once, cached on disk
+
+    tri = trimap(mask, r)
+    unknown = tri == 0.5
+    if not unknown.any():
+        return rgb, (tri * 255).astype(np.uint8)
+    # Solve only over the band's box and the two known pixels around it that its 3x3 windows reach.
+    ys, xs = np.nonzero(unknown)
+    y0, y1 = max(ys.min() - 2, 0), min(ys.max() + 3, tri.shape[0])
+    x0, x1 = max(xs.min() - 2, 0), min(xs.max() + 3, tri.shape[1])
+    image = rgb[y0:y1, x0:x1].astype(np.float64) / 255.0
+    alpha = tri.copy()
+    alpha[y0:y1, x0:x1] = estimate_alpha_cf(
+        image,
+        tri[y0:y1, x0:x1],
+        laplacian_kwargs={"epsilon": EPSILON},
+        cg_kwargs={"maxiter": CG_ITERATIONS},
+    )
+    alpha = _no_islands(np.rint(alpha * 255).astype(np.uint8), mask)
+    alpha[mask & (alpha == 0)] = 1  # no hole where the mask held the object
+    soft = (alpha > 0) & (alpha < 255)
+    colours = rgb.copy()
+    if soft.any():
+        foreground = estimate_foreground_ml(image, alpha[y0:y1, x0:x1] / 255.0)
+        estimated = np.rint(np.clip(foreground, 0, 1) * 255).astype(np.uint8)
+        band = colours[y0:y1, x0:x1]
+        band[soft[y0:y1, x0:x1]] = estimated[soft[y0:y1, x0:x1]]
+    return colours, alpha
+
+
+def _no_islands(alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """alpha without its visible parts (8-connected) that touch no pixel of the mask."""
+    count, labels = cv2.connectedComponents((alpha > 0).astype(np.uint8), connectivity=8)
+    keep = np.zeros(count, dtype=bool)
+    keep[np.unique(labels[mask & (alpha > 0)])] = True
+    keep[0] = False
+    return np.where(keep[labels], alpha, 0).astype(np.uint8)
+
+
+def cut(original: Image.Image, box: Box, alpha: np.ndarray, soft: bool) -> tuple[Image.Image, Box] | None:
+    """The clipping under alpha (uint8, the size of box (x0, y0, x1, y1) in the original), cropped tight
+    around what is visible, and where it lies in the original; None when nothing is. soft: the edge solved
+    (soften) in a band grown around the box, the object being alpha >= 128 (a mask made on the models'
+    work copy, so exact to about one of its pixels); else alpha as it is (today's binary cut).
+    upright.cut_out keeps the original's own transparency either way."""
+    if soft:
+        mask = alpha >= 128
+        if not mask.any():
+            return None
+        r = radius(int(mask.sum()), max(1.0, max(original.size) / layout.RESIZED_MAX))
+        x0, y0, x1, y1 = box
+        grown = (max(x0 - r, 0), max(y0 - r, 0), min(x1 + r, original.width), min(y1 + r, original.height))
+        pad = ((y0 - grown[1], grown[3] - y1), (x0 - grown[0], grown[2] - x1))
+        mask = np.pad(mask, pad)
+        rgb = np.asarray(original.crop(grown).convert("RGB"))
+        colours, alpha = soften(rgb, mask, r)
+        source = Image.fromarray(colours)
+        if original.mode == "RGBA":
+            source.putalpha(original.crop(grown).getchannel("A"))
+        box, part = grown, upright.cut_out(source, (0, 0, *source.size), Image.fromarray(alpha))
+    else:
+        part = upright.cut_out(original, box, Image.fromarray(np.ascontiguousarray(alpha)))
+    tight = part.getchannel("A").getbbox()
+    if tight is None:
+        return None
+    return part.crop(tight), (box[0] + tight[0], box[1] + tight[1], box[0] + tight[2], box[1] + tight[3])
