@@ -29,13 +29,16 @@ from studio import layout, upright
 Box = tuple[int, int, int, int]
 # The band's half-width: BAND_SHARE of the object's size (the square root of its area), so a big animal's
 # fur gets a wider band than a cup's rim, within [BAND_MIN, BAND_MAX] pixels of the original; and at least
-# BAND_MASK_PIXELS pixels of the mask it was scaled from (a mask made at a lower resolution is only exact
-# to about its own pixel: SAM's decoder answers 256 x 256 logits for a 1024-px work copy, 4 px each).
+# BAND_MASK_PIXELS pixels of the work copy the mask was made on (SAM's decoder answers 256 x 256 logits
+# for a 1024-px work copy: its boundary is only placed to about one logit cell, 4 px).
 BAND_SHARE = 0.02
 BAND_MIN, BAND_MAX = 2, 40
-BAND_MASK_PIXELS = 2
+BAND_MASK_PIXELS = 4
 EPSILON = 1e-6  # closed-form matting's regulariser: pymatting's example value; 1e-7 converges far slower
-CG_ITERATIONS = 300  # the band's linear system converges in well under this on photos; a cap on bad cases
+# Conjugate gradients stop at this relative residual: alpha is stored in 8 bits (steps of 1/255), and the
+# iteration cap bounds a bad case.
+CG_TOLERANCE, CG_ITERATIONS = 1e-4, 300
+SNAP = 2 / 255
 
 
 def radius(area: int, scale: float = 1.0) -> int:
@@ -45,21 +48,23 @@ def radius(area: int, scale: float = 1.0) -> int:
     return math.ceil(max(by_size, BAND_MASK_PIXELS * scale))
 
 
-def _disc(r: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+def _distance(inside: np.ndarray) -> np.ndarray:
+    """Each pixel's Euclidean distance to the nearest pixel not `inside` (0 for those); beyond the array's
+    edge nothing counts as outside."""
+    return cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
 def trimap(mask: np.ndarray, r: int) -> np.ndarray:
     """float64 trimap of a bool mask: 1 object, 0 background, 0.5 the band of half-width r around its
-    boundary. Parts of the mask thinner than the band (what an opening by the band's disc removes) stay 1:
-    an erosion would leave nothing of them to start from. Beyond the array's edge the mask goes on as it
-    is there (OpenCV's default border for erode and dilate): where the photo ends no band is put, and the
-    callers grow the crop by r elsewhere."""
-    kernel = _disc(r)
-    mask = mask.astype(np.uint8)
-    inner = cv2.erode(mask, kernel)
-    core = (inner > 0) | ((mask > 0) & (cv2.dilate(inner, kernel) == 0))
-    return np.where(core, 1.0, np.where(cv2.dilate(mask, kernel) > 0, 0.5, 0.0))
+    boundary. Parts of the mask thinner than the band (further than the band's width 2r from the part
+    that is deeper than r; nearer, a bump of the mask's outline, a blocky upscaled one's included) stay 1:
+    the band would leave nothing of them to start from. Beyond the array's edge the mask
+    goes on as it is there: where the photo ends no band is put (the callers grow the crop by r
+    elsewhere)."""
+    core = _distance(mask) > r
+    thin = mask & (_distance(~core) > 2 * r) if core.any() else mask
+    near = _distance(~mask) <= r
+    return np.where(core | thin, 1.0, np.where(near, 0.5, 0.0))
 
 
 def soften(rgb: np.ndarray, mask: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +86,11 @@ def soften(rgb: np.ndarray, mask: np.ndarray, r: int) -> tuple[np.ndarray, np.nd
         image,
         tri[y0:y1, x0:x1],
         laplacian_kwargs={"epsilon": EPSILON},
-        cg_kwargs={"maxiter": CG_ITERATIONS},
+        cg_kwargs={"rtol": CG_TOLERANCE, "maxiter": CG_ITERATIONS},
     )
+    # Within SNAP of 0 or 1 is the solver's tolerance, not a colour: snapped, so no faint film of 1/255
+    # spreads over the band's background (and the clipping's box stays tight).
+    alpha = np.where(alpha < SNAP, 0.0, np.where(alpha > 1 - SNAP, 1.0, alpha))
     alpha = _no_islands(np.rint(alpha * 255).astype(np.uint8), mask)
     alpha[mask & (alpha == 0)] = 1  # no hole where the mask held the object
     soft = (alpha > 0) & (alpha < 255)

@@ -17,7 +17,7 @@ DEFAULTS: dict[str, object] = {
     "mode": "auto",
     "min_area": 1000,
     "max_clippings": 50,
-    "soft_edges": True,
+    "soft_edges": False,
 }
 CHOICES = {"model_type": ("mobile_sam", "vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "matte")}
 # Old names still accepted, stored as the new one: "birefnet" named the matte path whatever MATTE_MODEL is.
