@@ -18,7 +18,7 @@ MODELS = "models"
 SYSTEM = ".studio"
 RESERVED = {MODELS, SYSTEM}
 # The weights Server2 needs in models/ with the default configuration (studio.modelfiles: the configured
-# ones are ModelChoice.from_env().files(); vit_b.pth / vit_h.pth are optional extras).
+# ones are ModelChoice.from_env(gpu).files(); vit_b.pth / vit_h.pth are optional extras).
 MODEL_FILES = tuple(ModelChoice().files())
 THUMB_MAX = 320  # longest side of every image in output/thumbs (originals' and clippings')
 RESIZED_MAX = 1024  # longest side of the work copy in resized/
@@ -52,6 +52,12 @@ def split_ext(file_name: str) -> tuple[str, str]:
 
 def system(name: str) -> str:
     return f"{SYSTEM}/{check_name(name)}"
+
+
+def server2_report() -> str:
+    """Server2's report of what serves ({"device", "sam_model", "state", "worker", "updated_at"}), written by
+    Server2 when its state changes, read by Server1 (the deployment's model, the album's badge)."""
+    return system("server2.json")
 
 
 def invocation(user: str, image_id: str) -> str:
