@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['sad']:.2f}  IoU {b['iou']:.3f} -> {s['iou']:.3f}  +{row['added_s']:.2f} s CPU",
             flush=True,
         )
+    print_summary(summary(rows, []))  # the 1024-px figures first: the 12-MP part takes minutes
     large = []
     for stem, image in composites.items():  # the picture subjects, scaled to 12 MP
         factor = math.sqrt(TWELVE_MP / (image.width * image.height))
