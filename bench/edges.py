@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.modelfiles import ModelChoice
 
     photos, weights, out = labelled_photos(Path(args.photos)), Path(args.weights), Path(args.out)
-    choice = ModelChoice.from_env(cpu=True)
+    choice = ModelChoice.from_env(gpu=False)
     if not photos or not real_sam(weights, choice.sam):
         print(f"bench-edges: skipped: needs labelled photos in {args.photos} and the real SAM in {weights}")
         return 2
