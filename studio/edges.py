@@ -100,6 +100,10 @@ def soften(rgb: np.ndarray, mask: np.ndarray, r: int) -> tuple[np.ndarray, np.nd
     image = rgb.astype(np.float64) / 255.0
     alpha = tri.copy()
     for tile, grown, inner in _tiles(tri == 0.5, 2 * r + 2):
+        known = tri[grown]
+        if not ((known == 0).any() and (known == 1).any()):  # e.g. a band that runs into the photo's edge
+            alpha[tile] = np.where(tri[tile] == 0.5, mask[tile], tri[tile])  # nothing to solve from: binary
+            continue
         alpha[tile] = estimate_alpha_cf(
             image[grown],
             tri[grown],

@@ -95,6 +95,18 @@ def test_a_one_pixel_wide_object_is_kept() -> None:
     assert (np.asarray(image)[10 - box[1] : 50 - box[1], 40 - box[0], 3] == 255).all()
 
 
+def test_a_band_with_no_background_to_solve_from_stays_binary() -> None:
+    # The object fills the photo but for one pixel: its band holds no background pixel to start from.
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[...] = RED
+    mask = np.ones((40, 50), bool)
+    mask[20, 25] = False
+    rgb[20, 25] = GREEN
+    colours, alpha = edges.soften(rgb, mask, r=4)
+    np.testing.assert_array_equal(alpha, mask.astype(np.uint8) * 255)
+    np.testing.assert_array_equal(colours, rgb)
+
+
 def test_no_islands_from_a_busy_background() -> None:
     rng = np.random.default_rng(7)
     truth = disc((160, 120), (80, 60), 30, ramp=3)
