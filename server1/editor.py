@@ -40,7 +40,7 @@ from PIL import Image
 from server1 import cutting, encoding
 from server1.responses import CSP, current_user, json_body, json_error
 from server1.services import services
-from studio import image_files, layout, upright
+from studio import image_files, layout, settings, upright
 from studio.jobs import StatusConflict
 from studio.storage import NotFound, Storage
 
@@ -264,6 +264,10 @@ def _original(user: str, image_id: str) -> Image.Image:
     return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
 
 
+def _soft_edges(user: str) -> bool:
+    return bool(settings.load(services().storage, user)["soft_edges"])
+
+
 def _next_edit(image_id: str, record: dict) -> int:
     """The first mask number above every edit the record names (shown, replaced or boxed): a save then
     usually claims its name at the first try instead of trying every earlier number."""
@@ -380,7 +384,7 @@ def cut(image_id: str) -> Response:
     if logits is None:
         raise cutting.BadPrompt("the prompt has no positive click and no box; click inside the object")
     mask = cutting.upscale(logits, embedded, meta["input_size"], size)
-    made = cutting.clip(original, mask)
+    made = cutting.clip(original, mask, _soft_edges(user))
     if made is None:
         raise cutting.BadPrompt("the prompt selects nothing; click inside the object")
 
@@ -416,7 +420,7 @@ def touch_up(image_id: str, name: str) -> Response:
             alpha = np.asarray(image.getchannel("A") if "A" in image.getbands() else image.convert("L"))
     except (OSError, ValueError, Image.DecompressionBombError):
         raise Refused("the mask is not a readable PNG", 400) from None
-    made = cutting.clip(_original(user, image_id), alpha)
+    made = cutting.clip(_original(user, image_id), alpha, _soft_edges(user))
     if made is None:
         raise Refused("the mask is empty: nothing would be left of the clipping", 400)
 
