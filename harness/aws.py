@@ -1,5 +1,5 @@
 """AWS on 127.0.0.1: a real moto server process, SageMaker endpoints and buckets on it, and a proxy in
-front of it that can refuse connections (an S3 outage). Nothing here can reach AWS: `offline()` sets
+front of it that can refuse connections (an S3 outage). Nothing here can reach AWS: `harness.offline()` sets
 fake credentials, and every client is pointed at the moto server."""
 
 from __future__ import annotations
@@ -17,18 +17,6 @@ import boto3
 import requests
 
 from harness.wait import free_port, wait_http
-
-
-def offline() -> None:
-    """Fake credentials and region for every boto3 client of this process and its children."""
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto accepts any
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    os.environ.pop("AWS_PROFILE", None)
-
 
 # moto_server, except that it answers one request at a time: moto checks a conditional write
 # (If-None-Match / If-Match) and then writes, so two threads could both win; S3 itself is atomic.

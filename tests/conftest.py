@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from harness.aws import MotoServer, new_bucket, offline
+from harness import offline
+from harness.aws import MotoServer, new_bucket
 from harness.browser import CHROMIUM, CHROMIUM_ARGS
 from harness.realworld import REAL_MODELS_ENV, REAL_WEIGHTS, REALWORLD
 from studio.storage import Storage, open_storage
