@@ -157,7 +157,7 @@ class Container:
             return answer is not None and answer.status_code == status
 
         try:
-            wait_for(answered, f"{self.name} {path} -> {status}", timeout, POLL)
+            wait_for(answered, f"{self.name} {path} -> {status}", timeout, interval=POLL)
         except TimeoutError as e:
             raise AssertionError(f"{e}; last: {found and found[0].text[:500]}\n{self.logs()}") from None
         return found[0]

@@ -108,7 +108,7 @@ def wait_done(shared: Path, ids: list[str], server2: Container, user: str = USER
         return all(r.get("state") in ("done", "failed") for r in found.values())
 
     try:
-        wait_for(finished, "the jobs to finish", JOB_SECONDS, POLL)
+        wait_for(finished, "the jobs to finish", JOB_SECONDS, interval=POLL)
     except TimeoutError as e:
         raise AssertionError(f"{e}: {found}\n{server2.logs()}") from None
     assert {r["state"] for r in found.values()} == {"done"}, f"{found}\n{server2.logs()}"
@@ -123,13 +123,13 @@ def wait_weights(server1: Container) -> None:
         assert not any(files.get(n, {}).get("state") == "failed" for n in WEIGHTS), files
         return all(files.get(n, {}).get("state") == "present" for n in WEIGHTS)
 
-    wait_for(present, "Server1 to download the weights", READY_SECONDS, POLL)
+    wait_for(present, "Server1 to download the weights", READY_SECONDS, interval=POLL)
 
 
 def wait_healthy(*containers: Container) -> None:
     """Healthy by their images' own HEALTHCHECK, the main process running as uid 1000."""
     for container in containers:
-        wait_for(container.healthy, f"{container.name} healthy by its HEALTHCHECK", READY_SECONDS, POLL)
+        wait_for(container.healthy, f"{container.name} healthy by its HEALTHCHECK", READY_SECONDS, interval=POLL)
         assert container.uids() == ["1000"] * 4
 
 
@@ -141,7 +141,9 @@ def cut_out(session: requests.Session, server1: Container, server2: Container, s
         answer = session.get(server1.url + "/api/status", timeout=30).json()
         return {"worker": answer.get("worker"), "device": answer.get("device")}
 
-    wait_for(lambda: badge() == {"worker": "ready", "device": "cpu"}, "the album's badge: CPU, ready", 60, POLL)
+    wait_for(
+        lambda: badge() == {"worker": "ready", "device": "cpu"}, "the album's badge: CPU, ready", 60, interval=POLL
+    )
     photo = realworld("photos", PHOTOS[0]).read_bytes()
     sheet = encode(drawing(800, 600, (200, 150, 600, 450)))
     ids = upload(session, server1, {PHOTOS[0]: photo, "sheet.png": sheet})
@@ -215,7 +217,10 @@ def test_server1_and_server2_containers_serve_the_journey(images: str, tmp_path:
         # SIGTERM while a photo is being cut: the job is finished or released, never left claimed.
         (busy,) = upload(alice, server1, {PHOTOS[1]: realworld("photos", PHOTOS[1]).read_bytes()}).values()
         wait_for(
-            lambda: records(shared, [busy])[busy].get("state") in ("processing", "done"), "the job", JOB_SECONDS, POLL
+            lambda: records(shared, [busy])[busy].get("state") in ("processing", "done"),
+            "the job",
+            JOB_SECONDS,
+            interval=POLL,
         )
         stop(server2, shared)
 

@@ -252,6 +252,7 @@ def _valid_settings() -> st.SearchStrategy[dict]:
         "mode": st.sampled_from(["auto", "sam", "matte", "birefnet"]),
         "min_area": st.integers(0, 1_000_000),
         "max_clippings": st.integers(1, 500),
+        "soft_edges": st.booleans(),
     }
     return st.fixed_dictionaries({}, optional=fields)
 
@@ -283,6 +284,8 @@ def check_settings(app: App, body: bytes, must_accept: bool) -> bool:
 def _setting_ok(key: str, value: object) -> bool:
     if key in studio_settings.CHOICES:
         return value in studio_settings.CHOICES[key]
+    if key in studio_settings.SWITCHES:
+        return isinstance(value, bool)
     low, high = {**studio_settings.INT_RANGES, **studio_settings.FLOAT_RANGES}[key]
     return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
