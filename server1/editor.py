@@ -10,7 +10,7 @@ GET  /api/images/<id>/embedding     the embedding (.npy, float16 1x256xgxg): Ser
                                      (server1/encoding.py); 503 with Retry-After while another is computed
 GET  /api/models/sam-decoder.onnx   ?v=<digest>: that decoder; without: the newest one exported
 POST /api/images/<id>/cut           {"points", "labels", "box"} in the original's pixels -> {"clipping": {...}};
-                                     on a photo not processed yet it makes the photo done, cut by hand
+                                     on a photo not processed yet the state stays: Server2's clippings are added later
 POST /api/images/<id>/clippings/<name>/mask   multipart "mask": PNG at the original's size (its alpha, or
                                      its gray levels when it has none) -> a new version of the clipping
 POST /api/images/<id>/clippings/<name>/undo   back to the version before the last touch-up
