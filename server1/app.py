@@ -69,7 +69,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["TRUST_PROXY"], x_proto=settings["TRUST_PROXY"])
 
     jobs = Jobs(storage, owner=f"server1@{socket.gethostname()}")
-    lifecycle = Lifecycle(storage, list(settings["USERS"]))
+    lifecycle = Lifecycle(storage, list(settings["USERS"]), config=settings["LIFECYCLE"])
     albums = Albums(storage, jobs)
     hub = events.EventHub(albums, lifecycle.worker_status, settings["EVENTS_POLL_SECONDS"])
     app.extensions["server1"] = Services(storage, jobs, lifecycle, Sessions(storage, SESSION_DAYS * 86400), albums, hub)

@@ -110,7 +110,8 @@ def create_app(service: Service | None = None) -> Flask:
     started at once. The service is app.extensions["server2"] (gunicorn's hooks stop it)."""
     if service is None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        service = Service(config.load(), IdleGuard.from_env())
+        cfg = config.load()
+        service = Service(cfg, IdleGuard.of(cfg.deployment))
         service.start()
     app = Flask(__name__)
     app.extensions["server2"] = service

@@ -71,8 +71,9 @@ class Service:
             if retry:
                 try:
                     storage = open_storage(self.config.shared_dir)
-                    device = device or pick_device(self.config.device)  # decided (and logged) once
-                    models = Models.load(local_models_dir(self.config.models_dir), device)
+                    on_sagemaker = self.config.deployment.endpoint is not None
+                    device = device or pick_device(self.config.device, on_sagemaker)  # decided (and logged) once
+                    models = Models.load(local_models_dir(self.config.models_dir, self.config.models_cache), device)
                 except GpuUnavailable as e:  # cannot heal in this container: say so once, stop trying
                     self._set("error", str(e))
                     retry = False

@@ -49,7 +49,7 @@ class Lifecycle:
         storage: Storage,
         users: list[str],
         *,
-        config: LifecycleConfig | None = None,
+        config: LifecycleConfig,
         clock: Callable[[], float] = time.time,
         sagemaker_client: object | None = None,
         runtime_client: object | None = None,
@@ -57,7 +57,7 @@ class Lifecycle:
     ) -> None:
         self.storage = storage
         self.users = users
-        self.config = cfg = config or LifecycleConfig.from_env()
+        self.config = cfg = config
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.weights = Weights(cfg.models_dir, self._model_files(), cfg.skip_model_download)

@@ -94,7 +94,7 @@ def test_a_dead_mirror_does_not_hold_up_the_app(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
     for name in ("SAGEMAKER_ENDPOINT", "INFERENCE_URL", "MODEL_MANIFEST", "SKIP_MODEL_DOWNLOAD"):
         monkeypatch.delenv(name, raising=False)
-    life = Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], lease_seconds=1.0)
+    life = Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], config=LifecycleConfig.from_env(), lease_seconds=1.0)
     assert all(f.url.startswith(os.environ["MODEL_BASE_URL"] + "/") for f in life.weights.files)
     life.start()
     try:
