@@ -31,13 +31,6 @@ from studio.storage import NotFound
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def _image_id(image_id: str) -> str | None:
-    try:
-        return layout.check_name(image_id, "image id")
-    except layout.BadName:
-        return None
-
-
 @bp.get("/images")
 def images() -> Response:
     return Response(services().albums.images_json(current_user()), mimetype="application/json")
@@ -84,9 +77,8 @@ def _sam_weights(model_type: str) -> dict | None:
 @bp.post("/images/<image_id>/retry")
 def retry(image_id: str) -> Response | tuple[Response, int]:
     user, found = current_user(), services()
-    image_id = _image_id(image_id)
-    _, job = found.albums.find(user, image_id) if image_id else (None, None)
-    if not image_id or not job:
+    _, job = found.albums.find(user, layout.check_name(image_id, "image id"))  # BadName: 404
+    if not job:
         return json_error("no such image", 404)
     record = found.jobs.read_status(user, image_id)
     state = record["state"] if record else "queued"
@@ -100,9 +92,7 @@ def retry(image_id: str) -> Response | tuple[Response, int]:
 @bp.delete("/images/<image_id>")
 def delete(image_id: str) -> Response | tuple[Response, int]:
     user, found = current_user(), services()
-    image_id = _image_id(image_id)
-    if not image_id:
-        return json_error("no such image", 404)
+    layout.check_name(image_id, "image id")  # BadName: 404
     shown = found.albums.find(user, image_id) != (None, None)
     # Also without an original or job file: the rest of a delete that storage cut short (503) goes now.
     image_files.delete(found.storage, user, image_id)
@@ -150,10 +140,9 @@ def put_canvas() -> Response | tuple[Response, int]:
 @bp.get("/images/<image_id>/clippings.zip")
 def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
     user, found = current_user(), services()
-    image_id = _image_id(image_id)
-    record = found.jobs.read_status(user, image_id) if image_id else None
+    record = found.jobs.read_status(user, layout.check_name(image_id, "image id"))  # BadName: 404
     names = record.get("clippings") if record and record["state"] == "done" else None
-    if not image_id or not names:
+    if not names:
         return json_error("this image has no clippings", 404)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already

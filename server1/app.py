@@ -25,7 +25,7 @@ from server1.responses import CSP, SECURITY_HEADERS, error
 from server1.services import Services
 from server1.sessions import Sessions
 from studio import layout
-from studio.errors import ConfigError
+from studio.errors import ConfigError, Refused
 from studio.jobs import Jobs
 from studio.storage import Storage, StorageError, open_storage
 
@@ -133,6 +133,10 @@ def _add_error_handlers(app: Flask) -> None:
     def storage_failed(e: StorageError) -> tuple[Response | str, int]:
         log.error("storage error on %s %s: %s", request.method, request.path, e)
         return error("storage is unavailable right now; try again shortly", 503)
+
+    @app.errorhandler(Refused)
+    def refused(e: Refused) -> tuple[Response | str, int]:
+        return error(str(e), e.status)
 
     @app.errorhandler(layout.BadName)
     def bad_name(e: layout.BadName) -> tuple[Response | str, int]:

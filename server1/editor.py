@@ -41,6 +41,7 @@ from server1 import cutting, encoding
 from server1.responses import CSP, current_user, json_body, json_error
 from server1.services import services
 from studio import image_files, layout, upright
+from studio.errors import Refused
 from studio.jobs import iso
 from studio.storage import NotFound, Storage
 
@@ -74,11 +75,8 @@ mimetypes.add_type("application/wasm", ".wasm")
 
 
 def _record(user: str, image_id: str) -> dict | None:
-    """The image's status record; None for none or a name that is no image id."""
-    try:
-        return services().jobs.read_status(user, layout.check_name(image_id, "image id"))
-    except layout.BadName:
-        return None
+    """The image's status record; None for none (BadName, a 404, for a name that is no image id)."""
+    return services().jobs.read_status(user, layout.check_name(image_id, "image id"))
 
 
 def _embedding_meta(record: dict | None) -> dict | None:
@@ -229,26 +227,17 @@ def decoder() -> Response | tuple[Response, int]:
 
 
 # -- saving clippings ---------------------------------------------------------------------------
-class Refused(Exception):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _known(user: str, image_id: str) -> bool:
-    try:
-        layout.check_name(image_id, "image id")
-    except layout.BadName:
-        return False
-    return services().albums.find(user, image_id) != (None, None)
+    """Whether the user has this image (BadName, a 404, for a name that is no image id)."""
+    return services().albums.find(user, layout.check_name(image_id, "image id")) != (None, None)
 
 
 def _editable(user: str, image_id: str) -> dict:
     if not _known(user, image_id):
-        raise Refused("no such image", 404)
+        raise Refused(404, "no such image")
     record = _record(user, image_id)
     if not record or record.get("state") != "done":
-        raise Refused(f"the image is {(record or {}).get('state', 'queued')}; " + RETRY_FIRST, 409)
+        raise Refused(409, f"the image is {(record or {}).get('state', 'queued')}; " + RETRY_FIRST)
     return record
 
 
@@ -323,7 +312,7 @@ def _change_record(
             version, record = None, {"state": "queued"}
         state = record.get("state")
         if state != "done" and (by_hand is None or state == "processing"):
-            raise Refused(f"the image is {state} now; try again once it is done", 409)
+            raise Refused(409, f"the image is {state} now; try again once it is done")
         if state != "done":
             record = {
                 "state": "done",
@@ -339,15 +328,13 @@ def _change_record(
         data = json.dumps(record, separators=(",", ":")).encode()
         if storage.create_exclusive(key, data) if version is None else storage.replace_if(key, data, version):
             return record
-    raise Refused("the image is being changed by another request; try again", 409)
+    raise Refused(409, "the image is being changed by another request; try again")
 
 
 def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple[Response, int]]:
     def wrapped(**kwargs: str) -> Response | tuple[Response, int]:
         try:
             return handler(**kwargs)
-        except Refused as e:
-            return json_error(str(e), e.status)
         except NotFound:  # the image (its original or status record) was deleted meanwhile
             return json_error("no such image", 404)
         except cutting.BadPrompt as e:
@@ -364,15 +351,15 @@ def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple
 def cut(image_id: str) -> Response:
     user, storage = current_user(), services().storage
     if not _known(user, image_id):
-        raise Refused("no such image", 404)
+        raise Refused(404, "no such image")
     record = _record(user, image_id) or {}
     if record.get("state") == "processing":
-        raise Refused("the photo is being processed now; cut it out here once it is done", 409)
+        raise Refused(409, "the photo is being processed now; cut it out here once it is done")
     started = time.perf_counter()
     original = _original(user, image_id)
     size = original.size
     if record.get("state") == "done" and (record.get("width"), record.get("height")) != size:
-        raise Refused("the original changed size since it was processed; retry the image", 409)
+        raise Refused(409, "the original changed size since it was processed; retry the image")
     points, labels, box = cutting.parse_prompt(json_body(), *size)
     meta = _embedding_meta(record)
     try:
@@ -385,7 +372,7 @@ def cut(image_id: str) -> Response:
     except NotFound:
         if not _known(user, image_id):
             raise  # the photo was deleted meanwhile: 404
-        raise Refused("the embedding or decoder is missing: " + RETRY_FIRST, 409) from None
+        raise Refused(409, "the embedding or decoder is missing: " + RETRY_FIRST) from None
     coords, point_labels = cutting.decoder_inputs(
         points, labels, box, size, (meta["width"], meta["height"]), meta["input_size"]
     )
@@ -411,29 +398,29 @@ def touch_up(image_id: str, name: str) -> Response:
     user = current_user()
     record = _editable(user, image_id)
     if name not in (record.get("clippings") or []):
-        raise Refused("no such clipping", 404)
+        raise Refused(404, "no such clipping")
     if name not in (record.get("clipping_boxes") or {}):
-        raise Refused("this clipping was made before touch-ups existed: retry the image to edit it", 409)
+        raise Refused(409, "this clipping was made before touch-ups existed: retry the image to edit it")
     upload = request.files.get("mask")
     if upload is None:
-        raise Refused('send the edited mask as a PNG in the form field "mask"', 400)
+        raise Refused(400, 'send the edited mask as a PNG in the form field "mask"')
     size = (int(record["width"]), int(record["height"]))
     try:
         with Image.open(upload.stream, formats=["PNG"]) as image:
             image.load()
             if image.size != size:
-                raise Refused(f"the mask is {image.width}x{image.height}; it must be {size[0]}x{size[1]}", 400)
+                raise Refused(400, f"the mask is {image.width}x{image.height}; it must be {size[0]}x{size[1]}")
             alpha = np.asarray(image.getchannel("A") if "A" in image.getbands() else image.convert("L"))
     except (OSError, ValueError, Image.DecompressionBombError):
-        raise Refused("the mask is not a readable PNG", 400) from None
+        raise Refused(400, "the mask is not a readable PNG") from None
     made = cutting.clip(_original(user, image_id), alpha)
     if made is None:
-        raise Refused("the mask is empty: nothing would be left of the clipping", 400)
+        raise Refused(400, "the mask is empty: nothing would be left of the clipping")
 
     def replace(record: dict, new: str) -> None:
         shown = record.get("clippings") or []
         if name not in shown:
-            raise Refused("the clipping was changed meanwhile; reload the editor", 409)
+            raise Refused(409, "the clipping was changed meanwhile; reload the editor")
         record["clippings"] = [new if n == name else n for n in shown]
         record.setdefault("edits", {})[new] = name
 
@@ -452,9 +439,9 @@ def undo(image_id: str, name: str) -> Response:
     def revert(record: dict) -> None:
         edits, shown = record.get("edits") or {}, record.get("clippings") or []
         if name not in shown:
-            raise Refused("no such clipping", 404)
+            raise Refused(404, "no such clipping")
         if name not in edits:
-            raise Refused("this clipping has no earlier version", 409)
+            raise Refused(409, "this clipping has no earlier version")
         previous[:] = [edits.pop(name)]
         record["clippings"] = [previous[0] if n == name else n for n in shown]
         record["clipping_boxes"].pop(name, None)

@@ -42,9 +42,9 @@ def serve(key: str) -> Response:
     folder, _, name = key.rpartition("/")
     try:
         check_key(key)
-        layout.check_name(name, "file name")
-    except (StorageError, layout.BadName):
+    except StorageError:
         abort(404)
+    layout.check_name(name, "file name")  # BadName: 404
     if folder + "/" not in _served_folders(user):
         abort(404)
     ext = layout.split_ext(name)[1]
