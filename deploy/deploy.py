@@ -28,7 +28,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from deploy import preflight
-from studio import layout
+from studio import modelfiles
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "stack.yaml"
@@ -112,11 +112,11 @@ def docker(*args: str, stdin: str | None = None) -> None:
 
 
 def stage_weights(source: Path) -> None:
-    """Copy the weight files (layout.MODEL_FILES) into deploy/weights/, where Server2.Dockerfile bakes them."""
-    missing = [f for f in layout.MODEL_FILES if not (source / f).is_file()]
+    """Copy the default configuration's weight files into deploy/weights/, where Server2.Dockerfile bakes them."""
+    missing = [f for f in modelfiles.ModelChoice().files() if not (source / f).is_file()]
     if missing:
         raise DeployError(f"--bake-weights {source}: missing {', '.join(missing)}")
-    for f in layout.MODEL_FILES:
+    for f in modelfiles.ModelChoice().files():
         target = WEIGHTS_DIR / f
         if not target.exists() or target.stat().st_size != (source / f).stat().st_size:
             shutil.copyfile(source / f, target)

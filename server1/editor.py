@@ -37,7 +37,7 @@ import numpy as np
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from PIL import Image
 
-from server1 import cutting, encoding
+from server1 import cutting, encoding, urls
 from server1.responses import CSP, current_user, json_body, json_error
 from server1.services import services
 from studio import image_files, layout, upright
@@ -47,7 +47,6 @@ from studio.storage import NotFound, Storage
 
 bp = Blueprint("editor", __name__)
 
-DIGEST_RE = re.compile(r"[0-9a-f]{16}")
 FIRST_EDIT = 1000  # mask numbers of cut and touched-up clippings start here (the pipeline's count from 0)
 IMMUTABLE = 365 * 86400
 # The app's policy plus 'wasm-unsafe-eval', for the editor page and onnxruntime-web's files only: it compiles
@@ -81,7 +80,7 @@ def _record(user: str, image_id: str) -> dict | None:
 
 def _embedding_meta(record: dict | None) -> dict | None:
     meta = (record or {}).get("embedding") if (record or {}).get("state") == "done" else None
-    return meta if isinstance(meta, dict) and DIGEST_RE.fullmatch(str(meta.get("decoder", ""))) else None
+    return meta if isinstance(meta, dict) and layout.MODEL_DIGEST_RE.fullmatch(str(meta.get("decoder", ""))) else None
 
 
 def _version(record: dict) -> str:
@@ -90,7 +89,7 @@ def _version(record: dict) -> str:
 
 def _clipping(user: str, image_id: str, name: str, record: dict) -> dict:
     return {
-        **image_files.clipping(user, name),
+        **urls.clipping(user, name),
         "box": (record.get("clipping_boxes") or {}).get(name),
         "undo": name in (record.get("edits") or {}),
     }
@@ -150,8 +149,8 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
                 "state": state,
                 "width": size[0],
                 "height": size[1],
-                "original_url": image_files.file_url(original or job),
-                "resized_url": image_files.file_url(job) if job else None,
+                "original_url": urls.file_url(original or job),
+                "resized_url": urls.file_url(job) if job else None,
                 "embedding": meta
                 and {
                     "url": url,
@@ -205,16 +204,16 @@ def _unavailable(e: encoding.Unavailable) -> tuple[Response, int]:
 
 
 def _newest_decoder(storage: Storage) -> str | None:
-    _, entries = storage.list_dir(layout.MODELS + "/")
-    found = [e for e in entries if re.fullmatch(r"sam-decoder-[0-9a-f]{16}\.onnx", e.name)]
-    return max(found, key=lambda e: e.mtime).name[len("sam-decoder-") : -len(".onnx")] if found else None
+    _, entries = storage.list_dir(layout.models_dir())
+    found = [(e.mtime, digest) for e in entries if (digest := layout.decoder_digest(e.name))]
+    return max(found)[1] if found else None
 
 
 @bp.get("/api/models/sam-decoder.onnx")
 def decoder() -> Response | tuple[Response, int]:
     storage = services().storage
     digest = request.args.get("v")
-    if digest is not None and not DIGEST_RE.fullmatch(digest):
+    if digest is not None and not layout.MODEL_DIGEST_RE.fullmatch(digest):
         return json_error("no such decoder", 404)
     digest = digest or _newest_decoder(storage)
     try:

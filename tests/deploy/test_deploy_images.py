@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from studio import layout
+from studio import modelfiles
 from tests.conftest import REPO, free_port
 from tests.deploy.dockerfiles import Dockerfile
 
@@ -263,7 +263,7 @@ def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, real_mode
     weights, models = tmp_path / "weights", tmp_path / "opt-models"
     weights.mkdir()
     models.mkdir()
-    for name in layout.MODEL_FILES:  # the test weights, and MobileSAM's real file (the editor's encoder)
+    for name in modelfiles.ModelChoice().files():  # the test weights, and MobileSAM's real file (the editor's encoder)
         (weights / name).symlink_to((test_models_dir if (test_models_dir / name).exists() else real_models_dir) / name)
     result = subprocess.run(
         ["sh", "-c", bake_script(df, weights, models)],
@@ -276,7 +276,7 @@ def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, real_mode
         assert (result.returncode, baked, df.env()["MODELS_DIR"]) == (0, [], "")
     elif bake == "1":
         assert result.returncode == 0, result.stderr
-        assert baked == sorted(layout.MODEL_FILES)
+        assert baked == sorted(modelfiles.ModelChoice().files())
         assert df.env({"BAKE_WEIGHTS": "1"})["MODELS_DIR"] == "/opt/models"
     else:
         assert result.returncode != 0

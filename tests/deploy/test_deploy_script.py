@@ -26,7 +26,7 @@ from cfnlint.decode import decode_str
 
 import deploy.deploy as deploy_module
 from deploy import teardown
-from studio import layout
+from studio import modelfiles
 from tests.conftest import REPO
 
 # Service Quotas (the preflight's GPU quota check) from tests/deploy/conftest.py's recording server.
@@ -205,11 +205,11 @@ def test_bake_weights_stages_them_and_sets_the_build_arg(
     weights, staged = tmp_path / "w", tmp_path / "staged"
     weights.mkdir()
     staged.mkdir()
-    for name in layout.MODEL_FILES:
+    for name in modelfiles.ModelChoice().files():
         (weights / name).write_bytes(name.encode())
     monkeypatch.setattr(deploy_module, "WEIGHTS_DIR", staged)
     assert deploy_module.main(["--app", app, "--user1", "ann", "--tag", "b1", "--bake-weights", str(weights)]) == 0
-    assert sorted(p.name for p in staged.iterdir()) == sorted(layout.MODEL_FILES)
+    assert sorted(p.name for p in staged.iterdir()) == sorted(modelfiles.ModelChoice().files())
     builds = [c["args"] for c in docker_calls(docker_log) if c["args"][0] == "build"]
     assert "BAKE_WEIGHTS=1" not in builds[0] and builds[1][-3:] == ["--build-arg", "BAKE_WEIGHTS=1", "."]
     assert teardown.main(["--app", app]) == 0

@@ -139,7 +139,7 @@ def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path,
     mirrored = model_files(None, "http://mirror.local/w/")
     assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in builtin]
     assert [f.md5 for f in mirrored] == [f.md5 for f in builtin]
-    assert [f.name for f in builtin] == list(layout.MODEL_FILES)
+    assert [f.name for f in builtin] == list(modelfiles.ModelChoice().files())
     assert [f.name for f in builtin] == [
         "vit_l.pth",
         "mobile_sam.pt",

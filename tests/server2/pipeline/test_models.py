@@ -19,7 +19,7 @@ from segment_anything import sam_model_registry
 
 from server2.gpu_check import GpuUnavailable
 from server2.models import Models, ModelsMissing, build_sam, local_models_dir, pick_device, sam_config
-from studio import layout, modelfiles
+from studio import modelfiles
 from studio.errors import ConfigError
 from studio.modelfiles import ModelChoice
 from studio.settings import DEFAULTS
@@ -143,7 +143,7 @@ def test_missing_weights_are_named(tmp_path: Path, test_models_dir: Path) -> Non
 def test_other_sam_sizes_load_when_present_and_the_configured_one_stands_in(
     tmp_path: Path, test_models_dir: Path
 ) -> None:
-    for name in layout.MODEL_FILES:
+    for name in modelfiles.ModelChoice().files():
         (tmp_path / name).symlink_to(test_models_dir / name)
     (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")
     models = Models.load(tmp_path, "cpu")
@@ -156,7 +156,7 @@ def test_a_missing_sam_is_said_once_and_the_default_settings_give_no_warning(
     tmp_path: Path, test_models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """CPU local mode: SAM_MODEL=mobile_sam, the users' settings default to vit_l (not downloaded)."""
-    for name in layout.MODEL_FILES:
+    for name in modelfiles.ModelChoice().files():
         if not name.endswith(".pth"):
             (tmp_path / name).symlink_to(test_models_dir / name)
     (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")
