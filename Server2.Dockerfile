@@ -21,7 +21,8 @@ ARG CUDA_MINOR=0
 
 # Empty: weights stay in shared storage (MODELS_DIR defaults to $SHARED_DIR/models).
 # 1: copy deploy/weights/* into /opt/models and use them (not /opt/ml/model: SageMaker mounts
-# model artifacts there when a model has any).
+# model artifacts there when a model has any), MobileSAM's exported encoder and decoder among them, which
+# Server2 then copies to the shared models/ instead of exporting them.
 ARG BAKE_WEIGHTS=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -52,8 +53,11 @@ RUN pip install --no-cache-dir -r requirements-server2.txt \
 RUN --mount=type=bind,source=deploy/weights,target=/mnt/weights \
     case "$BAKE_WEIGHTS" in \
       "") ;; \
-      1) for f in vit_l.pth birefnet-dis.onnx yolov8n.pt yolov8n-seg.pt; do \
+      1) for f in vit_l.pth birefnet-dis.onnx yolov8n.pt yolov8n-seg.pt mobile_sam.pt; do \
            test -s "/mnt/weights/$f" || { echo "BAKE_WEIGHTS=1 needs deploy/weights/$f" >&2; exit 1; }; \
+         done \
+         && for f in /mnt/weights/sam-encoder-*.onnx /mnt/weights/sam-decoder-*.onnx; do \
+           test -s "$f" || { echo "BAKE_WEIGHTS=1 needs MobileSAM's exported $f (deploy.deploy --bake-weights)" >&2; exit 1; }; \
          done \
          && cp /mnt/weights/*.pth /mnt/weights/*.pt /mnt/weights/*.onnx /opt/models/ ;; \
       *) echo "BAKE_WEIGHTS must be 1 or empty, got '$BAKE_WEIGHTS'" >&2; exit 1 ;; \

@@ -113,7 +113,7 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
     from server2.cli import decode
     from server2.pipeline import sam
 
-    model_type, model = models.sam_for(models.choice.sam)
+    sam_model, model = models.sam_for(models.choice.sam)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "decoder.onnx"
         embeddings.export_decoder(model, path)
@@ -137,7 +137,7 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
             shown = " ".join(f"{v:.2f}" for v in plain)
             print(f"  clicks: {photo_path.name} {key}: {shown} | fed back {' '.join(f'{v:.2f}' for v in fed)}")
     return {
-        "model": model_type,
+        "model": sam_model,
         "seconds": round(time.perf_counter() - started, 1),
         "plain": summary(results["plain"]),
         "fed_back": summary(results["fed_back"]),

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-quality: no labelled photos (<name>.jpg|png + <name>.masks.npz) in {photos_dir}")
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    choice = ModelChoice.from_env(cpu=True)  # MobileSAM unless SAM_MODEL says, on either device
+    choice = ModelChoice.from_env(gpu=False)  # MobileSAM unless SAM_MODEL says, on either device
     models = Models.load(weights, args.device, choice, need_sam=False)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -112,14 +112,19 @@ def docker(*args: str, stdin: str | None = None) -> None:
 
 
 def stage_weights(source: Path) -> None:
-    """Copy the default configuration's weight files into deploy/weights/, where Server2.Dockerfile bakes them."""
+    """Copy the weight files (the default configuration's) into deploy/weights/, where Server2.Dockerfile bakes them,
+    with MobileSAM's encoder and decoder for the editor (copied from source when there, else exported from
+    mobile_sam.pt), so that the baked image starts without exporting."""
     missing = [f for f in modelfiles.ModelChoice().files() if not (source / f).is_file()]
     if missing:
         raise DeployError(f"--bake-weights {source}: missing {', '.join(missing)}")
-    for f in modelfiles.ModelChoice().files():
+    for f in [*modelfiles.ModelChoice().files(), *(p.name for p in source.glob("sam-*coder-*.onnx"))]:
         target = WEIGHTS_DIR / f
         if not target.exists() or target.stat().st_size != (source / f).stat().st_size:
             shutil.copyfile(source / f, target)
+    from server2.embeddings import export_editor_models  # torch: only for a bake
+
+    print(f"+ MobileSAM's editor models in {WEIGHTS_DIR}: {export_editor_models(WEIGHTS_DIR)}", flush=True)
 
 
 def build_and_push(ecr, images: list[Image], bake_weights: bool) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from studio import layout
 from studio.errors import ConfigError
-from studio.modelfiles import SAM_CPU_DEFAULT
 from studio.storage import NotFound, open_storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,25 +38,14 @@ def local_login(env: dict[str, str]) -> tuple[str, str, bool]:
         return login["user"], login["password"], True
 
 
-def gpu(env: dict[str, str]) -> bool:
-    """Whether Server2 will run on a GPU here (DEVICE, else what torch sees, as server2.models.pick_device)."""
-    if env.get("DEVICE", "auto").lower() == "cpu":
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def local_env(environ: dict[str, str]) -> dict[str, str]:
-    """Both servers' environment in local mode: ./shared, port 5050, no endpoint; without a GPU SAM_MODEL is
-    MobileSAM unless set (CPU local mode: the one SAM downloaded and loaded, README)."""
+    """Both servers' environment in local mode: ./shared, port 5050, no endpoint. The SAM model is Server2's
+    own choice (server2.models.choose: MobileSAM without a GPU unless SAM_MODEL says otherwise)."""
     env = dict(environ)
     env.setdefault("SHARED_DIR", str(REPO / "shared"))
     env.setdefault("PORT", "5050")
     env.pop("SAGEMAKER_ENDPOINT", None)  # local mode
     env["PYTHONUNBUFFERED"] = "1"
-    if "SAM_MODEL" not in env and not gpu(env):
-        env["SAM_MODEL"] = SAM_CPU_DEFAULT
     return env
 
 

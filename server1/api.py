@@ -3,7 +3,7 @@
 GET  /api/images                 {"images": [{"id", "name", "created_at", "status": {"state", "error", "attempts",
                                   "updated_at"}, "original_url", "thumb_url", "clippings": [{"name", "url",
                                   "thumb_url"}], "zip_url"}]}   newest first; clippings largest first
-GET  /api/settings               {"settings", "defaults", "choices", "ranges", "models" (configured, by role),
+GET  /api/settings               {"settings", "defaults", "choices", "ranges", "models" (the deployment's, by role),
                                   "sam_weights" (the chosen SAM's download, null once its weights are there)}
 POST /api/settings               JSON object of changes -> {"settings", "sam_weights"}, and the chosen SAM's
                                   weights are fetched if missing; 400 {"error", "errors": {field: why}}
@@ -12,7 +12,7 @@ DELETE /api/images/<id>          -> {"deleted": id}
 POST /api/clear                  every image of the user (settings kept) -> {"deleted": count}
 GET|PUT /api/canvas              the user's composition (a JSON object); GET {} when none
 GET  /api/images/<id>/clippings.zip
-GET  /api/status                 {"worker": off|starting|ready|busy, "queue": {state: n}}
+GET  /api/status                 {"worker": off|starting|ready|busy, "device": cuda|cpu|null, "queue": {state: n}}
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def get_settings() -> Response:
         defaults=settings.DEFAULTS,
         choices=settings.CHOICES,
         ranges=ranges,
-        models=modelfiles.in_use(),
-        sam_weights=_sam_weights(stored["model_type"]),
+        models=services().lifecycle.models_in_use(),
+        sam_weights=_sam_weights(stored["sam_model"]),
     )
 
 
@@ -59,19 +59,22 @@ def save_settings() -> Response | tuple[Response, int]:
         merged = settings.save(services().storage, current_user(), changes)
     except settings.InvalidSettings as e:
         return json_error(f"invalid settings: {e}", 400, errors=e.errors)
-    services().lifecycle.want_sam(merged["model_type"])
-    return jsonify(settings=merged, sam_weights=_sam_weights(merged["model_type"]))
+    services().lifecycle.want_sam(merged["sam_model"])
+    return jsonify(settings=merged, sam_weights=_sam_weights(merged["sam_model"]))
 
 
-def _sam_weights(model_type: str) -> dict | None:
+def _sam_weights(sam_model: str) -> dict | None:
     """{"model", "state", "percent", "error"} while a SAM's weights are not there (queued: not yet
-    listed by the leader; unchecked, checking, downloading, failed, missing), else None."""
-    found = services().lifecycle.weights_state(modelfiles.sam_file(model_type)) or {"state": "queued", "error": None}
+    listed by the leader; unchecked, checking, downloading, failed, missing), else None. "deployment": the
+    deployment's own model, fetched by the leader whatever the settings say."""
+    if sam_model == modelfiles.DEPLOYMENT:
+        return None
+    found = services().lifecycle.weights_state(modelfiles.sam_file(sam_model)) or {"state": "queued", "error": None}
     if found["state"] == "present":
         return None
     received, size = found.get("received"), found.get("size")
     percent = int(100 * received / size) if isinstance(received, int) and isinstance(size, int) and size else None
-    return {"model": model_type, "state": found["state"], "percent": percent, "error": found.get("error")}
+    return {"model": sam_model, "state": found["state"], "percent": percent, "error": found.get("error")}
 
 
 @bp.post("/images/<image_id>/retry")

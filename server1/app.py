@@ -71,7 +71,7 @@ def create_app(config: dict | None = None) -> Flask:
     jobs = Jobs(storage, owner=f"server1@{socket.gethostname()}")
     lifecycle = Lifecycle(storage, list(settings["USERS"]), config=settings["LIFECYCLE"])
     albums = Albums(storage, jobs)
-    hub = events.EventHub(albums, lifecycle.worker_status, settings["EVENTS_POLL_SECONDS"])
+    hub = events.EventHub(albums, lifecycle.serving, settings["EVENTS_POLL_SECONDS"])
     app.extensions["server1"] = Services(storage, jobs, lifecycle, Sessions(storage, SESSION_DAYS * 86400), albums, hub)
 
     # Order matters: the login gate runs before the CSRF check, so a request without a

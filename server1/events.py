@@ -37,16 +37,16 @@ class _Feed:
 
 
 class EventHub:
-    def __init__(self, albums: Albums, worker_status: Callable[[], str], poll_seconds: float) -> None:
+    def __init__(self, albums: Albums, serving: Callable[[], dict], poll_seconds: float) -> None:
         self.albums = albums
-        self.worker_status = worker_status
+        self.serving = serving  # {"worker", "device"}: Lifecycle.serving
         self.poll_seconds = poll_seconds
         self._feeds: dict[str, _Feed] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
 
     def status_payload(self, images: list[dict]) -> dict:
-        return {"worker": self.worker_status(), "queue": counts(images)}
+        return {**self.serving(), "queue": counts(images)}
 
     def subscribe(self, user: str) -> queue.Queue[Event | None]:
         stream: queue.Queue[Event | None] = queue.Queue()

@@ -61,7 +61,7 @@ def write_result(folder: Path, path: Path, original: Image.Image, result: object
         "input": str(path),
         "size": list(original.size),
         "method": result.method,
-        "models": {**models.describe(), "sam_used": result.model_type or None},
+        "models": {**models.describe(), "sam_used": result.sam_model or None},
         "boxes": result.points["boxes"],
         "points": {"points": result.points["points"], "labels": result.points["labels"]},
         "clippings": [],
@@ -96,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     from server2 import embeddings, pipeline
     from server2.models import Models, ModelsMissing, pick_device
     from studio.errors import ConfigError
-    from studio.modelfiles import ModelChoice
     from studio.storage import FileStorage
 
     files = inputs(args.inputs)
@@ -104,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print("segment: no image files among the inputs", file=sys.stderr)
         return 2
     try:
-        device = pick_device(args.device or device_from_env())
-        choice = ModelChoice.from_env(cpu=device == "cpu")  # no GPU: MobileSAM unless SAM_MODEL says
-        models = Models.load(Path(args.models), device, choice, need_sam=args.mode != "matte")
+        models = Models.load(
+            Path(args.models), pick_device(args.device or device_from_env()), need_sam=args.mode != "matte"
+        )
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ import torch
 from studio import layout
 from studio.jobs import Claim
 from studio.modelfiles import sam_file
-from studio.storage import Storage
+from studio.storage import FileStorage, Storage
 
 if TYPE_CHECKING:
     from server2.models import ModelSet
@@ -135,10 +135,15 @@ def export_encoder(sam: torch.nn.Module, path: Path) -> None:
         )
 
 
-def _ensure(storage: Storage, key: str, export: Callable[[Path], None], what: str) -> str:
-    """key, exported by export(path) unless it is there already."""
+def _ensure(storage: Storage, key: str, export: Callable[[Path], None], what: str, baked: Path | None = None) -> str:
+    """key, unless it is there already: a copy of baked when that file exists (the weights baked into the
+    image with BAKE_WEIGHTS=1), else exported by export(path)."""
     with _lock:
         if storage.exists(key):
+            return key
+        if baked is not None and baked.is_file():
+            storage.write(key, baked.read_bytes())
+            log.info("copied %s from %s to %s", what, baked, key)
             return key
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "model.onnx"
@@ -162,8 +167,22 @@ def ensure_editor_models(storage: Storage, models: ModelSet, folder: str = layou
         return None
     digest = checkpoint_digest(models.folder / sam_file("mobile_sam"))
     where = f"{folder}/" if folder else ""
-    _ensure(storage, where + layout.decoder_file(digest), partial(export_decoder, sam), "SAM's prompt decoder")
-    _ensure(storage, where + layout.encoder_file(digest), partial(export_encoder, sam), "SAM's image encoder")
+    for name, export, what in (
+        (layout.decoder_file(digest), export_decoder, "SAM's prompt decoder"),
+        (layout.encoder_file(digest), export_encoder, "SAM's image encoder"),
+    ):
+        _ensure(storage, where + name, partial(export, sam), what, baked=Path(models.folder) / name)
+    return digest
+
+
+def export_editor_models(folder: Path) -> str:
+    """MobileSAM's decoder and encoder exported into folder, beside its mobile_sam.pt, unless there: for a
+    weights folder outside Server2 (the bake list, deploy.deploy.stage_weights). The checkpoint's digest."""
+    from server2.models import load_sam
+
+    models = SimpleNamespace(sam={"mobile_sam": load_sam(folder / sam_file("mobile_sam"), "cpu")}, folder=folder)
+    digest = ensure_editor_models(FileStorage(folder), models, folder="")
+    assert digest is not None
     return digest
 
 
@@ -176,9 +195,9 @@ def prepare(storage: Storage, models: ModelSet, result: object) -> dict | None:
     """
     if result.embedding is None:
         return None
-    sam = models.sam[result.model_type]
+    sam = models.sam[result.sam_model]
     try:
-        digest = checkpoint_digest(models.folder / sam_file(result.model_type))
+        digest = checkpoint_digest(models.folder / sam_file(result.sam_model))
         ensure_decoder(storage, sam, digest)
     except Exception:  # the cut-outs are what the job is for: they are kept, only editing waits for a retry
         log.exception("no embedding kept: exporting SAM's prompt decoder failed")

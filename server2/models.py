@@ -2,8 +2,9 @@
 
 Which ones is configuration (studio/modelfiles.py, also where each file officially comes from):
 DETECT_MODEL (an Ultralytics file, its "-seg" sibling used when present), MATTE_MODEL (a rembg session
-name, loaded with rembg's own session class for its pre/post-processing), SAM_MODEL (the default size;
-every other SAM size whose weights exist is loaded too, for users' settings).
+name, loaded with rembg's own session class for its pre/post-processing), SAM_MODEL (the deployment's SAM
+model; unset, the CPU rule of choose(); every other SAM model whose weights exist is loaded too, for users'
+settings).
 
 SAM's architecture is read from the checkpoint's tensor shapes (embed dim, depth, heads, global-attention
 blocks, window, input size), so one code path loads the real vit_b/vit_l/vit_h checkpoints and the small
@@ -33,10 +34,16 @@ import torch  # noqa: E402  (torch before onnxruntime: its CUDA libraries are th
 # own default (every physical core) for both instead.
 os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 from PIL import Image  # noqa: E402
+from ultralytics.utils import patches as ultralytics_patches  # noqa: E402
+
+# ultralytics wraps PIL.Image.open: on a file Pillow cannot identify it tries to install and import
+# pi-heif at run time (an error naming pi_heif, or a download). HEIF is registered by studio.upright,
+# which is what its flag records, so a file that is no image fails plainly on every path that loads models
+# (the worker and the command line).
+ultralytics_patches._pil_plugins_registered = True
 
 from server2 import gpu_check  # noqa: E402
-from studio.modelfiles import SAM_SIZES, ModelChoice, sam_file  # noqa: E402
-from studio.settings import DEFAULTS  # noqa: E402
+from studio.modelfiles import DEPLOYMENT, SAM_MODELS, ModelChoice, sam_file  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,7 @@ def local_models_dir(models_dir: str, cache: Path) -> Path:
 
     storage = open_storage(models_dir, check=False)  # reading is all this needs
     cache.mkdir(parents=True, exist_ok=True)
-    wanted = {*ModelChoice.from_env().files(), *(sam_file(size) for size in SAM_SIZES)}
+    wanted = {*ModelChoice.from_env(gpu=True).files(), *(sam_file(model) for model in SAM_MODELS)}
     for entry in storage.list(""):
         target = cache / entry.name
         if entry.key not in wanted or target.exists():
@@ -299,6 +306,12 @@ class MatteModel:
         return np.asarray(mask) >= MATTE_THRESHOLD
 
 
+def choose(device: str) -> ModelChoice:
+    """The models Server2 loads on device: the one place its CPU rule applies (studio.modelfiles: without
+    a GPU, MobileSAM unless SAM_MODEL says otherwise), whichever way Server2 or its command line started."""
+    return ModelChoice.from_env(gpu=device == "cuda")
+
+
 @dataclass
 class Models:
     """Every configured model, loaded once and kept in memory."""
@@ -314,19 +327,19 @@ class Models:
 
     @classmethod
     def load(cls, models_dir: Path, device: str, choice: ModelChoice | None = None, need_sam: bool = True) -> Models:
-        """choice: the configured models (default: from the environment, studio.modelfiles).
-        need_sam=False (the matte-only command line and benchmark): SAM weights are loaded when present."""
+        """choice: the models to load (default: choose(device)); need_sam=False (the matte-only command line
+        and benchmark): SAM weights are loaded when present."""
         models_dir = Path(models_dir)
-        choice = choice or ModelChoice.from_env()
+        choice = choice or choose(device)
         segment = DetectModel(choice.segment) if choice.segment != choice.detect else None
         needed = [*[SamModel(choice.sam)] * need_sam, DetectModel(choice.detect), MatteModel(choice.matte)]
         missing = [f for model in needed for f in model.files if not (models_dir / f).is_file()]
         if missing:
             raise ModelsMissing(missing, models_dir)
         sam = {
-            size: SamModel(size).load(models_dir, device).module
-            for size in SAM_SIZES
-            if (models_dir / sam_file(size)).is_file()
+            name: SamModel(name).load(models_dir, device).module
+            for name in SAM_MODELS
+            if (models_dir / sam_file(name)).is_file()
         }
         if segment is not None and (models_dir / segment.files[0]).is_file():
             segment.load(models_dir, device)
@@ -357,22 +370,19 @@ class Models:
             "matte": self.matte.name,
         }
 
-    def sam_for(self, model_type: str) -> tuple[str, torch.nn.Module]:
-        """The SAM the user asked for, or the configured size when those weights are not there.
-
-        Logged once per size, not per job, and as a warning only for a size a user picked: the settings'
-        default (vit_l) on a server configured with another SAM (MobileSAM without a GPU) is expected."""
-        if model_type in self.sam:
-            return model_type, self.sam[model_type]
+    def sam_for(self, sam_model: str) -> tuple[str, torch.nn.Module]:
+        """The SAM a user's settings ask for ("deployment": the configured one), or the configured one when
+        those weights are not there (a warning, once per model, not per job)."""
+        if sam_model in self.sam:
+            return sam_model, self.sam[sam_model]
         if self.choice.sam not in self.sam:
             raise ModelsMissing([sam_file(self.choice.sam)], self.folder)
-        if model_type not in self.fallbacks:
-            self.fallbacks.add(model_type)
-            log.log(
-                logging.INFO if model_type == DEFAULTS["model_type"] else logging.WARNING,
+        if sam_model != DEPLOYMENT and sam_model not in self.fallbacks:
+            self.fallbacks.add(sam_model)
+            log.warning(
                 "SAM %s requested but %s is not in %s; using %s (said once)",
-                model_type,
-                sam_file(model_type),
+                sam_model,
+                sam_file(sam_model),
                 self.folder,
                 self.choice.sam,
             )
@@ -392,4 +402,4 @@ class ModelSet(Protocol):
 
     def describe(self) -> dict: ...
 
-    def sam_for(self, model_type: str) -> tuple[str, torch.nn.Module]: ...
+    def sam_for(self, sam_model: str) -> tuple[str, torch.nn.Module]: ...

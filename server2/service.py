@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -23,8 +24,9 @@ from server2.dispatch import Dispatcher
 from server2.gpu_check import GpuUnavailable
 from server2.idle_guard import IdleGuard
 from server2.outcome import Stopping
+from studio import layout
 from studio.errors import ConfigError
-from studio.jobs import Jobs, Scanner
+from studio.jobs import Jobs, Scanner, iso
 from studio.storage import Storage, StorageError, open_storage
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ class Service:
         self.dispatcher: Dispatcher | None = None
         self._stopper: threading.Thread | None = None
         self.abandoned = False  # a job was released on shutdown while its thread still runs
+        self._storage: Storage | None = None  # for the report, once opened
+        self._serving: dict = {}  # {"device", "sam_model"} once the device is picked
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> None:
@@ -59,21 +63,39 @@ class Service:
     def _set(self, state: str, reason: str) -> None:
         if (state, reason) != (self.state, self.reason):
             (log.info if state != "error" else log.error)("server2 %s: %s", state, reason)
+            self._report(state)
         self.state, self.reason = state, reason
+
+    def _report(self, state: str) -> None:
+        """Tell Server1 what serves (layout.server2_report()): device, SAM model, and loading | error |
+        ready | stopped. Best effort: Server1 keeps its last view when this cannot be written."""
+        if self._storage is None or not self._serving:
+            return
+        report = {**self._serving, "state": state, "worker": self.worker_id, "updated_at": iso(time.time())}
+        try:
+            self._storage.write_json(layout.server2_report(), report)
+        except StorageError as e:
+            log.warning("cannot write Server2's report: %s", e)
 
     def _load(self) -> None:
         # Imported here: torch and friends take seconds, and the process must answer /ping meanwhile.
-        from server2.models import Models, ModelsMissing, local_models_dir, pick_device
+        from server2.models import Models, ModelsMissing, choose, local_models_dir, pick_device
 
         retry = True
         device: str | None = None
         while not self.stopping.is_set():
             if retry:
                 try:
-                    storage = open_storage(self.config.shared_dir)
+                    storage = self._storage = open_storage(self.config.shared_dir)
                     on_sagemaker = self.config.deployment.endpoint is not None
                     device = device or pick_device(self.config.device, on_sagemaker)  # decided (and logged) once
-                    models = Models.load(local_models_dir(self.config.models_dir, self.config.models_cache), device)
+                    choice = choose(device)
+                    if not self._serving:
+                        self._serving = {"device": device, "sam_model": choice.sam}
+                        self._report(self.state)
+                    models = Models.load(
+                        local_models_dir(self.config.models_dir, self.config.models_cache), device, choice
+                    )
                 except GpuUnavailable as e:  # cannot heal in this container: say so once, stop trying
                     self._set("error", str(e))
                     retry = False
@@ -142,4 +164,5 @@ class Service:
     def _finish_or_release(self) -> None:
         if self.dispatcher is not None:
             self.abandoned = self.dispatcher.stop(self.config.stop_grace)
+        self._report("stopped")
         log.info("server2 stopped")

@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
-from ultralytics.utils import patches as ultralytics_patches
 
 from server2 import embeddings, pipeline
 from server2.models import ModelSet
@@ -26,10 +25,6 @@ from studio.jobs import FINAL, Claim, Jobs
 from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
-# ultralytics wraps PIL.Image.open: on a file Pillow cannot identify it tries to install and import
-# pi-heif at run time (an error naming pi_heif, or a download). HEIF is registered by studio.upright,
-# which is what its flag records, so a file that is no image fails plainly.
-ultralytics_patches._pil_plugins_registered = True
 
 
 class BadImage(Exception):
@@ -104,14 +99,14 @@ class Worker:
                 fields = {
                     "clippings": names,
                     "method": result.method,
-                    "model": result.model_type or self.models.matte.name,  # SAM's size, or the matting model's name
+                    "model": result.sam_model or self.models.matte.name,  # the model that made the masks
                     "timings": {k: round(v, 4) for k, v in timings.items()},
                     "width": original.width,
                     "height": original.height,
                     "source": source,
                     "masks": len(result.masks),
                     "device": self.models.device,
-                    **({"model_type": result.model_type, "refined": result.refined} if result.model_type else {}),
+                    **({"refined": result.refined} if result.sam_model else {}),
                     **editing,
                 }
                 if not self.jobs.complete(claim, staged, **fields):

@@ -49,6 +49,12 @@ def system(name: str) -> str:
     return f"{SYSTEM}/{check_name(name)}"
 
 
+def server2_report() -> str:
+    """Server2's report of what serves ({"device", "sam_model", "state", "worker", "updated_at"}), written by
+    Server2 when its state changes, read by Server1 (the deployment's model, the album's badge)."""
+    return system("server2.json")
+
+
 def invocation(user: str, image_id: str) -> str:
     """Server1's record that it invoked the endpoint for a job, so a restart does not invoke it again."""
     return f"{SYSTEM}/invocations/{check_user(user)}/{check_name(image_id, 'image id')}.json"

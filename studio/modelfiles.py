@@ -7,10 +7,10 @@ Configuration (environment):
 - DETECT_MODEL: an Ultralytics weights file (yolov8n.pt default; yolo11n.pt, yolov8s.pt...). Its "-seg"
   sibling (yolov8n-seg.pt) is fetched too and used when present: its masks give better SAM prompts.
 - MATTE_MODEL: a rembg session name (birefnet-dis default; see MATTE below), file <name>.onnx.
-- SAM_MODEL: the SAM model loaded by default (vit_l; mobile_sam in CPU local mode). Models users pick in
-  their settings are fetched as well (required_files(sam_sizes=...)). mobile_sam is MobileSAM: SAM's prompt
-  encoder and mask decoder behind a small TinyViT image encoder (about 5 M parameters against vit_b's 89 M);
-  much faster, lower quality than vit_l.
+- SAM_MODEL: the deployment's SAM model (one of SAM_MODELS). Unset: vit_l on a GPU, mobile_sam without one
+  (the CPU rule, ModelChoice.from_env(gpu)). Models users pick in their settings are fetched as well
+  (required_files(sam_models=...)). mobile_sam is MobileSAM: SAM's prompt encoder and mask decoder behind a
+  small TinyViT image encoder (about 5 M parameters against vit_b's 89 M); much faster, lower quality than vit_l.
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ class ModelFile:
     md5: str | None = None
 
 
-SAM_SIZES = ("mobile_sam", "vit_b", "vit_l", "vit_h")
-SAM_DEFAULT = "vit_l"
+SAM_MODELS = ("mobile_sam", "vit_b", "vit_l", "vit_h")
+SAM_GPU_DEFAULT = "vit_l"
+SAM_CPU_DEFAULT = "mobile_sam"  # without a GPU: about 1 s an image embedding on 2 cores (vit_b: 20 s)
 EDITOR_SAM = "mobile_sam"  # whose image encoder Server1 runs (server1/encoding.py)
-SAM_CPU_DEFAULT = "mobile_sam"  # CPU local mode: about 1 s an image embedding on 2 cores (vit_b: 20 s)
+# A user's sam_model meaning "the SAM model the deployment loads" (SAM_MODEL, else the CPU rule): the settings'
+# default, so that it never names weights the deployment may not have.
+DEPLOYMENT = "deployment"
+SAM_SETTING_CHOICES = (DEPLOYMENT, *SAM_MODELS)
 DETECT_DEFAULT = "yolov8n.pt"
 MATTE_DEFAULT = "birefnet-dis"
 
@@ -72,16 +76,16 @@ class ModelChoice:
 
     detect: str = DETECT_DEFAULT
     matte: str = MATTE_DEFAULT
-    sam: str = SAM_DEFAULT
+    sam: str = SAM_GPU_DEFAULT
 
     @classmethod
-    def from_env(cls, cpu: bool = False) -> ModelChoice:
-        """DETECT_MODEL, MATTE_MODEL, SAM_MODEL; cpu: Server2 has no GPU (MobileSAM unless SAM_MODEL says)."""
-        sam_default = SAM_CPU_DEFAULT if cpu else SAM_DEFAULT
+    def from_env(cls, gpu: bool) -> ModelChoice:
+        """DETECT_MODEL, MATTE_MODEL, SAM_MODEL. The CPU rule: without a GPU, MobileSAM unless SAM_MODEL says
+        otherwise (a ViT image encoder takes 20 s and more an image on a CPU)."""
         return cls(
             detect=check_detect(os.environ.get("DETECT_MODEL") or DETECT_DEFAULT),
             matte=check_matte(os.environ.get("MATTE_MODEL") or MATTE_DEFAULT),
-            sam=check_sam(os.environ.get("SAM_MODEL") or sam_default),
+            sam=check_sam(os.environ.get("SAM_MODEL") or (SAM_GPU_DEFAULT if gpu else SAM_CPU_DEFAULT)),
         )
 
     @property
@@ -94,11 +98,11 @@ class ModelChoice:
     def matte_file(self) -> str:
         return f"{self.matte}.onnx"
 
-    def files(self, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """The weight file names, the configured SAM size's first. mobile_sam.pt always (40 MB): Server2 exports
+    def files(self, sam_models: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """The weight file names, the configured SAM model's first. mobile_sam.pt always (40 MB): Server2 exports
         its image encoder so that Server1 can embed, on its CPU, a photo Server2 has not processed."""
-        extra = {*sam_sizes, EDITOR_SAM}
-        sams = [self.sam, *sorted(s for s in extra if s != self.sam and s in SAM_SIZES)]
+        extra = {*sam_models, EDITOR_SAM}
+        sams = [self.sam, *sorted(s for s in extra if s != self.sam and s in SAM_MODELS)]
         return [
             *(sam_file(s) for s in sams),
             self.detect,
@@ -107,9 +111,9 @@ class ModelChoice:
         ]
 
 
-def sam_file(size: str) -> str:
-    """The weights file of a SAM model: mobile_sam.pt (its upstream name), else <size>.pth."""
-    return MOBILE_SAM.name if size == "mobile_sam" else f"{size}.pth"
+def sam_file(model: str) -> str:
+    """The weights file of a SAM model: mobile_sam.pt (its upstream name), else <model>.pth."""
+    return MOBILE_SAM.name if model == "mobile_sam" else f"{model}.pth"
 
 
 def check_detect(name: str) -> str:
@@ -125,8 +129,8 @@ def check_matte(name: str) -> str:
 
 
 def check_sam(name: str) -> str:
-    if name not in SAM_SIZES:
-        raise ConfigError(f"SAM_MODEL must be one of {', '.join(SAM_SIZES)}, got {name!r}")
+    if name not in SAM_MODELS:
+        raise ConfigError(f"SAM_MODEL must be one of {', '.join(SAM_MODELS)}, got {name!r}")
     return name
 
 
@@ -145,14 +149,5 @@ def official(name: str) -> ModelFile:
     raise ConfigError(f"no official source known for model file {name!r}")
 
 
-def required_files(choice: ModelChoice, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[ModelFile]:
-    return [official(name) for name in choice.files(sam_sizes)]
-
-
-def in_use() -> dict[str, str]:
-    """The configured models, by role, for the settings page ({"error": why} when misconfigured)."""
-    try:
-        choice = ModelChoice.from_env()
-    except ConfigError as e:
-        return {"error": str(e)}
-    return {"sam": choice.sam, "detect": choice.detect, "matte": choice.matte}
+def required_files(choice: ModelChoice, sam_models: set[str] | frozenset[str] = frozenset()) -> list[ModelFile]:
+    return [official(name) for name in choice.files(sam_models)]

@@ -1,15 +1,19 @@
-"""Per-user settings (docs/architecture.md "Settings"): defaults, validation, storage."""
+"""Per-user settings (docs/architecture.md "Settings"): defaults, validation, storage.
+
+sam_model takes its choices from studio.modelfiles; its default, "deployment", means whatever SAM model the
+deployment loads (SAM_MODEL, else the CPU rule), so it never names weights that may be absent.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 
-from studio import layout
+from studio import layout, modelfiles
 from studio.storage import NotFound, Storage
 
 DEFAULTS: dict[str, object] = {
-    "model_type": "vit_l",
+    "sam_model": modelfiles.DEPLOYMENT,
     "points_per_side": 32,
     "pred_iou_thresh": 0.88,
     "stability_score_thresh": 0.95,
@@ -18,9 +22,12 @@ DEFAULTS: dict[str, object] = {
     "min_area": 1000,
     "max_clippings": 50,
 }
-CHOICES = {"model_type": ("mobile_sam", "vit_b", "vit_l", "vit_h"), "mode": ("auto", "sam", "matte")}
+CHOICES = {"sam_model": modelfiles.SAM_SETTING_CHOICES, "mode": ("auto", "sam", "matte")}
 # Old names still accepted, stored as the new one: "birefnet" named the matte path whatever MATTE_MODEL is.
 ALIASES = {"mode": {"birefnet": "matte"}}
+# Settings files written before sam_model: "model_type", which every file held, its old default (vit_l)
+# included; that default was nobody's choice, so it reads as the deployment's model.
+OLD_SAM_KEY, OLD_SAM_DEFAULT = "model_type", "vit_l"
 INT_RANGES = {
     "points_per_side": (8, 128),
     "crop_n_layers": (0, 3),
@@ -84,6 +91,9 @@ def load(storage: Storage, user: str) -> dict[str, object]:
         return dict(DEFAULTS)
     if not isinstance(stored, dict):
         return dict(DEFAULTS)
+    if OLD_SAM_KEY in stored:
+        old = stored.pop(OLD_SAM_KEY)
+        stored.setdefault("sam_model", modelfiles.DEPLOYMENT if old == OLD_SAM_DEFAULT else old)
     out = dict(DEFAULTS)
     for key, value in stored.items():
         with contextlib.suppress(InvalidSettings):

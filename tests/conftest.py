@@ -28,6 +28,9 @@ os.environ.update(
     AWS_DEFAULT_REGION="us-east-1",
     AWS_REGION="us-east-1",
 )
+# The small test weights hold a vit_l.pth (tests/weights.py): the SAM model every test loads unless it says
+# otherwise. The tests of the CPU rule (no SAM_MODEL, no GPU: MobileSAM) unset it.
+os.environ["SAM_MODEL"] = "vit_l"
 os.environ.pop("AWS_PROFILE", None)
 
 
@@ -244,15 +247,10 @@ def browser() -> Iterator[Browser]:
 def real_editor_models(real_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MobileSAM's decoder and image encoder as ONNX (sam-decoder-/sam-encoder-<digest>.onnx), exported once
     from the real mobile_sam.pt by the function Server2 and the command line call when they load it."""
-    from types import SimpleNamespace
-
     from server2 import embeddings
-    from server2.models import load_sam
-    from studio.storage import FileStorage
 
     folder = tmp_path_factory.mktemp("editor-models")
-    models = SimpleNamespace(
-        sam={"mobile_sam": load_sam(real_models_dir / "mobile_sam.pt", "cpu")}, folder=real_models_dir
-    )
-    embeddings.ensure_editor_models(FileStorage(folder), models, folder="")
+    (folder / "mobile_sam.pt").symlink_to(real_models_dir / "mobile_sam.pt")
+    embeddings.export_editor_models(folder)
+    (folder / "mobile_sam.pt").unlink()
     return folder

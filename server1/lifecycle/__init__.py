@@ -10,6 +10,11 @@ cold start takes minutes anyway, and logins and uploads wake it at once. The lea
 publishes its view (layout.system("lifecycle-status.json")) when it changes, so the other
 processes answer worker_status() and health() from it; a login or upload handled by one of
 those asks AWS for the GPU directly and the leader sees it up and counts that as activity.
+
+Server1 knows no GPU: the deployment's models are what Server2 reports it chose (layout.server2_report(),
+written as soon as Server2 has picked its device); before its first report, the CPU rule for the device
+expected here (a SageMaker endpoint is a GPU, deploy/stack.yaml; local mode assumes none). The leader
+fetches the weights of that choice, and of a new one as soon as Server2 reports it.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 from server1.lifecycle.config import LifecycleConfig
 from server1.lifecycle.scaler import Scaler
 from server1.lifecycle.scheduler import Lease, Scheduler
 from server1.lifecycle.watcher import HttpInvoker, Invoker, SageMakerInvoker, Watcher
-from server1.lifecycle.weights import ModelFile, Weights, model_files, settings_sam_sizes
+from server1.lifecycle.weights import ModelFile, Weights, model_files, settings_sam_models
 from studio import layout, sagemaker
 from studio.errors import ConfigError
 from studio.jobs import iso
+from studio.modelfiles import SAM_MODELS, ModelChoice
 from studio.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -40,7 +47,9 @@ IDLE_POLL_FACTOR = 4
 MAX_WARMING_SECONDS = 1800.0
 NUDGE_SECONDS = 600.0  # how long a standby process keeps asking for the GPU after a login/upload
 STATUS_CACHE_SECONDS = 2.0
-SETTINGS_SCAN_SECONDS = 60.0  # the leader's look for SAM sizes picked in the settings through another process
+SETTINGS_SCAN_SECONDS = 60.0  # the leader's look for SAM models picked in the settings through another process
+# Local mode's badge from Server2's reported state (no report: ready, as the poller takes jobs when it runs).
+LOCAL_PHASES = {"loading": "starting", "error": "starting", "stopped": "off"}
 
 
 class Lifecycle:
@@ -60,10 +69,12 @@ class Lifecycle:
         self.config = cfg = config
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.endpoint_api = sagemaker.endpoint_api(cfg.endpoint, cfg.inference_component, cfg.variant, sagemaker_client)
+        self._report: tuple[float, dict] | None = None  # Server2's report, as last read, and when
+        self._sam = self.choice().sam  # the deployment's SAM model whose weights the leader fetches
         self.weights = Weights(cfg.models_dir, self._model_files(), cfg.skip_model_download)
         self.scaler: Scaler | None = None
         invoker: Invoker | None = None
-        self.endpoint_api = sagemaker.endpoint_api(cfg.endpoint, cfg.inference_component, cfg.variant, sagemaker_client)
         if self.endpoint_api is not None:
             self.scaler = Scaler(self.endpoint_api, clock, cfg.poll_seconds)
             invoker = SageMakerInvoker(cfg.endpoint, cfg.inference_component, runtime_client)
@@ -107,11 +118,11 @@ class Lifecycle:
         """A new job was just written: look at the queue now rather than at the next poll."""
         self._wake()
 
-    def want_sam(self, size: str) -> None:
+    def want_sam(self, sam_model: str) -> None:
         """A user saved the settings with this SAM: the leader fetches its weights now if missing (a
         standby's save reaches the leader's next look at the settings, SETTINGS_SCAN_SECONDS)."""
-        if self.lease.held:
-            self.weights.want(self._model_files({size}))
+        if self.lease.held and sam_model in SAM_MODELS:
+            self.weights.want(self._model_files({sam_model}))
 
     def weights_state(self, name: str) -> dict | None:
         """One model file's state ({"state", "error", "received", "size"}), None while not listed."""
@@ -124,6 +135,39 @@ class Lifecycle:
             return self._status
         return str(self._shared().get("worker", "off"))
 
+    def serving(self) -> dict:
+        """The album's badge: {"worker": worker_status(), "device": "cuda" | "cpu" | None (not reported yet)}."""
+        device = self.server2().get("device")
+        return {"worker": self.worker_status(), "device": device if device in ("cuda", "cpu") else None}
+
+    def server2(self) -> dict:
+        """Server2's latest report (layout.server2_report()), {} before its first; read at most every
+        STATUS_CACHE_SECONDS."""
+        now = time.monotonic()
+        if self._report and now - self._report[0] < STATUS_CACHE_SECONDS:
+            return self._report[1]
+        try:
+            report = self.storage.read_json(layout.server2_report())
+        except (StorageError, ValueError):  # NotFound is a StorageError: Server2 has not started yet
+            report = None
+        self._report = (now, report if isinstance(report, dict) else {})
+        return self._report[1]
+
+    def choice(self) -> ModelChoice:
+        """The deployment's models: DETECT_MODEL and MATTE_MODEL, and the SAM model Server2 reports it chose;
+        before its first report, the CPU rule for the device expected (a SageMaker endpoint is a GPU)."""
+        choice = ModelChoice.from_env(gpu=self.endpoint_api is not None)
+        reported = self.server2().get("sam_model")
+        return replace(choice, sam=reported) if reported in SAM_MODELS else choice
+
+    def models_in_use(self) -> dict[str, str]:
+        """The deployment's models, by role, for the settings page ({"error": why} when misconfigured)."""
+        try:
+            choice = self.choice()
+        except ConfigError as e:
+            return {"error": str(e)}
+        return {"sam": choice.sam, "detect": choice.detect, "matte": choice.matte}
+
     def health(self) -> dict:
         """JSON-able state for /healthz (endpoint state, scaler errors, model files); no secrets."""
         if self.lease.held:
@@ -131,19 +175,29 @@ class Lifecycle:
         return {"role": "standby", **self._shared()}
 
     # -- the leader's work ----------------------------------------------------------------
-    def _model_files(self, sam_sizes: set[str] | frozenset[str] = frozenset()) -> list[ModelFile]:
-        return model_files(self.config.model_manifest, self.config.model_base_url, sam_sizes)
+    def _model_files(self, sam_models: set[str] | frozenset[str] = frozenset()) -> list[ModelFile]:
+        return model_files(self.config.model_manifest, self.config.model_base_url, self.choice(), sam_models)
 
     def _lead(self) -> None:
-        """This process leads now: check and fetch the weights, the users' SAM sizes among them."""
+        """This process leads now: check and fetch the weights, the users' SAM models among them."""
         self._scan_settings()
         self.weights.start()
 
     def _scan_settings(self) -> None:
         self._settings_scan_at = self.clock() + SETTINGS_SCAN_SECONDS
         try:
-            self.weights.want(self._model_files(settings_sam_sizes(self.storage, self.users)))
+            self.weights.want(self._model_files(settings_sam_models(self.storage, self.users)))
         except ConfigError as e:  # MODEL_MANIFEST changed since start-up
+            log.error("model weights: %s", e)
+
+    def _follow_server2(self) -> None:
+        """Server2 reported a SAM model other than the one fetched so far: fetch its weights now."""
+        try:
+            sam = self.choice().sam
+            if sam != self._sam:
+                self._sam = sam
+                self.weights.want(self._model_files())
+        except ConfigError as e:
             log.error("model weights: %s", e)
 
     def tick(self) -> float:
@@ -152,6 +206,7 @@ class Lifecycle:
         now = self.clock()
         if now >= self._settings_scan_at:
             self._scan_settings()
+        self._follow_server2()
         pending = self.watcher.scan()
         with self._login_lock:
             login_at, self._login_at = self._login_at, None
@@ -168,7 +223,7 @@ class Lifecycle:
             or (self._last_active is not None and now - self._last_active < cfg.scale_down_after)
         )
         if self.scaler is None:
-            phase = "ready"
+            phase = LOCAL_PHASES.get(str(self.server2().get("state")), "ready")
         else:
             if self.scaler.step(want):
                 self._last_active, want = now, 1
@@ -192,6 +247,7 @@ class Lifecycle:
                 "worker": self._status,
                 "pending": pending,
                 "endpoint": self.scaler.health() if self.scaler else None,
+                "server2": self.server2(),
             }
         # Live: invocations end on the watcher's pool, weights arrive on their own thread.
         return {**self._view, "invocations": self.watcher.health(), "weights": self.weights.health()}

@@ -22,7 +22,7 @@ import requests
 
 from studio import layout, settings
 from studio.errors import ConfigError
-from studio.modelfiles import SAM_SIZES, ModelChoice, ModelFile, required_files
+from studio.modelfiles import SAM_MODELS, ModelChoice, ModelFile, required_files
 from studio.storage import Storage, StorageError, open_storage
 
 log = logging.getLogger(__name__)
@@ -78,30 +78,25 @@ def read_manifest(path: str) -> list[ModelFile]:
 
 
 def model_files(
-    manifest: str | None, base_url: str | None, sam_sizes: set[str] | frozenset[str] = frozenset()
+    manifest: str | None, base_url: str | None, choice: ModelChoice, sam_models: set[str] | frozenset[str] = frozenset()
 ) -> list[ModelFile]:
-    """The manifest, or the files the configuration needs (studio.modelfiles: DETECT_MODEL, MATTE_MODEL,
-    SAM_MODEL plus sam_sizes, the SAM sizes users' settings name); every URL replaced by
-    $MODEL_BASE_URL/<name> when set."""
-    files = read_manifest(manifest) if manifest else required_files(ModelChoice.from_env(), sam_sizes)
+    """The manifest, or the files the deployment's models need (choice) plus sam_models, the SAM models users'
+    settings name; every URL replaced by $MODEL_BASE_URL/<name> when set."""
+    files = read_manifest(manifest) if manifest else required_files(choice, sam_models)
     if base_url:
         files = [ModelFile(f.name, f"{base_url.rstrip('/')}/{f.name}", f.size, f.sha256, f.md5) for f in files]
     return files
 
 
-def settings_sam_sizes(storage: Storage, users: list[str]) -> set[str]:
-    """The SAM sizes users picked in their settings (fetched besides the configured one). Stored settings
-    hold every field, so only a size other than the settings' default counts as a choice."""
-    sizes = set()
+def settings_sam_models(storage: Storage, users: list[str]) -> set[str]:
+    """The SAM models users picked in their settings (fetched besides the deployment's own)."""
+    picked = set()
     for user in users:
-        try:
-            stored = json.loads(storage.read(layout.settings(user)))
-        except (StorageError, ValueError):  # NotFound is a StorageError: no settings saved yet
-            continue
-        size = stored.get("model_type") if isinstance(stored, dict) else None
-        if size in SAM_SIZES and size != settings.DEFAULTS["model_type"]:
-            sizes.add(size)
-    return sizes
+        try:  # no settings saved: the defaults, whose "deployment" is no file of its own
+            picked.add(settings.load(storage, user)["sam_model"])
+        except StorageError as e:
+            log.warning("model weights: cannot read %s's settings: %s", user, e)
+    return picked & set(SAM_MODELS)
 
 
 def _safe_url(url: str) -> str:

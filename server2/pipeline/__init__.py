@@ -50,7 +50,7 @@ class Result:
     boxes: dict[str, Image.Image]  # suffix ("det", "seg") -> debug image of that YOLO model's boxes
     timings: dict[str, float]  # seconds per stage
     refined: bool = False  # SAM's one-colour largest mask was refined with the matting model
-    model_type: str = ""  # the SAM size used ("" on the matte path)
+    sam_model: str = ""  # the SAM model used ("" on the matte path)
     details: dict = field(default_factory=dict)  # encoder_runs, mask counts: for logs and the benchmark
     embedding: sam.Embedding | None = None  # SAM's embedding of the resized image, kept for the editor
 
@@ -117,7 +117,7 @@ def segment(
     mode = settings["mode"]
     with timer("classify"):
         drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "matte"
-    refined, model_type, details, embedding = False, "", {}, None
+    refined, sam_model, details, embedding = False, "", {}, None
     with timer("detect"):
         detections = detect.run_yolo(models, rgb, "matte" if drawing else "sam")
         prompts = detect.merge(detections.get("seg", []) + detections["det"])
@@ -127,7 +127,7 @@ def segment(
         with timer("matte"):
             found = matte.split(rgb, models.matte.predict(rgb), prompts, models.matte.predict)
     else:
-        model_type, model = models.sam_for(str(settings["model_type"]))
+        sam_model, model = models.sam_for(str(settings["sam_model"]))
         predictor = sam.StudioPredictor(
             model, reuse=shared_embedding, dtype=sam.autocast_dtype(models.device, autocast)
         )
@@ -156,4 +156,4 @@ def segment(
         cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
     method = "matte" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
-    return Result(method, kept, cut, points, boxes, timer.timings, refined, model_type, details, embedding)
+    return Result(method, kept, cut, points, boxes, timer.timings, refined, sam_model, details, embedding)

@@ -265,6 +265,9 @@ def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, real_mode
     models.mkdir()
     for name in modelfiles.ModelChoice().files():  # the test weights, and MobileSAM's real file (the editor's encoder)
         (weights / name).symlink_to((test_models_dir if (test_models_dir / name).exists() else real_models_dir) / name)
+    exported = ["sam-encoder-0123456789abcdef.onnx", "sam-decoder-0123456789abcdef.onnx"]  # MobileSAM's, exported
+    for name in exported:
+        (weights / name).write_bytes(b"onnx")
     result = subprocess.run(
         ["sh", "-c", bake_script(df, weights, models)],
         env={"BAKE_WEIGHTS": bake, "PATH": "/usr/bin:/bin"},
@@ -276,7 +279,7 @@ def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, real_mode
         assert (result.returncode, baked, df.env()["MODELS_DIR"]) == (0, [], "")
     elif bake == "1":
         assert result.returncode == 0, result.stderr
-        assert baked == sorted(modelfiles.ModelChoice().files())
+        assert baked == sorted([*modelfiles.ModelChoice().files(), *exported])
         assert df.env({"BAKE_WEIGHTS": "1"})["MODELS_DIR"] == "/opt/models"
     else:
         assert result.returncode != 0
@@ -287,11 +290,18 @@ def test_bake_weights_refuses_missing_files(tmp_path: Path) -> None:
     df = Dockerfile.read("Server2.Dockerfile")
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "vit_l.pth").write_bytes(b"x")
-    result = subprocess.run(
-        ["sh", "-c", bake_script(df, tmp_path / "weights", tmp_path)],
-        env={"BAKE_WEIGHTS": "1", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode != 0
-    assert "BAKE_WEIGHTS=1 needs deploy/weights/birefnet-dis.onnx" in result.stderr
+
+    def bake() -> str:
+        result = subprocess.run(
+            ["sh", "-c", bake_script(df, tmp_path / "weights", tmp_path)],
+            env={"BAKE_WEIGHTS": "1", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode != 0
+        return result.stderr
+
+    assert "BAKE_WEIGHTS=1 needs deploy/weights/birefnet-dis.onnx" in bake()
+    for name in modelfiles.ModelChoice().files():
+        (tmp_path / "weights" / name).write_bytes(b"x")
+    assert "BAKE_WEIGHTS=1 needs MobileSAM's exported" in bake()  # a bake without the editor's encoder

@@ -26,7 +26,8 @@ from cfnlint.decode import decode_str
 
 import deploy.deploy as deploy_module
 from deploy import teardown
-from studio import modelfiles
+from server2.embeddings import checkpoint_digest
+from studio import layout, modelfiles
 from tests.conftest import REPO
 
 # Service Quotas (the preflight's GPU quota check) from tests/deploy/conftest.py's recording server.
@@ -200,16 +201,26 @@ def test_bake_weights_needs_all_four_files(moto_server, moto_template, docker_lo
 
 
 def test_bake_weights_stages_them_and_sets_the_build_arg(
-    moto_server, moto_template, docker_log, app, tmp_path, monkeypatch
+    moto_server, moto_template, docker_log, app, tmp_path, monkeypatch, real_models_dir, real_editor_models
 ) -> None:
+    """The real mobile_sam.pt and its exported encoder and decoder, the rest stand-ins: all staged, so that
+    the baked image starts without exporting."""
     weights, staged = tmp_path / "w", tmp_path / "staged"
     weights.mkdir()
     staged.mkdir()
     for name in modelfiles.ModelChoice().files():
-        (weights / name).write_bytes(name.encode())
+        if name == "mobile_sam.pt":
+            (weights / name).symlink_to(real_models_dir / name)
+        else:
+            (weights / name).write_bytes(name.encode())
+    for exported in real_editor_models.iterdir():
+        (weights / exported.name).symlink_to(exported)
     monkeypatch.setattr(deploy_module, "WEIGHTS_DIR", staged)
     assert deploy_module.main(["--app", app, "--user1", "ann", "--tag", "b1", "--bake-weights", str(weights)]) == 0
-    assert sorted(p.name for p in staged.iterdir()) == sorted(modelfiles.ModelChoice().files())
+    digest = checkpoint_digest(staged / "mobile_sam.pt")
+    editor = [layout.encoder_file(digest), layout.decoder_file(digest)]
+    assert sorted(p.name for p in staged.iterdir()) == sorted([*modelfiles.ModelChoice().files(), *editor])
+    assert all((staged / name).stat().st_size > 1_000_000 for name in editor)
     builds = [c["args"] for c in docker_calls(docker_log) if c["args"][0] == "build"]
     assert "BAKE_WEIGHTS=1" not in builds[0] and builds[1][-3:] == ["--build-arg", "BAKE_WEIGHTS=1", "."]
     assert teardown.main(["--app", app]) == 0

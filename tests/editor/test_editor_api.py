@@ -57,7 +57,7 @@ def alice(app: Flask) -> FlaskClient:
 @pytest.fixture(scope="module")
 def processed(app: Flask, alice: FlaskClient, models: Models) -> tuple[str, dict]:
     """alice's photo, uploaded and processed by the real worker: (image id, status record)."""
-    assert alice.post("/api/settings", json={**FAST, "model_type": "mobile_sam", "mode": "sam"}).status_code == 200
+    assert alice.post("/api/settings", json={**FAST, "sam_model": "mobile_sam", "mode": "sam"}).status_code == 200
     data = encode(photo(*ORIGINAL), "JPEG", quality=92)
     answer = alice.post("/upload", data={"file": (io.BytesIO(data), "photo.jpg")}, content_type="multipart/form-data")
     image_id = answer.json["images"][0]["id"]

@@ -4,11 +4,12 @@ encoder and prompt decoder for Server1's own embeddings, once per checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import server2.app
-from server2 import cli, config
+from server2 import cli, config, embeddings
 from server2.embeddings import checkpoint_digest
 from studio import layout
 from studio.storage import FileStorage
@@ -23,9 +24,12 @@ def weights_folder(real_models_dir: Path, folder: Path) -> Path:
     return folder
 
 
-def test_server2_exports_the_encoder_and_decoder_when_it_loads_mobile_sam(
+def test_server2_on_a_cpu_loads_mobile_sam_and_exports_the_encoder_and_decoder(
     tmp_path: Path, real_models_dir: Path, real_models_env: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The CPU rule as `python -m server2` and `serve` start it (create_app): no SAM_MODEL and no GPU, so
+    MobileSAM, with only its weights there; Server2 reports that choice for Server1."""
+    monkeypatch.delenv("SAM_MODEL")
     shared = tmp_path / "shared"
     models = weights_folder(real_models_dir, tmp_path / "models")
     for name in ("SAGEMAKER_ENDPOINT", "SAGEMAKER_INFERENCE_COMPONENT", "S3_BUCKET"):
@@ -38,6 +42,12 @@ def test_server2_exports_the_encoder_and_decoder_when_it_loads_mobile_sam(
     app = server2.app.create_app()
     try:
         assert wait_ping(app.test_client(), 200, timeout=300) == {"status": "ready"}
+        report = FileStorage(shared).read_json(layout.server2_report())
+        assert {k: report[k] for k in ("device", "sam_model", "state")} == {
+            "device": "cpu",
+            "sam_model": "mobile_sam",
+            "state": "ready",
+        }
     finally:
         app.extensions["server2"].stop()
         config.load.cache_clear()
@@ -58,3 +68,22 @@ def test_the_command_line_exports_them_into_its_models_folder_once(
     assert all(path.stat().st_size > 1_000_000 for path in exported)
     assert cli.main(["--mode", "matte", "--models", str(models), "--out", str(tmp_path / "again"), photo]) == 0
     assert [path.stat().st_mtime_ns for path in exported] == stamps  # not exported again
+
+
+def test_server2_copies_baked_editor_models_instead_of_exporting(
+    tmp_path: Path, real_models_dir: Path, real_editor_models: Path
+) -> None:
+    """A baked image (BAKE_WEIGHTS=1) holds the exported encoder and decoder beside mobile_sam.pt in its
+    models folder: Server2 copies them to the shared models/, exporting nothing (the stand-in for MobileSAM
+    cannot be exported)."""
+    baked = weights_folder(real_models_dir, tmp_path / "opt-models")
+    for exported in real_editor_models.iterdir():
+        (baked / exported.name).symlink_to(exported)
+    storage = FileStorage(tmp_path / "shared")
+    models = SimpleNamespace(sam={"mobile_sam": object()}, folder=baked)
+    digest = embeddings.ensure_editor_models(storage, models)
+    for key, name in (
+        (layout.encoder(digest), layout.encoder_file(digest)),
+        (layout.decoder(digest), layout.decoder_file(digest)),
+    ):
+        assert storage.read(key) == (real_editor_models / name).read_bytes()

@@ -244,7 +244,7 @@ KEYS = sorted(studio_settings.DEFAULTS)
 def _valid_settings() -> st.SearchStrategy[dict]:
     """Changes inside the settings ranges (docs/architecture.md "Settings"): always accepted."""
     fields = {
-        "model_type": st.sampled_from(studio_settings.CHOICES["model_type"]),
+        "sam_model": st.sampled_from(studio_settings.CHOICES["sam_model"]),
         "points_per_side": st.integers(8, 128),
         "pred_iou_thresh": st.floats(0.5, 0.99),
         "stability_score_thresh": st.floats(0.5, 0.99),
@@ -321,7 +321,7 @@ def test_settings_corpus(app: App) -> None:
         b'{"points_per_side": 32.0}',
         b'{"points_per_side": true}',
         b'{"mode": ["sam"]}',
-        b'{"model_type": {"$ne": null}}',
+        b'{"sam_model": {"$ne": null}}',
         b'{"__proto__": {"admin": true}}',
         b'{"' + b"k" * 10000 + b'": 1}',
         json.dumps({"min_area": 10**30}).encode(),

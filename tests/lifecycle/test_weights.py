@@ -15,9 +15,10 @@ from server1 import create_app
 from server1.app import start_background, stop_background
 from server1.lifecycle import Lifecycle
 from server1.lifecycle.config import LifecycleConfig
-from server1.lifecycle.weights import ModelFile, Weights, model_files, read_manifest, settings_sam_sizes
+from server1.lifecycle.weights import ModelFile, Weights, model_files, read_manifest, settings_sam_models
 from studio import layout, modelfiles, settings
 from studio.errors import ConfigError
+from studio.modelfiles import ModelChoice
 from studio.storage import FileStorage
 from tests.conftest import free_port, wait_for
 from tests.server1.support import USERS, csrf_of
@@ -134,9 +135,10 @@ def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path,
         monkeypatch.delenv(name, raising=False)
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"files": [{"name": "vit_b.pth", "url": "https://example.org/v.pth", "size": 3}]}))
-    assert model_files(str(manifest), None) == [ModelFile("vit_b.pth", "https://example.org/v.pth", 3)]
-    builtin = model_files(None, None)
-    mirrored = model_files(None, "http://mirror.local/w/")
+    gpu = ModelChoice.from_env(gpu=True)
+    assert model_files(str(manifest), None, gpu) == [ModelFile("vit_b.pth", "https://example.org/v.pth", 3)]
+    builtin = model_files(None, None, gpu)
+    mirrored = model_files(None, "http://mirror.local/w/", gpu)
     assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in builtin]
     assert [f.md5 for f in mirrored] == [f.md5 for f in builtin]
     assert [f.name for f in builtin] == list(modelfiles.ModelChoice().files())
@@ -157,7 +159,7 @@ def test_the_download_list_follows_the_configuration(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECT_MODEL", "yolo11n.pt")
     monkeypatch.setenv("MATTE_MODEL", "isnet-general-use")
     monkeypatch.setenv("SAM_MODEL", "vit_b")
-    files = model_files(None, None, {"vit_h"})
+    files = model_files(None, None, ModelChoice.from_env(gpu=False), {"vit_h"})
     assert [f.name for f in files] == [
         "vit_b.pth",
         "mobile_sam.pt",
@@ -173,22 +175,29 @@ def test_the_download_list_follows_the_configuration(tmp_path, monkeypatch):
     assert all(f.md5 is None and f.sha256 is None for f in [files[0], *files[2:-1]])  # no full hash known
     monkeypatch.setenv("MATTE_MODEL", "birefnet-large")
     with pytest.raises(ConfigError, match="MATTE_MODEL must be one of birefnet-dis, "):
-        model_files(None, None)
+        ModelChoice.from_env(gpu=True)
     monkeypatch.setenv("MATTE_MODEL", "u2netp")
     monkeypatch.setenv("DETECT_MODEL", "../yolo.pt")
     with pytest.raises(ConfigError, match="DETECT_MODEL must be an Ultralytics weights file name"):
-        model_files(None, None)
+        ModelChoice.from_env(gpu=True)
 
 
-def test_sam_sizes_users_picked_are_fetched_too(tmp_path):
+def test_sam_models_users_picked_are_fetched_too(tmp_path):
     storage = FileStorage(tmp_path)
-    picks = {"alice": {"model_type": "vit_h"}, "bob": {"model_type": "vit_l"}, "carol": "not json{", "dave": None}
+    picks = {
+        "alice": {"sam_model": "vit_h"},
+        "bob": {"sam_model": "deployment"},
+        "carol": "not json{",
+        "dave": None,
+        "erin": {"model_type": "vit_l"},  # an old file: the old default, nobody's choice
+        "finn": {"model_type": "vit_b"},  # an old file's real choice
+    }
     for user, stored in picks.items():
         if stored is not None:
-            data = stored if isinstance(stored, str) else json.dumps({**settings.DEFAULTS, **stored})
+            defaults = {k: v for k, v in settings.DEFAULTS.items() if k != "sam_model"}
+            data = stored if isinstance(stored, str) else json.dumps({**defaults, **stored})
             storage.write(layout.settings(user), data.encode())
-    # vit_l is the settings' default: every saved settings file names it, so it is no user's choice.
-    assert settings_sam_sizes(storage, list(picks)) == {"vit_h"}
+    assert settings_sam_models(storage, list(picks)) == {"vit_h", "vit_b"}
 
 
 @pytest.mark.parametrize(
@@ -215,15 +224,40 @@ def test_a_missing_manifest_file_stops_start_up_with_a_clear_error(tmp_path, mon
         Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], config=LifecycleConfig.from_env())
 
 
-def test_the_settings_page_names_the_models_in_use(monkeypatch):
+def test_the_settings_page_names_the_models_in_use(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECT_MODEL", "yolo11n.pt")
     monkeypatch.setenv("MATTE_MODEL", "u2netp")
     monkeypatch.setenv("SAM_MODEL", "vit_b")
-    assert modelfiles.in_use() == {"sam": "vit_b", "detect": "yolo11n.pt", "matte": "u2netp"}
+    life = Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], config=LifecycleConfig(models_dir=str(tmp_path)))
+    assert life.models_in_use() == {"sam": "vit_b", "detect": "yolo11n.pt", "matte": "u2netp"}
     monkeypatch.setenv("MATTE_MODEL", "nope")
-    assert modelfiles.in_use() == {
+    assert life.models_in_use() == {
         "error": "MATTE_MODEL must be one of " + ", ".join(modelfiles.MATTE) + ", got 'nope'"
     }
+
+
+def test_server1_fetches_the_sam_model_server2_reports(tmp_path, monkeypatch):
+    """Server1 knows no GPU. Before Server2's first report: the CPU rule for the device expected (local mode:
+    none, so MobileSAM, fetched anyway for the editor); once Server2 reports the model it chose on its
+    device, the leader fetches that one, and the settings page and the badge show it."""
+    monkeypatch.delenv("SAM_MODEL")
+    for name in ("SAGEMAKER_ENDPOINT", "MODEL_MANIFEST", "MODEL_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    storage = FileStorage(tmp_path / "shared")
+    config = LifecycleConfig(models_dir=str(tmp_path / "models"), skip_model_download=True)
+    life = Lifecycle(storage, ["alice"], config=config, lease_seconds=1.0)
+    assert life.models_in_use()["sam"] == "mobile_sam" and "vit_l.pth" not in life.weights.state
+    report = {"device": "cuda", "sam_model": "vit_l", "state": "loading", "worker": "w", "updated_at": "t"}
+    storage.write_json(layout.server2_report(), report)
+    life.start()
+    try:
+        wait_for(lambda: "vit_l.pth" in life.weights.health()["files"], "vit_l.pth listed once Server2 reports it")
+        wait_for(lambda: life.serving() == {"worker": "starting", "device": "cuda"}, "the badge: GPU starting")
+        assert life.models_in_use()["sam"] == "vit_l"
+        storage.write_json(layout.server2_report(), {**report, "state": "ready"})
+        wait_for(lambda: life.serving() == {"worker": "ready", "device": "cuda"}, "the badge: GPU ready")
+    finally:
+        life.stop()
 
 
 def test_a_sam_picked_in_the_settings_is_fetched_at_once_and_its_download_shown(tmp_path, mirror, monkeypatch):
@@ -233,7 +267,7 @@ def test_a_sam_picked_in_the_settings_is_fetched_at_once_and_its_download_shown(
         monkeypatch.delenv(name, raising=False)
     models = tmp_path / "models"
     models.mkdir()
-    for f in model_files(None, None):  # the configured models are there already
+    for f in model_files(None, None, ModelChoice.from_env(gpu=False)):  # local mode's models are there already
         (models / f.name).write_bytes(b"present")
     data = blob(4 << 20, 11)
     mirror.files["vit_h.pth"] = data
@@ -249,7 +283,7 @@ def test_a_sam_picked_in_the_settings_is_fetched_at_once_and_its_download_shown(
         token = csrf_of(client.get("/login").text)
         client.post("/login", data={"username": "alice", "password": USERS["alice"], "csrf_token": token})
         client.environ_base["HTTP_X_CSRFTOKEN"] = csrf_of(client.get("/").text)
-        saved = client.post("/api/settings", json={"model_type": "vit_h"})
+        saved = client.post("/api/settings", json={"sam_model": "vit_h"})
         assert saved.status_code == 200 and saved.json["sam_weights"]["model"] == "vit_h"
         half = {"model": "vit_h", "state": "downloading", "percent": 50, "error": None}
         wait_for(lambda: client.get("/api/settings").json["sam_weights"] == half, "vit_h downloading, 50 %")

@@ -446,25 +446,25 @@ def test_a_delete_cut_short_is_finished_by_the_next_one(app: Flask, alice: Flask
 
 def test_settings(alice: FlaskClient) -> None:
     got = alice.get("/api/settings").json
-    assert got["settings"]["model_type"] == "vit_l" and "vit_h" in got["choices"]["model_type"]
-    saved = alice.post("/api/settings", json={"model_type": "mobile_sam", "pred_iou_thresh": 0.9})
-    assert saved.status_code == 200 and saved.json["settings"]["model_type"] == "mobile_sam"
+    assert got["settings"]["sam_model"] == "deployment" and "vit_h" in got["choices"]["sam_model"]
+    saved = alice.post("/api/settings", json={"sam_model": "mobile_sam", "pred_iou_thresh": 0.9})
+    assert saved.status_code == 200 and saved.json["settings"]["sam_model"] == "mobile_sam"
     bad = alice.post("/api/settings", json={"points_per_side": 1000, "mode": "magic", "x": 1})
     assert bad.status_code == 400
     assert set(bad.json["errors"]) == {"points_per_side", "mode", "x"}
     assert alice.post("/api/settings", data="[1,", content_type="application/json").status_code == 400
     assert alice.post("/api/settings", json=[1, 2]).status_code == 400
-    assert alice.get("/api/settings").json["settings"]["model_type"] == "mobile_sam"
+    assert alice.get("/api/settings").json["settings"]["sam_model"] == "mobile_sam"
 
 
 def test_the_settings_page_offers_every_sam_model_with_what_it_trades(alice: FlaskClient) -> None:
     page = alice.get("/").text
-    start = page.index('<select id="set-model_type"')
+    start = page.index('<select id="set-sam_model"')
     select = page[start : page.index("</select>", start)]
     offered = [part.split('"')[0] for part in select.split('<option value="')[1:]]
-    assert offered == list(alice.get("/api/settings").json["choices"]["model_type"])
+    assert offered == list(alice.get("/api/settings").json["choices"]["sam_model"])
     assert "MobileSAM (fastest, lower quality than ViT-L)" in select
-    assert "The default when Server2 has no GPU." in " ".join(page.split())
+    assert "The installation's model when Server2 has no GPU." in " ".join(page.split())
 
 
 def test_canvas(alice: FlaskClient, bob: FlaskClient) -> None:

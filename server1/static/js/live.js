@@ -1,24 +1,27 @@
-// Live updates over /events (server-sent events) and the GPU worker status in the header.
+// Live updates over /events (server-sent events) and Server2's status in the header: GPU or CPU (as Server2
+// reports its device; GPU until it has), off, starting, ready or busy.
 // EventSource reconnects by itself; after a reconnect the album is fetched once to catch
 // up on what happened while the stream was down. No polling.
 
 import { api, parseJson } from './api.js';
 
-const WORKER_LABELS = { off: 'GPU off', starting: 'GPU starting', ready: 'GPU ready', busy: 'GPU busy' };
+const WORKER_STATES = ['off', 'starting', 'ready', 'busy'];
 
 export function showWorker(data) {
   const value = typeof data === 'string' ? data : data?.worker ?? data?.status ?? data?.state;
-  const state = WORKER_LABELS[value] ? value : 'unknown';
+  const state = WORKER_STATES.includes(value) ? value : 'unknown';
+  const device = typeof data === 'object' && data?.device === 'cpu' ? 'CPU' : 'GPU';
   const badge = document.getElementById('worker-status');
   badge.dataset.state = state;
-  badge.querySelector('.worker-label').textContent = WORKER_LABELS[state] ?? 'GPU unknown';
+  badge.dataset.device = device.toLowerCase();
+  badge.querySelector('.worker-label').textContent = `${device} ${state}`;
   // GET /api/status and the "status" event: {"worker": ..., "queue": {state: n}}
   const queue = (typeof data === 'object' && data?.queue) || {};
   const waiting = Number(queue.queued ?? 0) + Number(queue.processing ?? 0);
   const count = badge.querySelector('.worker-count');
   count.textContent = waiting ? `· ${waiting} in queue` : '';
   count.hidden = !waiting;
-  badge.title = waiting ? `GPU worker: ${state}, ${waiting} image(s) waiting or in progress` : `GPU worker: ${state}`;
+  badge.title = `${device} worker: ${state}${waiting ? `, ${waiting} image(s) waiting or in progress` : ''}`;
 }
 
 export async function loadWorker() {

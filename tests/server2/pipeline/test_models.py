@@ -18,11 +18,10 @@ from rembg.sessions.u2netp import U2netpSession
 from segment_anything import sam_model_registry
 
 from server2.gpu_check import GpuUnavailable
-from server2.models import Models, ModelsMissing, build_sam, local_models_dir, pick_device, sam_config
+from server2.models import Models, ModelsMissing, build_sam, choose, local_models_dir, pick_device, sam_config
 from studio import modelfiles
 from studio.errors import ConfigError
 from studio.modelfiles import ModelChoice
-from studio.settings import DEFAULTS
 from tests.weights import TEST_SAM
 
 # The encoders segment_anything's own builders make (build_sam.py).
@@ -92,11 +91,25 @@ def test_model_variables_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DETECT_MODEL", "yolo11n.pt")
     monkeypatch.setenv("MATTE_MODEL", "u2netp")
     monkeypatch.delenv("SAM_MODEL", raising=False)
-    assert ModelChoice.from_env() == ModelChoice("yolo11n.pt", "u2netp", "vit_l")
-    assert ModelChoice.from_env(cpu=True).sam == "mobile_sam"
+    assert ModelChoice.from_env(gpu=True) == ModelChoice("yolo11n.pt", "u2netp", "vit_l")
+    assert ModelChoice.from_env(gpu=False).sam == "mobile_sam"
     monkeypatch.setenv("SAM_MODEL", "vit_x")
     with pytest.raises(ConfigError, match="SAM_MODEL must be one of mobile_sam, vit_b, vit_l, vit_h"):
-        ModelChoice.from_env()
+        ModelChoice.from_env(gpu=True)
+
+
+def test_the_cpu_rule_applies_where_server2_chooses_its_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a GPU, MobileSAM unless SAM_MODEL says otherwise: Models.load (Server2 however started, and its
+    command line) asks for mobile_sam.pt on a CPU, vit_l.pth on a GPU, and SAM_MODEL's file on either."""
+    monkeypatch.delenv("SAM_MODEL")
+    assert (choose("cpu").sam, choose("cuda").sam) == ("mobile_sam", "vit_l")
+    for device, first in (("cpu", "mobile_sam.pt"), ("cuda", "vit_l.pth")):
+        with pytest.raises(ModelsMissing) as missing:
+            Models.load(tmp_path, device)  # nothing is there: it names what it would load
+        assert missing.value.missing[0] == first
+    monkeypatch.setenv("SAM_MODEL", "vit_b")
+    with pytest.raises(ModelsMissing, match="vit_b.pth"):
+        Models.load(tmp_path, "cpu")
 
 
 @pytest.mark.parametrize("size", sorted(REGISTRY))
@@ -152,10 +165,11 @@ def test_other_sam_sizes_load_when_present_and_the_configured_one_stands_in(
     assert models.sam_for("vit_h") == ("vit_l", models.sam["vit_l"])
 
 
-def test_a_missing_sam_is_said_once_and_the_default_settings_give_no_warning(
+def test_the_deployments_model_is_the_default_and_a_missing_sam_is_said_once(
     tmp_path: Path, test_models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """CPU local mode: SAM_MODEL=mobile_sam, the users' settings default to vit_l (not downloaded)."""
+    """The settings' default, "deployment", is the configured SAM without a word; a missing one is a warning,
+    said once."""
     for name in modelfiles.ModelChoice().files():
         if not name.endswith(".pth"):
             (tmp_path / name).symlink_to(test_models_dir / name)
@@ -163,10 +177,10 @@ def test_a_missing_sam_is_said_once_and_the_default_settings_give_no_warning(
     models = Models.load(tmp_path, "cpu", ModelChoice(sam="vit_b"))
     with caplog.at_level(logging.INFO, logger="server2.models"):
         for _ in range(3):
-            assert models.sam_for(DEFAULTS["model_type"]) == ("vit_b", models.sam["vit_b"])
+            assert models.sam_for(modelfiles.DEPLOYMENT) == ("vit_b", models.sam["vit_b"])
             assert models.sam_for("vit_h") == ("vit_b", models.sam["vit_b"])
     said = [(r.levelno, r.getMessage().split(" requested")[0]) for r in caplog.records if "requested" in r.getMessage()]
-    assert said == [(logging.INFO, "SAM vit_l"), (logging.WARNING, "SAM vit_h")]
+    assert said == [(logging.WARNING, "SAM vit_h")]
 
 
 def test_pick_device() -> None:

@@ -52,7 +52,7 @@ def test_real_sam_cuts_out_a_person_and_an_animal(real_models: Models, name: str
     photo_path, labels = labelled(name)
     original, resized = cli.decode(photo_path)
     result = segment(real_models, resized, original, {})
-    assert result.method == "sam" and result.model_type == "mobile_sam"
+    assert result.method == "sam" and result.sam_model == "mobile_sam"
     assert result.details["encoder_runs"] == 1 and result.details["generator_masks"] == 0  # YOLO found it
     assert set(result.timings) == {"classify", "detect", "sam_boxes", "sam_auto", "refine", "masks", "clippings"}
     assert json.loads(json.dumps(result.points)) == result.points

@@ -94,7 +94,7 @@ def test_a_photo_goes_through_yolo_and_sam(server: tuple[Server2, Storage]) -> N
     assert answer.status_code == 200
     assert answer.json()["state"] in ("done", "already-processed"), answer.json()
     record = wait_status(storage, "astronaut")
-    assert record["state"] == "done" and record["method"] == "sam" and record["model_type"] == "vit_l"
+    assert record["state"] == "done" and record["method"] == "sam" and record["model"] == "vit_l"
     assert {"detect", "sam_auto"} <= record["timings"].keys()
     points = json.loads(storage.read(layout.points(USER, "astronaut")))
     assert {"points", "labels", "boxes"} <= points.keys()
