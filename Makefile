@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQS := requirements-server1.txt requirements-server2.txt requirements-server2-nodeps.txt requirements-dev.txt
 
-.PHONY: run test lint bench bench-quality soak venv system-packages clean
+.PHONY: run test lint bench bench-quality soak venv system-packages images clean
 
 # Server1's onnxruntime and Server2's onnxruntime-gpu both install the module `onnxruntime`; in this one
 # venv the GPU build (which runs on the CPU too) is put back last so its files are the ones left whole.
@@ -25,25 +25,41 @@ $(STAMP): $(REQS)
 
 venv: $(STAMP)
 
-# From Debian: Chromium for the browser tests (Playwright drives it; no browser download), and
-# s3fs, rclone and fuse3 for the tests on real FUSE mounts of a bucket (tests/fuse).
+# ESLint for server1/static/js, as package.json and package-lock.json pin it (npm ci: exactly the lock).
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# From Debian: Chromium for the browser tests (Playwright drives it; no browser download), s3fs,
+# rclone and fuse3 for the tests on real FUSE mounts of a bucket (tests/fuse), Node.js with npm for ESLint,
+# and podman, buildah, runc, mmdebstrap and podman-compose to build and run the images
+# (tests/deploy/test_deploy_containers.py).
+SYSTEM_PACKAGES := chromium s3fs rclone fuse3 nodejs npm podman buildah runc mmdebstrap podman-compose
 system-packages:
-	@command -v chromium >/dev/null && command -v s3fs >/dev/null && command -v rclone >/dev/null \
-		&& command -v fusermount3 >/dev/null \
-		|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium s3fs rclone fuse3; }
+	@(for exe in chromium s3fs rclone fusermount3 npm podman buildah runc mmdebstrap podman-compose; do \
+		command -v $$exe >/dev/null || exit 1; done) \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); }
+
+# Both images: docker where a docker engine answers, else podman; the stand-in base first where
+# python:3.11-slim-bookworm cannot be pulled (scripts/images.sh).
+images: system-packages
+	scripts/images.sh
 
 run: venv
 	$(PY) -m scripts.run_local
 
-lint: venv
+# Ruff (lint and format), mypy over studio/, server1/ and server2/ (pyproject.toml), ESLint over server1/static/js.
+lint: venv $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	node_modules/.bin/eslint server1/static/js
 
 # Three pytest-xdist workers on 2 cores: most tests wait on servers, mounts and browsers, not the CPU.
 # worksteal rebalances when a worker is left with long tests (which conftest.py orders first).
 TEST_WORKERS ?= 3
-test: venv system-packages
-	$(VENV)/bin/ruff check .
+test: venv system-packages lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: venv
@@ -63,4 +79,4 @@ soak: venv system-packages
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache node_modules

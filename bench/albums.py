@@ -19,16 +19,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 
-from bench.common import QUICK, Row, median, moto, new_bucket, reps, timed, verdict
+from bench.common import QUICK, Row, median, moto, reps, timed, verdict
+from harness.aws import new_bucket
+from harness.server1 import USERS, csrf_of
 from server1 import create_app
 from server1.ingest import new_id
 from studio import layout
 from studio.jobs import Jobs
 from studio.storage import Storage, open_storage
-from tests.server1.support import USERS, csrf_of
 
 IMAGES = 100 if QUICK else 2000
-# The moto server answers one request at a time (tests/conftest.py) and scans the whole bucket
+# The moto server answers one request at a time (harness/aws.py) and scans the whole bucket
 # for each LIST: 2,000 x 5 there takes many minutes to write and to list naively, so S3 gets fewer.
 IMAGES_S3 = 50 if QUICK else 500
 CLIPPINGS = 5

@@ -5,8 +5,8 @@ maximum of its distance transform); each next click at the most interior point o
 region (the missed pixels or the extra ones, `ignore` pixels left out), positive on the missed ones,
 negative on the extra ones; up to MAX_CLICKS clicks. After each click the mask is what the editor
 shows: the exported ONNX prompt decoder (server2.embeddings.export_decoder) run with onnxruntime over
-the stored float16 embedding, prompts built and the mask scaled up by server1.cutting, as /cut does.
-feed_back=True also gives the decoder the previous click's low-res mask (mask_input, as SAM's demo does).
+the stored float16 embedding, the clicks replayed in order with each one's low-res mask fed back to the
+next (mask_input, as SAM's demo does) and the mask scaled up by server1.cutting, as /cut does.
 Prints the mean IoU after 1, 2, 3 and 5 clicks and NoC@85 (clicks to reach IoU 0.85; MAX_CLICKS when never).
 """
 
@@ -59,41 +59,26 @@ class Decoder:
         self.grid = features.shape[-1]
         self.input_size = 16 * self.grid  # SAM's 1024-px input frame for a 64 x 64 embedding
 
-    def mask(
-        self, points: list, labels: list, size: tuple[int, int], previous: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(bool mask at size, the chosen low-res logits); previous: low-res logits to feed back, or None."""
-        coords, point_labels = cutting.decoder_inputs(points, labels, None, size, self.embedded, self.input_size)
-        if previous is None:
-            logits = cutting.low_res_logits(self.session, self.features, coords, point_labels)
-        else:
-            _, _, low_res = self.session.run(
-                None,
-                {
-                    "image_embeddings": self.features.astype(np.float32),
-                    "point_coords": coords,
-                    "point_labels": point_labels,
-                    "mask_input": previous[None, None].astype(np.float32),
-                    "has_mask_input": np.ones(1, dtype=np.float32),
-                },
-            )
-            logits = low_res[0, 0]
-        return cutting.upscale(logits, self.embedded, self.input_size, size), logits
+    def mask(self, points: list, labels: list, size: tuple[int, int]) -> np.ndarray:
+        """The bool mask at size that /cut saves for these clicks (server1.cutting.replay: each click with
+        the previous one's low-res mask fed back)."""
+        prompt = (points, labels, None)
+        logits = cutting.replay(self.session, self.features, prompt, size, self.embedded, self.input_size)
+        return cutting.upscale(logits, self.embedded, self.input_size, size)
 
 
-def object_ious(decoder: Decoder, label: np.ndarray, ignore: np.ndarray | None, feed_back: bool) -> list[float]:
+def object_ious(decoder: Decoder, label: np.ndarray, ignore: np.ndarray | None) -> list[float]:
     """IoU after each of MAX_CLICKS clicks (a perfect mask stays perfect)."""
     height, width = label.shape
-    points, labels, ious, previous = [list(interior(label))], [1], [], None
+    points, labels, ious = [list(interior(label))], [1], []
     while True:
-        pred, logits = decoder.mask(points, labels, (width, height), previous)
+        pred = decoder.mask(points, labels, (width, height))
         ious.append(iou(pred, label, ignore))
         click = next_click(pred, label, ignore) if len(ious) < MAX_CLICKS else None
         if click is None:
             return ious + [ious[-1]] * (MAX_CLICKS - len(ious))
         points.append(list(click[0]))
         labels.append(click[1])
-        previous = logits if feed_back else None
 
 
 def summary(per_object: list[list[float]]) -> dict:
@@ -108,7 +93,7 @@ def summary(per_object: list[list[float]]) -> dict:
 
 
 def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) -> dict:
-    """The protocol on every labelled object, without and with the previous mask fed back."""
+    """The protocol on every labelled object."""
     from server2 import embeddings
     from server2.cli import decode
     from server2.pipeline import sam
@@ -118,8 +103,7 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
         path = Path(folder) / "decoder.onnx"
         embeddings.export_decoder(model, path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    results: dict[str, list] = {"plain": [], "fed_back": []}
-    rows, started = [], time.perf_counter()
+    results, rows, started = [], [], time.perf_counter()
     for photo_path, labels_path in photos:
         _, work_copy = decode(photo_path)
         work = np.asarray(work_copy.convert("RGB"))
@@ -129,17 +113,13 @@ def run(models: object, photos: list[tuple[Path, Path]], load_labels: callable) 
         decoder = Decoder(session, features, (found.width, found.height))
         labels, ignore = load_labels(labels_path)
         for key, label in labels.items():
-            plain = object_ious(decoder, label, ignore, feed_back=False)
-            fed = object_ious(decoder, label, ignore, feed_back=True)
-            results["plain"].append(plain)
-            results["fed_back"].append(fed)
-            rows.append({"photo": photo_path.name, "object": key, "plain": plain, "fed_back": fed})
-            shown = " ".join(f"{v:.2f}" for v in plain)
-            print(f"  clicks: {photo_path.name} {key}: {shown} | fed back {' '.join(f'{v:.2f}' for v in fed)}")
+            ious = object_ious(decoder, label, ignore)
+            results.append(ious)
+            rows.append({"photo": photo_path.name, "object": key, "ious": ious})
+            print(f"  clicks: {photo_path.name} {key}: {' '.join(f'{v:.2f}' for v in ious)}")
     return {
         "model": sam_model,
         "seconds": round(time.perf_counter() - started, 1),
-        "plain": summary(results["plain"]),
-        "fed_back": summary(results["fed_back"]),
-        "objects": rows,
+        **summary(results),
+        "per_object": rows,
     }

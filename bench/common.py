@@ -1,35 +1,32 @@
 """What every figure shares: the result row, timing, test photos, CPU pinning, and the local
 servers (a moto server, a request-counting proxy in front of it, a Server1 process).
 
-The moto server and the Server1 process are the test suites' own helpers (tests/conftest.py,
-tests/server1/support.py); importing tests.conftest also sets fake AWS credentials, so
-nothing here can reach AWS.
+The moto server and the Server1 process are the harness the test suites stand on too (harness/);
+bench/__init__.py sets fake AWS credentials, so nothing here can reach AWS.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import statistics
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import numpy as np
 import pillow_heif
 import requests
 import skimage.data
 from PIL import Image
 
+from harness.aws import MotoServer
+from harness.images import encode
 from studio import config
-from tests.conftest import MotoServer, create_endpoint
 
 pillow_heif.register_heif_opener()
 
@@ -95,12 +92,6 @@ def photo(width: int, height: int, noise: float = 6.0, seed: int = 0) -> Image.I
     return Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
 
 
-def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **kwargs)
-    return out.getvalue()
-
-
 def heic(image: Image.Image) -> bytes:
     """HEIC as a phone writes it; x265's fastest preset (its default takes minutes for 12 MP)."""
     return encode(image, "HEIF", quality=85, enc_params={"preset": "ultrafast"})
@@ -152,12 +143,6 @@ def stop_servers() -> None:
         _moto.stop()
         _moto = None
         os.environ.pop("AWS_ENDPOINT_URL", None)
-
-
-def new_bucket(endpoint: str) -> str:
-    bucket = f"bench-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    return bucket
 
 
 def aws_action(method: str, path: str, query: str, target: str) -> str:
@@ -227,8 +212,3 @@ class CountingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def make_endpoint(sagemaker: object, instances: int = 0) -> str:
-    """A SageMaker endpoint (one variant 'AllTraffic') on the moto server, at `instances`."""
-    return create_endpoint(sagemaker, instances)

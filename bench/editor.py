@@ -70,8 +70,8 @@ def embedding_seconds(storage: Storage, digest: str) -> tuple[float, list[float]
 
 def cut_seconds(shared: str, image_id: str, repeat: int = 5) -> list[float]:
     """Server time of POST /cut (a box and a point) on one core, through the real app."""
+    from harness.server1 import USERS, csrf_of
     from server1 import create_app
-    from tests.server1.support import USERS, csrf_of
 
     app = create_app({"SHARED_DIR": shared, "USERS": dict(USERS), "START_BACKGROUND": False})
     client = app.test_client()
@@ -102,10 +102,10 @@ def browser(shared: Path, image_id: str) -> tuple[list[float], list[float], dict
     {"threads": (threads, ms), "one thread": (1, ms)}; the second page is opened with ?one-thread."""
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
-    from tests.ui.conftest import DESKTOP, PASSWORD, USER, start_server, stop_server
+    from harness.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP
+    from harness.server1 import USERS, Server
 
-    server = start_server(shared.parent)
+    server = Server(str(shared)).start()
     rng = np.random.default_rng(0)
     prompts = [
         {"points": [[float(rng.uniform(0, 4000)), float(rng.uniform(0, 3000))]], "labels": [1], "box": None}
@@ -117,8 +117,8 @@ def browser(shared: Path, image_id: str) -> tuple[list[float], list[float], dict
             chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = chromium.new_page(viewport=DESKTOP)
             page.goto(server.url + "/login")
-            page.get_by_label("Username").fill(USER)
-            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_label("Username").fill("alice")
+            page.get_by_label("Password").fill(USERS["alice"])
             page.get_by_role("button", name="Log in").click()
             page.wait_for_url(server.url + "/")
             for seed in range(PHOTOS):
@@ -140,7 +140,7 @@ def browser(shared: Path, image_id: str) -> tuple[list[float], list[float], dict
                 found[label] = (threads, times[3:])
             chromium.close()
     finally:
-        stop_server(server)
+        server.stop()
     return previews, waits, found
 
 
@@ -150,7 +150,7 @@ def run() -> list[Row]:
         from studio.storage import open_storage
 
         storage = open_storage(str(shared))
-        # start_server runs as user "alice" with its own password: the same user folder.
+        # The browser logs in as alice (harness USERS): the same user folder.
         digest = prepare(storage)
         load, embed, cpu, image_id = embedding_seconds(storage, digest)
         npy_bytes = storage.info(layout.cpu_embedding("alice", image_id)).size

@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from bench.common import QUICK, Row, encode, photo, verdict
-from tests.server1.support import Server
+from harness.server1 import Server
 
 UPLOADS = 100 if QUICK else 1000
 STREAMS = 10 if QUICK else 100

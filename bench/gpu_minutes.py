@@ -15,8 +15,9 @@ from pathlib import Path
 
 import boto3
 
-from bench.common import QUICK, Row, make_endpoint, moto, verdict
+from bench.common import QUICK, Row, moto, verdict
 from bench.simulate import example_trace, simulate_day
+from harness.aws import create_endpoint
 from studio.sagemaker import BOTO_CONFIG
 
 DAY = 86400.0
@@ -30,9 +31,9 @@ def run() -> list[Row]:
         trace = [e for e in trace if e.at < trace[0].at + 3600]
     day = trace[-1].at + 2 * 3600 if QUICK else DAY
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
-        ours = simulate_day(trace, sagemaker, make_endpoint(sagemaker, 0), Path(tmp, "ours"), day_seconds=day)
+        ours = simulate_day(trace, sagemaker, create_endpoint(sagemaker, 0), Path(tmp, "ours"), day_seconds=day)
         naive = simulate_day(
-            trace, sagemaker, make_endpoint(sagemaker, 0), Path(tmp, "naive"), scale_down_after=day, day_seconds=day
+            trace, sagemaker, create_endpoint(sagemaker, 0), Path(tmp, "naive"), scale_down_after=day, day_seconds=day
         )
     on, ideal = ours.gpu_on_seconds / 60, ours.ideal_seconds / 60
     excess = ours.excess_per_gap_seconds

@@ -22,7 +22,8 @@ from collections import Counter
 import boto3
 
 from bench.albums import populate
-from bench.common import QUICK, CountingProxy, Row, make_endpoint, moto, new_bucket, reps, verdict
+from bench.common import QUICK, CountingProxy, Row, moto, reps, verdict
+from harness.aws import create_endpoint, new_bucket
 from server1.lifecycle import Lifecycle, LifecycleConfig
 from studio import layout
 from studio.jobs import FRESH_SECONDS
@@ -101,7 +102,7 @@ def run() -> list[Row]:
         for user in USERS:
             populate(storage, user, IMAGES, 2, thumbs=False)
         sagemaker = boto3.client("sagemaker", endpoint_url=proxy.url, config=BOTO_CONFIG)
-        endpoint = make_endpoint(sagemaker, 0)
+        endpoint = create_endpoint(sagemaker, 0)
         time.sleep(FRESH_SECONDS + 0.5)  # job files this young are re-checked on every scan (studio.jobs)
         with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
             ours, polls, sagemaker_calls, hour = _measure_loop(storage, sagemaker, endpoint, tmp, proxy)

@@ -17,10 +17,10 @@ from functools import partial
 from PIL import Image, ImageOps
 
 from bench.common import QUICK, Row, encode, heic, median, one_core, photo, pin, reps, timed, verdict
+from harness.server1 import Server
 from server1 import ingest
 from studio import layout
 from studio.storage import FileStorage, Storage
-from tests.server1.support import Server
 
 SIZE = (1000, 750) if QUICK else (4000, 3000)
 LABEL = f"{SIZE[0] * SIZE[1] / 1e6:.0f}-MP"

@@ -1,6 +1,6 @@
 """Figure 5: the segmentation pipeline (server2.pipeline.segment), default vs naive.
 
-CPU, always: segment()'s per-stage times with the small test weights (tests/weights.py) and light
+CPU, always: segment()'s per-stage times with the small test weights (harness/weights.py) and light
 settings (the test SAM's 256-px encoder, 8 points per side, no crop layers), for regressions.
 GPU, only when torch sees CUDA: segment() per image with real vit_l shapes (random weights; speed
 does not depend on their values) at default settings, and peak GPU memory.
@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 
 from bench.common import Row, median, reps, verdict
+from harness.weights import build_sam_weights, build_test_models
 from server2.models import Models, SamConfig
 from server2.pipeline import Result, sam, segment
 from studio.settings import DEFAULTS
-from tests.weights import build_sam_weights, build_test_models
 
 PROMPTS = 6
 CPU_SETTINGS = {**DEFAULTS, "points_per_side": 8, "crop_n_layers": 0, "min_area": 100}

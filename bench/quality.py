@@ -4,11 +4,13 @@ Runs server2.pipeline.segment (the product's code, CPU settings: the user defaul
 every photo of a folder in the realworld format (<name>.jpg|png beside <name>.masks.npz: one bool array
 per object keyed <index>_<class>, optionally `ignore`), with the weights of another folder
 (DETECT_MODEL, MATTE_MODEL, SAM_MODEL choose among them; `make bench-quality` defaults to YOLO11n,
-U2-Netp and MobileSAM). Modes (MODES, default matte,sam,clicks; auto on request):
+U2-Netp and MobileSAM). Modes (MODES, default matte,sam,full,clicks; auto on request):
 - matte, sam (auto): per mode, mean best-IoU over the labelled objects (each object's best IoU over
   the predicted clippings' full-size masks, `ignore` pixels left out), the share of objects at >= 0.5
   and >= 0.75, masks per photo, seconds per photo, the same for objects covering >= 1 % of their photo,
   and per photo (the DAVIS photos are single subjects) its mean best-IoU, masks / objects and seconds.
+- full: the sam mode as `python -m server2 segment --full` runs it (the generator at the user's default
+  settings, as a GPU runs it), on this device.
 - clicks: the editor's interactive protocol (bench/clicks.py): mean IoU after 1, 2, 3, 5 clicks, NoC@85.
 Writes OUT/quality.json and OUT/sheet-<mode>.png (photo | labels | prediction | clippings, one row a photo).
 
@@ -38,8 +40,9 @@ from bench import clicks
 from studio import upright
 from studio.modelfiles import sam_file
 
-MODES = ("matte", "sam", "clicks")  # "auto" too on request: on photos it is the sam path
-SAM_MODES = ("sam", "auto", "clicks")
+# full: the sam path as `segment --full` runs it (the generator at the default settings, what a GPU runs)
+MODES = ("matte", "sam", "full", "clicks")  # "auto" too on request: on photos it is the sam path
+SAM_MODES = ("sam", "full", "auto", "clicks")
 BIG = 0.01  # "big" objects cover at least this share of their photo
 ROW = 180  # contact sheet row height
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
@@ -147,7 +150,8 @@ def run_mode(models: object, mode: str, photos: list[tuple[Path, Path]], out: Pa
         original, work = decode(photo_path)
         labels, ignore = load_labels(labels_path)
         started = time.perf_counter()
-        result = pipeline.segment(models, work, original, {"mode": mode})
+        settings = {"mode": "sam" if mode == "full" else mode}
+        result = pipeline.segment(models, work, original, settings, full=mode == "full" or None)
         seconds = time.perf_counter() - started
         preds = [full_mask(c.image, c.box, original.size) for c in result.clippings]
         size = original.width * original.height
@@ -211,17 +215,14 @@ def print_report(report: dict, photos: list[tuple[Path, Path]]) -> None:
                 for mode, r in rows.items()
             )
             print(f"  {photo.name:28} " + " | ".join(shown))
-    if "clicks" in modes and "plain" in modes["clicks"]:
+    if "clicks" in modes and "mean_iou" in modes["clicks"]:
         data = modes["clicks"]
-        done = f"{data['plain']['objects']} objects, {data['seconds']} s"
-        print(f"interactive ({data['model']}, the exported ONNX decoder, {done}):")
-        for variant in ("plain", "fed_back"):
-            v = data[variant]
-            after = ", ".join(f"{k}: {iou:.3f}" for k, iou in v["mean_iou"].items())
-            print(
-                f"  {variant:9} mean IoU after clicks {after}; NoC@85 {v['noc85']:.2f} "
-                f"({v['never_85']} of {v['objects']} never reach 0.85 in {clicks.MAX_CLICKS})"
-            )
+        after = ", ".join(f"{k}: {iou:.3f}" for k, iou in data["mean_iou"].items())
+        print(
+            f"interactive ({data['model']}, the exported ONNX decoder as /cut runs it, {data['objects']} objects, "
+            f"{data['seconds']} s): mean IoU after clicks {after}; NoC@85 {data['noc85']:.2f} "
+            f"({data['never_85']} of {data['objects']} never reach 0.85 in {clicks.MAX_CLICKS})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

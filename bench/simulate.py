@@ -1,4 +1,5 @@
-"""A simulated day through the real Lifecycle and Scaler with an injected clock (issue 8, figure 4).
+"""A simulated day through the real Lifecycle and Scaler with an injected clock (the GPU-minutes figure,
+bench/gpu_minutes.py).
 
 A trace of logins and uploads drives Lifecycle.tick() against a real SageMaker API (a moto
 server in tests and bench/): the scaler describes and updates the endpoint as it would in

@@ -19,10 +19,8 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -36,20 +34,21 @@ import psutil
 import skimage.data
 from PIL import Image
 
+from harness import REPO
+from harness.aws import MotoServer, RefusingProxy
+from harness.corpus import hostile
+from harness.mounts import BucketMount, mount_bucket, unmount
+from harness.realworld import REAL_MODELS_ENV, REAL_WEIGHTS, REALWORLD
+from harness.server1 import Server
+from harness.server2 import Server2, kill_hard
 from studio import layout
-from tests.conftest import REAL_MODELS_ENV, REAL_WEIGHTS, REALWORLD, REPO, MotoServer, free_port
-from tests.fuse.conftest import BucketMount, mount_bucket, unmount
-from tests.hardening.corpus import hostile
-from tests.hardening.stack import kill_hard
-from tests.server1.support import Server
-from tests.server2.serving.support import Server2
 
 pillow_heif.register_heif_opener()
 
 RESULTS = REPO / "bench" / "results"
 FORMATS = ((".jpg", "JPEG", {"quality": 90}), (".png", "PNG", {}), (".webp", "WEBP", {"quality": 90}),
            (".heic", "HEIF", {"quality": 80}))  # fmt: skip
-# Refused by content, each with its own reason (tests/hardening/corpus.py).
+# Refused by content, each with its own reason (harness/corpus.py).
 CORRUPT = ("truncated-0.5-photo.jpg", "empty.jpg", "truncated-0.9-photo.png", "text.jpg", "truncated-0.5-photo.heic",
            "bad-crc.png", "truncated-0.5-photo.webp", "bomb-20000x20000.png", "truncated-0.9-photo.jpg",
            "zero-width.png")  # fmt: skip
@@ -149,68 +148,6 @@ def make_files(plan: Plan, work: Path) -> dict:
         rounds.append({"bursts": bursts})
     rounds[0]["clear_after_burst"] = len(rounds[0]["bursts"]) // 2
     return {**asdict(plan), "idle": idle, "rounds": rounds}
-
-
-# -- S3 that can go away -------------------------------------------------------------------
-class RefusingProxy:
-    """A TCP proxy in front of moto. refuse(): the port stops listening (connections are refused)
-    and open connections are cut; resume(): it listens again on the same port."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-
-    def resume(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(256)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def refuse(self) -> None:
-        assert self._listener is not None
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
-        self._listener.close()
-        with self._lock:
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._open.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                with self._lock:
-                    self._open.discard(sock)
 
 
 # -- watching storage (directly, not through the proxy) ---------------------------------------------

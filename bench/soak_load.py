@@ -33,7 +33,7 @@ from locust.clients import HttpSession  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter  # noqa: E402
 
-from tests.server1.support import USERS, csrf_of  # noqa: E402
+from harness.server1 import USERS, csrf_of  # noqa: E402
 
 RETRY_SECONDS = 300.0  # how long a client keeps retrying one request through restarts and outages
 RETRIED = (0, 502, 503, 504)  # 0: no answer (connection refused or reset)

@@ -7,7 +7,6 @@ and kept in the shared folder, so it stays the same across runs. Ctrl-C stops bo
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -30,11 +29,11 @@ def local_login(env: dict[str, str]) -> tuple[str, str, bool]:
     storage = open_storage(env["SHARED_DIR"])
     key = layout.system("local-login.json")
     try:
-        saved = json.loads(storage.read(key))
+        saved = storage.read_json(key)
         return saved["user"], saved["password"], True
     except (NotFound, ValueError, KeyError):
         login = {"user": "studio", "password": secrets.token_urlsafe(12)}
-        storage.write(key, json.dumps(login).encode())
+        storage.write_json(key, login)
         return login["user"], login["password"], True
 
 

@@ -100,7 +100,8 @@ class Albums:
         inputs = self._timed(user, layout.input_dir(user))
         resized = self._timed(user, layout.resized_dir(user))
         _, statuses = self.storage.list_dir(layout.output_dir(user, "status"))
-        known, ids = self._ids.get(user, {}), {}
+        known = self._ids.get(user, {})
+        ids: dict[str, str | None] = {}
         originals = self._parse(inputs, _image_id, known, ids)
         jobs = self._parse(resized, _job_id, known, ids)
         records = self._status_records(user, self._parse(statuses, _image_id, known, ids))
@@ -150,12 +151,11 @@ def image_object(user: str, image_id: str, original: Entry | None, job: Entry | 
     assert source is not None  # an image is known by one of the two
     record = record or {}
     clippings = []
-    if record.get("state") == "done":
-        for name in record.get("clippings") or []:
-            try:
-                clippings.append(urls.clipping(user, name))
-            except layout.BadName:
-                continue  # a name no worker of ours writes; never turn it into a URL
+    for name in record.get("clippings") or []:  # before Server2's pass too: the user's hand-made ones
+        try:
+            clippings.append(urls.clipping(user, name))
+        except layout.BadName:
+            continue  # a name no worker of ours writes; never turn it into a URL
     return {
         "id": image_id,
         "name": display_name(image_id),

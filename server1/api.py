@@ -46,7 +46,7 @@ def get_settings() -> Response:
         choices=settings.CHOICES,
         ranges=ranges,
         models=services().lifecycle.models_in_use(),
-        sam_weights=_sam_weights(stored["sam_model"]),
+        sam_weights=_sam_weights(str(stored["sam_model"])),
     )
 
 
@@ -59,8 +59,9 @@ def save_settings() -> Response | tuple[Response, int]:
         merged = settings.save(services().storage, current_user(), changes)
     except settings.InvalidSettings as e:
         return json_error(f"invalid settings: {e}", 400, errors=e.errors)
-    services().lifecycle.want_sam(merged["sam_model"])
-    return jsonify(settings=merged, sam_weights=_sam_weights(merged["sam_model"]))
+    sam_model = str(merged["sam_model"])
+    services().lifecycle.want_sam(sam_model)
+    return jsonify(settings=merged, sam_weights=_sam_weights(sam_model))
 
 
 def _sam_weights(sam_model: str) -> dict | None:
@@ -69,36 +70,36 @@ def _sam_weights(sam_model: str) -> dict | None:
     deployment's own model, fetched by the leader whatever the settings say."""
     if sam_model == modelfiles.DEPLOYMENT:
         return None
-    found = services().lifecycle.weights_state(modelfiles.sam_file(sam_model)) or {"state": "queued", "error": None}
-    if found["state"] == "present":
+    weights = services().lifecycle.weights_state(modelfiles.sam_file(sam_model)) or {"state": "queued", "error": None}
+    if weights["state"] == "present":
         return None
-    received, size = found.get("received"), found.get("size")
+    received, size = weights.get("received"), weights.get("size")
     percent = int(100 * received / size) if isinstance(received, int) and isinstance(size, int) and size else None
-    return {"model": sam_model, "state": found["state"], "percent": percent, "error": found.get("error")}
+    return {"model": sam_model, "state": weights["state"], "percent": percent, "error": weights.get("error")}
 
 
 @bp.post("/images/<image_id>/retry")
 def retry(image_id: str) -> Response | tuple[Response, int]:
-    user, found = current_user(), services()
-    _, job = found.albums.find(user, layout.check_name(image_id, "image id"))  # BadName: 404
+    user = current_user()
+    _, job = services().albums.find(user, layout.check_name(image_id, "image id"))  # BadName: 404
     if not job:
         return json_error("no such image", 404)
-    record = found.jobs.read_status(user, image_id)
+    record = services().jobs.read_status(user, image_id)
     state = record["state"] if record else "queued"
     if state not in ("failed", "done"):
         return json_error(f"the image is {state}; only failed or done images can be retried", 409)
-    found.jobs.retry(user, image_id, job)
-    found.lifecycle.notify_work()
+    services().jobs.retry(user, image_id, job)
+    services().lifecycle.notify_work()
     return jsonify(retried=image_id)
 
 
 @bp.delete("/images/<image_id>")
 def delete(image_id: str) -> Response | tuple[Response, int]:
-    user, found = current_user(), services()
+    user = current_user()
     layout.check_name(image_id, "image id")  # BadName: 404
-    shown = found.albums.find(user, image_id) != (None, None)
+    shown = services().albums.find(user, image_id) != (None, None)
     # Also without an original or job file: the rest of a delete that storage cut short (503) goes now.
-    image_files.delete(found.storage, user, image_id)
+    image_files.delete(services().storage, user, image_id)
     if not shown:
         return json_error("no such image", 404)
     return jsonify(deleted=image_id)
@@ -142,16 +143,16 @@ def put_canvas() -> Response | tuple[Response, int]:
 
 @bp.get("/images/<image_id>/clippings.zip")
 def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
-    user, found = current_user(), services()
-    record = found.jobs.read_status(user, layout.check_name(image_id, "image id"))  # BadName: 404
-    names = record.get("clippings") if record and record["state"] == "done" else None
+    user = current_user()
+    record = services().jobs.read_status(user, layout.check_name(image_id, "image id"))  # BadName: 404
+    names = (record or {}).get("clippings")
     if not names:
         return json_error("this image has no clippings", 404)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
         for name in names:
             try:
-                archive.writestr(name, found.storage.read(layout.crop(user, name)))
+                archive.writestr(name, services().storage.read(layout.crop(user, name)))
             except (layout.BadName, NotFound):
                 continue
     buffer.seek(0)
@@ -160,5 +161,4 @@ def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
 
 @bp.get("/status")
 def status() -> Response:
-    found = services()
-    return jsonify(found.events.status_payload(found.albums.images(current_user())))
+    return jsonify(services().events.status_payload(services().albums.images(current_user())))

@@ -80,7 +80,10 @@ def create_app(config: dict | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: pages stay open for hours
     )
     if settings["TRUST_PROXY"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["TRUST_PROXY"], x_proto=settings["TRUST_PROXY"])
+        # Flask's documented way to wrap its WSGI app (a method mypy will not see replaced).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings["TRUST_PROXY"], x_proto=settings["TRUST_PROXY"]
+        )
 
     jobs = Jobs(storage, owner=f"server1@{socket.gethostname()}")
     lifecycle = Lifecycle(storage, list(settings["USERS"]), config=settings["LIFECYCLE"])
@@ -137,9 +140,9 @@ def start_background(app: Flask) -> None:
 def stop_background(app: Flask) -> None:
     """End the open event streams, stop the lifecycle's threads and release the scheduler lease, so the
     next Server1 leads at its first look instead of waiting for the lease to run out."""
-    found = app.extensions["server1"]
-    found.events.stop()
-    found.lifecycle.stop()
+    services = app.extensions["server1"]
+    services.events.stop()
+    services.lifecycle.stop()
 
 
 def _add_headers(app: Flask) -> None:

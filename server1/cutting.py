@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from studio import upright
+from studio import sam_input, upright
 
 MAX_POINTS = 32
 
@@ -69,13 +70,6 @@ def parse_prompt(body: object, width: int, height: int) -> tuple[list[tuple[floa
     return parsed, list(labels), box
 
 
-def model_frame(size: tuple[int, int], input_size: int) -> tuple[int, int]:
-    """The resized image's size inside the model's input frame (SAM's ResizeLongestSide)."""
-    width, height = size
-    scale = input_size / max(width, height)
-    return int(width * scale + 0.5), int(height * scale + 0.5)
-
-
 def decoder_inputs(
     points: list[tuple[float, float]],
     labels: list[int],
@@ -86,19 +80,19 @@ def decoder_inputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(point_coords 1xNx2, point_labels 1xN) for SamOnnxModel: a box as corners labelled 2 and 3,
     else a padding point labelled -1 (as SamPredictor pads)."""
-    frame = model_frame(embedded, input_size)
+    frame = sam_input.frame(embedded, input_size)
     sx = embedded[0] / original[0] * frame[0] / embedded[0]
     sy = embedded[1] / original[1] * frame[1] / embedded[1]
     coords = [(x, y) for x, y in points]
-    labels = [float(label) for label in labels]
+    codes = [float(label) for label in labels]
     if box is not None:
         coords += [(box[0], box[1]), (box[2], box[3])]
-        labels += [2.0, 3.0]
+        codes += [2.0, 3.0]
     scaled = [(x * sx, y * sy) for x, y in coords]
     if box is None:
         scaled.append((0.0, 0.0))
-        labels.append(-1.0)
-    return np.array([scaled], dtype=np.float32), np.array([labels], dtype=np.float32)
+        codes.append(-1.0)
+    return np.array([scaled], dtype=np.float32), np.array([codes], dtype=np.float32)
 
 
 class Decoders:
@@ -108,7 +102,7 @@ class Decoders:
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
 
-    def session(self, digest: str, load: callable) -> ort.InferenceSession:
+    def session(self, digest: str, load: Callable[[], bytes]) -> ort.InferenceSession:
         with self._lock:
             if digest not in self._sessions:
                 options = ort.SessionOptions()
@@ -121,28 +115,57 @@ class Decoders:
 
 
 def low_res_logits(
-    session: ort.InferenceSession, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray
+    session: ort.InferenceSession,
+    embedding: np.ndarray,
+    coords: np.ndarray,
+    labels: np.ndarray,
+    previous: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The chosen mask's logits, 4g x 4g (256 x 256 for the real checkpoints)."""
+    """The chosen mask's logits, 4g x 4g (256 x 256 for the real checkpoints). previous: the last mask's
+    low-res logits, fed back as SAM's mask prompt. The decoder chooses as SAM's demo does: one click (with
+    the padding point, two points) -> the best of SAM's three masks by predicted IoU; more -> its single mask."""
     grid = embedding.shape[-1]
+    mask = np.zeros((4 * grid, 4 * grid), dtype=np.float32) if previous is None else previous
     _, _, low_res = session.run(
         None,
         {
             "image_embeddings": embedding.astype(np.float32),
             "point_coords": coords,
             "point_labels": labels,
-            "mask_input": np.zeros((1, 1, 4 * grid, 4 * grid), dtype=np.float32),
-            "has_mask_input": np.zeros(1, dtype=np.float32),
+            "mask_input": mask[None, None].astype(np.float32),
+            "has_mask_input": np.array([float(previous is not None)], dtype=np.float32),
         },
     )
     return low_res[0, 0]
+
+
+def replay(
+    session: ort.InferenceSession,
+    embedding: np.ndarray,
+    prompt: tuple[list[tuple[float, float]], list[int], list | None],
+    original: tuple[int, int],
+    embedded: tuple[int, int],
+    input_size: int,
+) -> np.ndarray | None:
+    """The low-res logits the editor shows for a prompt (points in click order, labels, box): each click
+    decoded in turn with the previous step's logits fed back, as the page does (editor.js `chain`); the box
+    alone is the first step when there is one. A step with neither a box nor a positive point yet is not
+    decoded. None when no step is."""
+    points, labels, box = prompt
+    previous = None
+    for k in range(0 if box is not None else 1, len(points) + 1):
+        if box is None and 1 not in labels[:k]:
+            continue
+        coords, point_labels = decoder_inputs(points[:k], labels[:k], box, original, embedded, input_size)
+        previous = low_res_logits(session, embedding, coords, point_labels, previous)
+    return previous
 
 
 def upscale(logits: np.ndarray, embedded: tuple[int, int], input_size: int, out_size: tuple[int, int]) -> np.ndarray:
     """SamPredictor.postprocess_masks at the threshold: logits to the input frame, the image's part of
     it, then to out_size (width, height); bilinear with pixel centres as torch's align_corners=False."""
     frame = cv2.resize(logits, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
-    width, height = model_frame(embedded, input_size)
+    width, height = sam_input.frame(embedded, input_size)
     return cv2.resize(frame[:height, :width], out_size, interpolation=cv2.INTER_LINEAR) > 0.0
 
 

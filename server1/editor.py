@@ -34,7 +34,7 @@ from server1.responses import current_user, json_body, json_error
 from server1.services import services
 from studio import image_files, layout, upright
 from studio.errors import Refused
-from studio.jobs import iso
+from studio.jobs import StatusConflict
 from studio.storage import NotFound
 
 bp = Blueprint("editor", __name__)
@@ -54,9 +54,10 @@ def _editable(user: str, image_id: str) -> dict:
 def _original(user: str, image_id: str) -> Image.Image:
     """The upright original at full resolution (studio.upright: as the worker cut its clippings from it)."""
     key, job = services().albums.find(user, image_id)
-    if not (key or job):
+    source = key or job
+    if not source:
         raise NotFound(f"{image_id} was deleted")
-    data = services().storage.read(key or job)
+    data = services().storage.read(source)
     return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
 
 
@@ -77,10 +78,10 @@ def _save(
     image: Image.Image,
     box: list[int],
     update: Callable[[dict, str], None],
-    by_hand: tuple[int, int] | None = None,
+    cut: bool = False,
 ) -> dict:
     """Write the clipping under a fresh name and its thumbnail, then change the status record with
-    update(record, name) under its version (a concurrent change makes it try again); by_hand: see
+    update(record, name) under its version (a concurrent change makes it try again); cut: see
     _change_record. If the change is refused or the image was deleted meanwhile, the new files are removed
     again."""
     storage = services().storage
@@ -98,47 +99,33 @@ def _save(
         update(record, name)
 
     try:
-        record = _change_record(user, image_id, change, by_hand)
+        record = _change_record(user, image_id, change, cut)
     except (Refused, NotFound):
         image_files.delete_clipping(storage, user, name)
         raise
     return clipping_json(user, image_id, name, record)
 
 
-def _change_record(
-    user: str, image_id: str, change: Callable[[dict], None], by_hand: tuple[int, int] | None = None
-) -> dict:
-    """Apply change to the done image's status record with a conditional write (a concurrent change,
-    e.g. another tab's save, makes it read and apply again); the record written. by_hand: the original's
-    size, for a cut: a queued or failed image (or one with no record yet) becomes done, method "editor"."""
-    storage, key = services().storage, layout.status(user, image_id)
-    for _ in range(20):
-        try:
-            raw, version = storage.read_versioned(key)
-            record = json.loads(raw)
-        except NotFound:
+def _change_record(user: str, image_id: str, change: Callable[[dict], None], cut: bool = False) -> dict:
+    """Apply change to the done image's status record (studio.jobs: a conditional write, applied again after
+    a concurrent change, e.g. another tab's save); the record written. cut: a hand-made clipping, also
+    allowed on a queued or failed image (or one with no record yet), whose state it leaves as it is."""
+
+    def apply(record: dict | None) -> dict:
+        if record is None:
             if not known(user, image_id):
-                raise  # deleted meanwhile: 404, and _save removes what it wrote
-            version, record = None, {"state": "queued"}
-        state = record.get("state")
-        if state != "done" and (by_hand is None or state == "processing"):
+                raise NotFound(f"{image_id} was deleted")  # 404, and _save removes what it wrote
+            record = {"state": "queued", "attempts": 0, "error": None, "clippings": []}
+        state = record["state"]
+        if state != "done" and (not cut or state == "processing"):
             raise Refused(409, f"the image is {state} now; try again once it is done")
-        if state != "done":
-            record = {
-                "state": "done",
-                "attempts": record.get("attempts", 0),
-                "error": None,
-                "method": "editor",
-                "width": by_hand[0],
-                "height": by_hand[1],
-                "clippings": [],
-            }
         change(record)
-        record["updated_at"] = iso(services().jobs.clock())
-        data = json.dumps(record, separators=(",", ":")).encode()
-        if storage.create_exclusive(key, data) if version is None else storage.replace_if(key, data, version):
-            return record
-    raise Refused(409, "the image is being changed by another request; try again")
+        return record
+
+    try:
+        return services().jobs.change_status(user, image_id, apply)
+    except StatusConflict:
+        raise Refused(409, "the image is being changed by another request; try again") from None
 
 
 def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple[Response, int]]:
@@ -183,19 +170,20 @@ def cut(image_id: str) -> Response:
         if not known(user, image_id):
             raise  # the photo was deleted meanwhile: 404
         raise Refused(409, "the embedding or decoder is missing: " + RETRY_FIRST) from None
-    coords, point_labels = cutting.decoder_inputs(
-        points, labels, box, size, (meta["width"], meta["height"]), meta["input_size"]
-    )
-    logits = cutting.low_res_logits(session, features, coords, point_labels)
-    mask = cutting.upscale(logits, (meta["width"], meta["height"]), meta["input_size"], size)
+    embedded = (meta["width"], meta["height"])
+    logits = cutting.replay(session, features, (points, labels, box), size, embedded, meta["input_size"])
+    if logits is None:
+        raise cutting.BadPrompt("the prompt has no positive click and no box; click inside the object")
+    mask = cutting.upscale(logits, embedded, meta["input_size"], size)
     made = cutting.clip(original, mask)
     if made is None:
         raise cutting.BadPrompt("the prompt selects nothing; click inside the object")
 
     def add(record: dict, name: str) -> None:
         record["clippings"] = [name, *(record.get("clippings") or [])]
+        record["hand_made"] = [name, *(record.get("hand_made") or [])]  # kept by Server2's passes (studio.jobs)
 
-    clipping = _save(user, image_id, record, *made, add, by_hand=size)
+    clipping = _save(user, image_id, record, *made, add, cut=True)
     return Response(
         json.dumps({"clipping": clipping, "seconds": round(time.perf_counter() - started, 3)}),
         mimetype="application/json",
@@ -232,6 +220,7 @@ def touch_up(image_id: str, name: str) -> Response:
         if name not in shown:
             raise Refused(409, "the clipping was changed meanwhile; reload the editor")
         record["clippings"] = [new if n == name else n for n in shown]
+        record["hand_made"] = [new if n == name else n for n in record.get("hand_made") or []]
         record.setdefault("edits", {})[new] = name
 
     return Response(
@@ -254,6 +243,7 @@ def undo(image_id: str, name: str) -> Response:
             raise Refused(409, "this clipping has no earlier version")
         previous[:] = [edits.pop(name)]
         record["clippings"] = [previous[0] if n == name else n for n in shown]
+        record["hand_made"] = [previous[0] if n == name else n for n in record.get("hand_made") or []]
         record["clipping_boxes"].pop(name, None)
 
     record = _change_record(user, image_id, revert)

@@ -52,7 +52,8 @@ def _cached(data: bytes, mimetype: str, immutable: bool) -> Response:
         response.cache_control.immutable = True
     else:
         response.cache_control.no_cache = True
-    return response.make_conditional(request)
+    response.make_conditional(request)  # in place
+    return response
 
 
 @bp.get("/api/images/<image_id>/editor")
@@ -61,6 +62,9 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
     if not known(user, image_id):
         return json_error("no such image", 404)
     original, job = services().albums.find(user, image_id)
+    source = original or job
+    if source is None:  # deleted meanwhile
+        return json_error("no such image", 404)
     record = status_record(user, image_id) or {}
     meta = embedding_meta(record)
     state = record.get("state", "queued")
@@ -70,8 +74,8 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
         url = meta and f"/api/images/{image_id}/embedding?v={CPU}{meta['decoder']}"
     message = "Click the object to cut it out." if meta else f"This photo cannot be cut yet: {encoding.NO_ENCODER}."
     size = (record.get("width"), record.get("height"))
-    if None in size and (original or job):  # not processed yet: prompts are in the original's pixels all the same
-        size = upright.size(services().storage.read(original or job))
+    if None in size:  # not processed yet: prompts are in the original's pixels all the same
+        size = upright.size(services().storage.read(source))
     return Response(
         json.dumps(
             {
@@ -79,7 +83,7 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
                 "state": state,
                 "width": size[0],
                 "height": size[1],
-                "original_url": urls.file_url(original or job),
+                "original_url": urls.file_url(source),
                 "resized_url": urls.file_url(job) if job else None,
                 "embedding": meta
                 and {
@@ -88,9 +92,7 @@ def editor(image_id: str) -> Response | tuple[Response, int]:
                     **{k: meta[k] for k in ("width", "height", "input_size")},
                 },
                 "message": message,
-                "clippings": [clipping_json(user, image_id, n, record) for n in record.get("clippings") or []]
-                if state == "done"
-                else [],
+                "clippings": [clipping_json(user, image_id, n, record) for n in record.get("clippings") or []],
             }
         ),
         mimetype="application/json",
@@ -102,7 +104,7 @@ def embedding(image_id: str) -> Response | tuple[Response, int]:
     user, version = current_user(), request.args.get("v", "")
     if not known(user, image_id):
         return json_error("no such image", 404)
-    record = status_record(user, image_id)
+    record = status_record(user, image_id) or {}
     if embedding_meta(record) and not version.startswith(CPU):
         try:
             data = services().storage.read(layout.embedding(user, image_id))

@@ -14,7 +14,6 @@ gets Unavailable with a Retry-After, so a burst queues no threads for long and u
 from __future__ import annotations
 
 import io
-import json
 import os
 import threading
 
@@ -22,12 +21,11 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-from studio import layout, upright
+from studio import layout, sam_input, upright
 from studio.storage import NotFound, Storage
 
-# Sam.pixel_mean / pixel_std (segment_anything), for RGB in 0-255.
-PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+PIXEL_MEAN = np.array(sam_input.PIXEL_MEAN, dtype=np.float32)
+PIXEL_STD = np.array(sam_input.PIXEL_STD, dtype=np.float32)
 INPUT_SIZE = 1024  # MobileSAM's, the one model whose encoder is exported
 RETRY_AFTER = 2  # seconds: about one embedding's time
 # Every core: one embedding at a time, and onnxruntime's threads do not spin once it is done.
@@ -48,10 +46,9 @@ class Unavailable(Exception):
 
 
 def preprocess(image: Image.Image, input_size: int) -> np.ndarray:
-    """SamPredictor.set_image's input: ResizeLongestSide (PIL bilinear, as torchvision resizes a PIL image),
-    normalised with SAM's mean and std, zero-padded at the bottom and right; 1 x 3 x S x S float32."""
-    scale = input_size / max(image.size)
-    size = (int(image.width * scale + 0.5), int(image.height * scale + 0.5))
+    """SamPredictor.set_image's input (studio.sam_input; resized with PIL's bilinear, as torchvision resizes
+    a PIL image): 1 x 3 x S x S float32."""
+    size = sam_input.frame(image.size, input_size)
     pixels = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
     out = np.zeros((input_size, input_size, 3), dtype=np.float32)
     out[: size[1], : size[0]] = (pixels - PIXEL_MEAN) / PIXEL_STD
@@ -72,7 +69,7 @@ def newest_encoder(storage: Storage) -> str | None:
 
 def stored_meta(storage: Storage, user: str, image_id: str) -> dict | None:
     try:
-        return json.loads(storage.read(layout.cpu_embedding_meta(user, image_id)))
+        return storage.read_json(layout.cpu_embedding_meta(user, image_id))
     except (NotFound, ValueError):
         return None
 
@@ -138,14 +135,14 @@ class Encoder:
                 raise Unavailable(NO_ENCODER, None)
             session = self.session(storage, digest)
             input_size = int(session.get_inputs()[0].shape[-1])
-            with Image.open(io.BytesIO(storage.read(job))) as image:
-                image = ImageOps.exif_transpose(image).convert("RGB")
+            with Image.open(io.BytesIO(storage.read(job))) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
             features = self.encode(session, preprocess(image, input_size))
             out = io.BytesIO()
             np.save(out, features.astype(np.float16), allow_pickle=False)
             meta = {"decoder": digest, "width": image.width, "height": image.height, "input_size": input_size}
             storage.write(layout.cpu_embedding(user, image_id), out.getvalue())
-            storage.write(layout.cpu_embedding_meta(user, image_id), json.dumps(meta).encode())
+            storage.write_json(layout.cpu_embedding_meta(user, image_id), meta)
             return meta, out.getvalue()
         finally:
             self._gate.release()

@@ -108,7 +108,7 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
 def prepare(data: bytes, max_pixels: int = 100_000_000, straighten_sheet: bool = False) -> Prepared:
     """Check and convert one upload; Rejected with a clear message when it is not usable."""
     image = upright.check(data, max_pixels)
-    ext = FORMATS[image.format]
+    ext = FORMATS[image.format or ""]
     try:
         width, height = upright.size(data)
         work = upright.work_copy(data, max_pixels)

@@ -35,15 +35,14 @@ def index() -> str:
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     """No login needed; says what works, never a secret (no keys, no passwords, no URLs with tokens)."""
-    found = services()
     try:
-        found.storage.check()
+        services().storage.check()
         storage = "ok"
     except StorageError as e:
         log.warning("health: storage unavailable: %s", e)
         storage = f"unavailable: {e}"
     try:
-        lifecycle = found.lifecycle.health()
+        lifecycle = services().lifecycle.health()
     except Exception as e:  # the health page must answer whatever the background work is doing
         log.exception("health: lifecycle")
         lifecycle = {"error": str(e)}

@@ -9,7 +9,6 @@ most every CHECK_SECONDS per process (other gunicorn workers see a logout within
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import threading
 import time
@@ -31,7 +30,7 @@ class Sessions:
     def start(self, user: str) -> str:
         sid = secrets.token_urlsafe(24)
         record = {"user": user, "created": time.time()}
-        self.storage.write(layout.system(PREFIX + sid), json.dumps(record).encode())
+        self.storage.write_json(layout.system(PREFIX + sid), record)
         with self._lock:
             self._seen[sid] = (user, time.monotonic())
         self._purge()
@@ -50,7 +49,7 @@ class Sessions:
         if seen and time.monotonic() - seen[1] < CHECK_SECONDS:
             return seen[0]
         try:
-            record = json.loads(self.storage.read(key))
+            record = self.storage.read_json(key)
             user, created = str(record["user"]), float(record["created"])
         except (NotFound, ValueError, KeyError, TypeError):
             user, created = "", 0.0

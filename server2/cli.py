@@ -1,11 +1,13 @@
 """`python -m server2 segment`: Server2's pipeline on local files, like rembg's command line.
 
-    python -m server2 segment [--mode auto|sam|matte] [--models DIR] --out OUT INPUT...
+    python -m server2 segment [--mode auto|sam|matte] [--full] [--models DIR] --out OUT INPUT...
 
 For each input (a file, or every image in a folder) OUT/<stem>/ gets mask-<n>.png (8-bit 0/255 at the
 input's full size, one per clipping, largest first), clipping-<n>.png (RGBA, as in the album) and
 result.json (method, models, boxes, timings). The same code as Server2: studio.upright (the decoder),
 server2.pipeline.segment; models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL (studio/modelfiles.py).
+--full runs what a GPU runs, on any device: SAM's generator with the user's default settings as they are
+(without it, a CPU runs the generator under server2.pipeline.CPU_LIMITS).
 A file that cannot be read or segmented is reported and skipped; the exit status is 1 if any failed.
 With mobile_sam.pt in the models folder, its image encoder and prompt decoder are exported there once as ONNX
 (sam-encoder-/sam-decoder-<digest>.onnx), for the editor's embeddings on Server1's CPU (server1/encoding.py).
@@ -29,6 +31,7 @@ from studio import image_files, settings, upright
 
 if TYPE_CHECKING:
     from server2.models import ModelSet
+    from server2.pipeline import Result
 
 INPUT_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 
@@ -52,7 +55,7 @@ def decode(path: Path) -> tuple[Image.Image, Image.Image]:
     return upright.original(data), upright.work_copy(data)
 
 
-def write_result(folder: Path, path: Path, original: Image.Image, result: object, models: ModelSet) -> dict:
+def write_result(folder: Path, path: Path, original: Image.Image, result: Result, models: ModelSet) -> dict:
     """mask-<n>.png, clipping-<n>.png and result.json into folder (written under .part names, then renamed)."""
     from server2.pipeline.clippings import full_mask
 
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=settings.CHOICES["mode"], default="auto", type=lambda v: alias.get(v, v))
     parser.add_argument("--models", default=os.environ.get("MODELS_DIR", "models"), help="weights folder")
     parser.add_argument("--device", choices=DEVICES, help="default: DEVICE, else auto")
+    parser.add_argument("--full", action="store_true", help="the generator at the default settings, as on a GPU")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     args = parser.parse_args(argv)
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         embeddings.ensure_editor_models(FileStorage(args.models), models, folder="")
     except Exception as e:  # noqa: BLE001  (the cut-outs do not need them)
         print(f"segment: exporting MobileSAM's encoder for the editor failed: {e}", file=sys.stderr)
-    out, used, failed = Path(args.out), set(), []
+    out, used, failed = Path(args.out), set[str](), []
     for path in tqdm(files, unit="image", disable=None):
         stem = path.stem
         while stem in used:  # a.jpg and a.png: a-2 for the second
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             original, work = decode(path)
             started = time.perf_counter()
-            result = pipeline.segment(models, work, original, {"mode": args.mode})
+            result = pipeline.segment(models, work, original, {"mode": args.mode}, full=args.full or None)
             result.timings["total"] = round(time.perf_counter() - started, 4)
             write_result(out / stem, path, original, result, models)
         except (OSError, upright.Unreadable) as e:

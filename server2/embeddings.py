@@ -39,7 +39,10 @@ from studio.modelfiles import sam_file
 from studio.storage import FileStorage, Storage
 
 if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
+
     from server2.models import ModelSet
+    from server2.pipeline import Result
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ def npy_bytes(features: torch.Tensor) -> bytes:
     return out.getvalue()
 
 
-def _decoder_model(parts: torch.nn.Module) -> torch.nn.Module:
+def _decoder_model(parts: Sam) -> torch.nn.Module:
     from segment_anything.utils.onnx import SamOnnxModel
 
     class LowResDecoder(SamOnnxModel):
@@ -83,9 +86,9 @@ def _decoder_model(parts: torch.nn.Module) -> torch.nn.Module:
     return LowResDecoder(parts, return_single_mask=True).eval()
 
 
-def export_decoder(sam: torch.nn.Module, path: Path) -> None:
+def export_decoder(sam: Sam, path: Path) -> None:
     """This SAM's prompt encoder and mask decoder (copied to the CPU) as ONNX, written to path."""
-    parts = torch.nn.Module()
+    parts: Sam = torch.nn.Module()  # what SamOnnxModel reads of a Sam
     parts.prompt_encoder = copy.deepcopy(sam.prompt_encoder).float().cpu()
     parts.mask_decoder = copy.deepcopy(sam.mask_decoder).float().cpu()
     parts.image_encoder = SimpleNamespace(img_size=sam.image_encoder.img_size)
@@ -116,7 +119,7 @@ def export_decoder(sam: torch.nn.Module, path: Path) -> None:
         )
 
 
-def export_encoder(sam: torch.nn.Module, path: Path) -> None:
+def export_encoder(sam: Sam, path: Path) -> None:
     """This SAM's image encoder (copied to the CPU) as ONNX: "image" 1 x 3 x S x S, normalised and padded
     as Sam.preprocess leaves it, -> "image_embeddings" 1 x 256 x g x g."""
     encoder = copy.deepcopy(sam.image_encoder).float().cpu().eval()
@@ -153,7 +156,7 @@ def _ensure(storage: Storage, key: str, export: Callable[[Path], None], what: st
         return key
 
 
-def ensure_decoder(storage: Storage, sam: torch.nn.Module, digest: str) -> str:
+def ensure_decoder(storage: Storage, sam: Sam, digest: str) -> str:
     """models/sam-decoder-<digest>.onnx, exported unless it is there already; its key."""
     return _ensure(storage, layout.decoder(digest), partial(export_decoder, sam), "SAM's prompt decoder")
 
@@ -186,12 +189,11 @@ def export_editor_models(folder: Path) -> str:
     return digest
 
 
-def prepare(storage: Storage, models: ModelSet, result: object) -> dict | None:
+def prepare(storage: Storage, models: ModelSet, result: Result) -> dict | None:
     """The status record's "embedding" for a SAM result (None for others), its decoder exported first.
 
     Called before the job's outputs are staged, outside the worker's claim lock: hashing a checkpoint
     and exporting take seconds, and the heartbeat must keep renewing the lease meanwhile.
-    models: server2.models.Models; result: server2.pipeline.Result.
     """
     if result.embedding is None:
         return None
@@ -210,11 +212,11 @@ def prepare(storage: Storage, models: ModelSet, result: object) -> dict | None:
     }
 
 
-def stage(result: object, claim: Claim, names: list[str], meta: dict | None, put: Callable[[str, bytes], None]) -> dict:
+def stage(result: Result, claim: Claim, names: list[str], meta: dict | None, put: Callable[[str, bytes], None]) -> dict:
     """Stage the embedding through put; the status record's fields for the editor (meta from prepare)."""
     boxes = [list(clip.box) for clip in result.clippings]
     fields: dict = {"clipping_boxes": dict(zip(names, boxes, strict=True))}
-    if meta is not None:
+    if meta is not None and result.embedding is not None:  # meta: prepare() found an embedding
         put(layout.embedding(claim.user, claim.image_id), npy_bytes(result.embedding.features))
         fields["embedding"] = meta
     return fields

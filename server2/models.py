@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 # Before ultralytics is imported: no DNS probes, analytics or asset (font) downloads; the network may be closed.
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -43,7 +43,12 @@ from ultralytics.utils import patches as ultralytics_patches  # noqa: E402
 ultralytics_patches._pil_plugins_registered = True
 
 from server2 import gpu_check  # noqa: E402
+from studio import sam_input  # noqa: E402
 from studio.modelfiles import DEPLOYMENT, SAM_MODELS, ModelChoice, sam_file  # noqa: E402
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import ImageEncoderViT, Sam  # untyped: checked as Any
+    from ultralytics.models.sam.modules.tiny_encoder import TinyViT
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +149,7 @@ def sam_config(state: dict[str, torch.Tensor]) -> SamConfig:
     )
 
 
-def build_sam(config: SamConfig) -> torch.nn.Module:
+def build_sam(config: SamConfig) -> Sam:
     """segment_anything's Sam with the given encoder (as its build_sam_vit_* do for the fixed sizes)."""
     from segment_anything.modeling import ImageEncoderViT
 
@@ -167,17 +172,17 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
     )
 
 
-def build_mobile_sam() -> torch.nn.Module:
+def build_mobile_sam() -> Sam:
     """MobileSAM: Ultralytics' TinyViT with the configuration of its build_mobile_sam (1024 px input, a
     64 x 64 x 256 embedding like SAM's), in segment_anything's Sam."""
     from ultralytics.models.sam.modules.tiny_encoder import TinyViT
 
     encoder = TinyViT(
         img_size=MOBILE_SAM_INPUT,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
+        embed_dims=(64, 128, 160, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 5, 10),
+        window_sizes=(7, 7, 14, 7),
         mlp_ratio=4.0,
         drop_rate=0.0,
         drop_path_rate=0.0,
@@ -187,7 +192,7 @@ def build_mobile_sam() -> torch.nn.Module:
     return _sam(encoder, grid=MOBILE_SAM_INPUT // 16)
 
 
-def _sam(image_encoder: torch.nn.Module, grid: int) -> torch.nn.Module:
+def _sam(image_encoder: ImageEncoderViT | TinyViT, grid: int) -> Sam:
     """SAM's prompt encoder and mask decoder (the same for every model) behind image_encoder."""
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
@@ -207,21 +212,21 @@ def _sam(image_encoder: torch.nn.Module, grid: int) -> torch.nn.Module:
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(sam_input.PIXEL_MEAN),
+        pixel_std=list(sam_input.PIXEL_STD),
     )
     return sam.eval()
 
 
-def load_sam(path: Path, device: str) -> torch.nn.Module:
+def load_sam(path: Path, device: str) -> Sam:
     """A SAM checkpoint: MobileSAM when its encoder is a TinyViT (patch_embed.seq), else a ViT of the
     shape its tensors give."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if any(key.startswith("image_encoder.patch_embed.seq.") for key in state):
         sam, config = build_mobile_sam(), "MobileSAM (TinyViT encoder)"
     else:
-        config = sam_config(state)
-        sam = build_sam(config)
+        shape = sam_config(state)
+        sam, config = build_sam(shape), str(shape)
     sam.load_state_dict(state)
     # eval() again, after loading: TinyViT caches its attention biases (Attention.ab) when put in eval mode,
     # and _sam's eval() cached the random initial ones.
@@ -248,17 +253,12 @@ def _rembg_env(folder: Path) -> Iterator[None]:
 
 
 class SamModel:
-    """One Segment Anything model (a ViT size or MobileSAM); prediction is SAM's own predictor/generator
-    (server2.pipeline.sam)."""
+    """The file of one Segment Anything model (a ViT size or MobileSAM): load_sam loads it; prediction is SAM's
+    own predictor/generator (server2.pipeline.sam)."""
 
     def __init__(self, size: str) -> None:
         self.name = size
         self.files = (sam_file(size),)
-        self.module: torch.nn.Module | None = None
-
-    def load(self, folder: Path, device: str) -> SamModel:
-        self.module = load_sam(folder / self.files[0], device)
-        return self
 
 
 class DetectModel:
@@ -268,7 +268,7 @@ class DetectModel:
         self.name = file
         self.files = (file,)
         self.task = "segment" if file.removesuffix(".pt").endswith("-seg") else "detect"
-        self.yolo: object = None
+        self.yolo: Any = None
         self.device = "cpu"
 
     def load(self, folder: Path, device: str) -> DetectModel:
@@ -277,7 +277,7 @@ class DetectModel:
         self.yolo, self.device = YOLO(str(folder / self.files[0]), task=self.task), device
         return self
 
-    def predict(self, image: Image.Image, confidence: float) -> object:
+    def predict(self, image: Image.Image, confidence: float) -> Any:
         """The ultralytics Results for the image."""
         threads = torch.get_num_threads()
         (result,) = self.yolo.predict(image.convert("RGB"), conf=confidence, device=self.device, verbose=False)
@@ -291,7 +291,7 @@ class MatteModel:
     def __init__(self, name: str) -> None:
         self.name = name
         self.files = (f"{name}.onnx",)
-        self.session: object = None
+        self.session: Any = None
 
     def load(self, folder: Path, device: str) -> MatteModel:
         from rembg import new_session
@@ -317,7 +317,7 @@ class Models:
     """Every configured model, loaded once and kept in memory."""
 
     device: str
-    sam: dict[str, torch.nn.Module]
+    sam: dict[str, Sam]
     detect: DetectModel
     segment: DetectModel | None  # the detector's "-seg" sibling, when its file is there
     matte: MatteModel
@@ -332,12 +332,16 @@ class Models:
         models_dir = Path(models_dir)
         choice = choice or choose(device)
         segment = DetectModel(choice.segment) if choice.segment != choice.detect else None
-        needed = [*[SamModel(choice.sam)] * need_sam, DetectModel(choice.detect), MatteModel(choice.matte)]
+        needed: list[SamModel | DetectModel | MatteModel] = [
+            *[SamModel(choice.sam)] * need_sam,
+            DetectModel(choice.detect),
+        ]
+        needed.append(MatteModel(choice.matte))
         missing = [f for model in needed for f in model.files if not (models_dir / f).is_file()]
         if missing:
             raise ModelsMissing(missing, models_dir)
         sam = {
-            name: SamModel(name).load(models_dir, device).module
+            name: load_sam(models_dir / sam_file(name), device)
             for name in SAM_MODELS
             if (models_dir / sam_file(name)).is_file()
         }
@@ -370,7 +374,7 @@ class Models:
             "matte": self.matte.name,
         }
 
-    def sam_for(self, sam_model: str) -> tuple[str, torch.nn.Module]:
+    def sam_for(self, sam_model: str) -> tuple[str, Sam]:
         """The SAM a user's settings ask for ("deployment": the configured one), or the configured one when
         those weights are not there (a warning, once per model, not per job)."""
         if sam_model in self.sam:
@@ -395,11 +399,11 @@ class ModelSet(Protocol):
 
     device: str
     folder: Path
-    sam: dict[str, torch.nn.Module]
+    sam: dict[str, Sam]
     detect: DetectModel
     segment: DetectModel | None
     matte: MatteModel
 
     def describe(self) -> dict: ...
 
-    def sam_for(self, sam_model: str) -> tuple[str, torch.nn.Module]: ...
+    def sam_for(self, sam_model: str) -> tuple[str, Sam]: ...

@@ -114,9 +114,11 @@ class Worker:
                         "%s/%s: lost the claim before publishing; the new holder's result stands", user, image_id
                     )
                     return Outcome("in-progress", "another worker took the job over")
+            except StorageError as e:  # e.g. a delete took the staged files: no bug, no traceback
+                return self._fail_locked(claim, f"writing the results failed: storage error: {e}")
             except Exception as e:
                 log.exception("%s/%s: writing the results failed", user, image_id)
-                return self._fail_locked(claim, f"writing the results failed: {type(e).__name__}: {e}")
+                return self._fail_locked(claim, f"writing the results failed: {type(e).__name__}: {e}", final=False)
             finally:
                 self._current = None
         log.info("%s/%s: done in %.2fs, %d clippings (%s)", user, image_id, timings["total"], len(names), result.method)
@@ -177,7 +179,7 @@ class Worker:
             finally:
                 self._current = None
 
-    def _fail_locked(self, claim: Claim, reason: str, final: bool) -> Outcome:
+    def _fail_locked(self, claim: Claim, reason: str, final: bool = False) -> Outcome:
         log.warning("%s/%s: attempt %d failed: %s", claim.user, claim.image_id, claim.attempt, reason)
         state = self.jobs.fail(claim, reason, final=final)
         if state == "lost":
@@ -193,9 +195,7 @@ class Worker:
             if claim is None:
                 return False
             try:
-                if self.jobs.renew(claim):  # still ours: show it queued again, then let go
-                    self.jobs.write_status(claim.user, claim.image_id, "queued", claim.attempt - 1)
-                    self.jobs.release(claim, counted=False)
+                self.jobs.abandon(claim)
             except StorageError as e:
                 log.warning(
                     "%s/%s: could not release on shutdown (its lease will run out): %s", claim.user, claim.image_id, e

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import cv2
 import numpy as np
@@ -80,15 +80,17 @@ def publish(
 
 
 # -- deleting --------------------------------------------------------------------------------
-def delete_outputs(storage: Storage, user: str, image_id: str) -> None:
+def delete_outputs(storage: Storage, user: str, image_id: str, keep: Collection[str] = ()) -> None:
     """Remove what a worker made for the image: masks, clippings and their thumbnails, points,
-    boxes, and Server1's own embedding (not the original, the job file, the original's thumbnail, status or claim)."""
-    for kind in OUTPUT_KINDS:
-        _delete(storage, files(storage, user, image_id, layout.output_dir(user, kind)))
+    boxes, and Server1's own embedding (not the original, the job file, the original's thumbnail, status or
+    claim), except the clippings named in keep (the user's hand-made ones)."""
+    kept = {*keep, *(layout.CLIPPING_THUMB + name for name in keep)}
+    made = [e for kind in OUTPUT_KINDS for e in files(storage, user, image_id, layout.output_dir(user, kind))]
+    thumbs = files(storage, user, image_id, layout.output_dir(user, "thumbs"))
+    made += [e for e in thumbs if e.name.startswith(layout.CLIPPING_THUMB + image_id)]
+    _delete(storage, [e for e in made if e.name not in kept])
     # Server1's own embedding (server1/encoding.py): a new result, Server2's embedding with it or not, replaces it.
     _delete(storage, files(storage, user, image_id, layout.output_dir(user, "cpu_embeddings")))
-    thumbs = files(storage, user, image_id, layout.output_dir(user, "thumbs"))
-    _delete(storage, [e for e in thumbs if e.name.startswith(layout.CLIPPING_THUMB + image_id)])
 
 
 def delete(storage: Storage, user: str, image_id: str) -> None:

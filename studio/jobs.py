@@ -7,11 +7,13 @@ A job is an image file in <user>/resized/. Its life:
    conditional replace against the version read, so exactly one taker wins.
 2. The holder renews the lease while it works and writes outputs under
    output/staging/<id>/<token>/.
-3. complete: check the claim is still ours, sweep other tokens' staging, move the staged
-   outputs into place, write the status record (last), release the claim.
+3. complete: check the claim is still ours, move the staged outputs into place; the ending
+   (_finish) sweeps the photo's staging, writes the status record, releases the claim.
 4. A failure is retried until max_attempts; then the status is `failed` with the
    reason. A worker that dies mid-job counts as an attempt too, so an image that kills
    its worker ends as well.
+5. Delete means deleted: every ending goes through _finish, which removes all of the photo,
+   what it wrote included, when the photo's job file is gone.
 
 A status record is final when its state is `done` or `failed`; a user's retry makes it
 `queued` again and re-publishes the resized file, so pollers that cache "final" by the
@@ -33,6 +35,7 @@ from studio.layout import BadName
 from studio.storage import Entry, NotFound, Storage, StorageError
 
 FINAL = ("done", "failed")
+STATUS_TRIES = 20  # conditional writes of one change to a status record before giving up
 # Job files younger than this are re-checked on every scan (see Scanner.pending).
 FRESH_SECONDS = 2.0
 STATES = ("queued", "processing", "done", "failed")
@@ -40,6 +43,50 @@ STATES = ("queued", "processing", "done", "failed")
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StatusConflict(StorageError):
+    """A status record kept changing under a conditional write (change_status)."""
+
+
+def _record(raw: bytes) -> dict | None:
+    """A status record from its bytes; None when unreadable."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("state") in STATES else None
+
+
+def hand_made(record: dict | None) -> tuple[list[str], set[str]]:
+    """(the clippings the user cut in the editor that the record shows, the names of every file of them:
+    those and their earlier versions that undo can restore)."""
+    record = record or {}
+    shown = [n for n in record.get("hand_made") or [] if n in (record.get("clippings") or [])]
+    edits, versions, todo = record.get("edits") or {}, set(shown), list(shown)
+    while todo:
+        earlier = edits.get(todo.pop())
+        if isinstance(earlier, str) and earlier not in versions:
+            versions.add(earlier)
+            todo.append(earlier)
+    return shown, versions
+
+
+def keep_hand_made(record: dict, old: dict | None) -> dict:
+    """record (a worker's or a retry's) with old's hand-made clippings kept: shown first, with their
+    positions and earlier versions. The automatic clippings' touch-ups are the automatic pass's to redo."""
+    shown, versions = hand_made(old)
+    if not shown:
+        return record
+    assert old is not None
+    boxes, edits = old.get("clipping_boxes") or {}, old.get("edits") or {}
+    return {
+        **record,
+        "hand_made": shown,
+        "clippings": shown + [n for n in record.get("clippings") or [] if n not in versions],
+        "clipping_boxes": {**(record.get("clipping_boxes") or {}), **{n: boxes[n] for n in versions if n in boxes}},
+        "edits": {n: edits[n] for n in versions if n in edits},
+    }
 
 
 def _attempts(claim_record: dict) -> int:
@@ -76,22 +123,35 @@ class Jobs:
     def read_status(self, user: str, image_id: str) -> dict | None:
         """The status record, or None when there is none (= queued) or it is unreadable."""
         try:
-            record = json.loads(self.storage.read(layout.status(user, image_id)))
-        except (NotFound, ValueError):
+            return _record(self.storage.read(layout.status(user, image_id)))
+        except NotFound:
             return None
-        return record if isinstance(record, dict) and record.get("state") in STATES else None
+
+    def change_status(self, user: str, image_id: str, change: Callable[[dict | None], dict]) -> dict:
+        """The one writer of status records: read the record and its version, make the new one with
+        change(record, or None when there is none or it is unreadable), write it only if nobody wrote
+        meanwhile, else read and change again. change may raise to refuse. Returns the record written."""
+        key = layout.status(user, image_id)
+        for _ in range(STATUS_TRIES):
+            try:
+                raw, version = self.storage.read_versioned(key)
+            except NotFound:
+                raw, version = b"", None
+            record = {**change(_record(raw)), "updated_at": iso(self.clock())}
+            data = json.dumps(record, separators=(",", ":")).encode()
+            written = (
+                self.storage.create_exclusive(key, data)
+                if version is None
+                else self.storage.replace_if(key, data, version)
+            )
+            if written is not None:
+                return record
+        raise StatusConflict(f"{key} was changed by others {STATUS_TRIES} times in a row")
 
     def write_status(self, user: str, image_id: str, state: str, attempts: int, **fields: object) -> dict:
-        record = {
-            "state": state,
-            "attempts": attempts,
-            "error": None,
-            "updated_at": iso(self.clock()),
-            "clippings": [],
-            **fields,
-        }
-        self.storage.write(layout.status(user, image_id), json.dumps(record, separators=(",", ":")).encode())
-        return record
+        """A worker's record (or a retry's): state, attempts and fields; the user's hand-made clippings kept."""
+        fresh = {"state": state, "attempts": attempts, "error": None, "clippings": [], **fields}
+        return self.change_status(user, image_id, lambda old: keep_hand_made(fresh, old))
 
     def is_final(self, user: str, image_id: str) -> bool:
         record = self.read_status(user, image_id)
@@ -135,7 +195,7 @@ class Jobs:
         if claim.attempt > self.max_attempts:
             claim.attempt -= 1  # this take-over only records the end: it is no attempt
             reason = previous.get("error") or "the worker stopped while processing it"
-            self._finish(claim, "failed", error=f"gave up after {claim.attempt} attempts: {reason}")
+            self._finish(claim, "failed", {"error": f"gave up after {claim.attempt} attempts: {reason}"})
             return None
         try:
             self.write_status(user, image_id, "processing", claim.attempt, owner=self.owner)
@@ -169,46 +229,59 @@ class Jobs:
     def complete(self, claim: Claim, staged: dict[str, str], **fields: object) -> bool:
         """Publish the staged outputs ({staging key: final key}), then the `done` status.
 
-        False (and nothing published) when the claim was lost, e.g. after a stall longer
-        than the lease: the new holder's result stands."""
+        False (and nothing published) when the claim was lost, e.g. after a stall longer than the lease:
+        the new holder's result stands. A storage error while publishing (a delete took the staged files:
+        NotFound) is raised: the caller ends the job with fail()."""
         if not self.renew(claim):
-            self.storage.delete_prefix(claim.staging)
+            self._finish(claim, None)
             return False
-        # Staging of any other token is a dead holder's: a write it had in flight when it was killed
-        # can land after the take-over cleared its folder. Only the claim's holder may sweep it.
-        staging = layout.staging_dir(claim.user, claim.image_id)
-        for token in self.storage.list_dir(staging, stat=False)[0]:
-            if token != claim.token:
-                self.storage.delete_prefix(f"{staging}{token}/")
-        image_files.delete_outputs(self.storage, claim.user, claim.image_id)
+        kept = hand_made(self.read_status(claim.user, claim.image_id))[1]
+        image_files.delete_outputs(self.storage, claim.user, claim.image_id, keep=kept)
         for src, dst in staged.items():
             self.storage.move(src, dst)
-        self._finish(claim, "done", **fields)
+        self._finish(claim, "done", fields)
         return True
 
     def fail(self, claim: Claim, error: str, final: bool = False, **fields: object) -> str:
         """Record a failure: `queued` again while attempts remain, else `failed` (at once when
-        final: an unreadable file stays unreadable). Returns the state."""
+        final: an unreadable file stays unreadable). Returns the state, or "lost"."""
         if not self.renew(claim):
-            self._deleted_meanwhile(claim)  # a delete racing complete() took the claim with it
+            self._finish(claim, None)
             return "lost"
-        if claim.attempt < self.max_attempts and not final:
-            self.write_status(claim.user, claim.image_id, "queued", claim.attempt, error=error, **fields)
-            self.release(claim, error=error)
-            self._deleted_meanwhile(claim)
-            return "queued"
-        self._finish(claim, "failed", error=error, **fields)
-        return "failed"
+        state = "queued" if claim.attempt < self.max_attempts and not final else "failed"
+        self._finish(claim, state, {**fields, "error": error})
+        return state
 
-    def _finish(self, claim: Claim, state: str, **fields: object) -> None:
-        self.write_status(claim.user, claim.image_id, state, claim.attempt, owner=self.owner, **fields)
-        self.release(claim, error=fields.get("error"))  # type: ignore[arg-type]
-        self._deleted_meanwhile(claim)
+    def abandon(self, claim: Claim) -> None:
+        """Give the job back unfinished (shutdown) without using up an attempt: `queued` again."""
+        self._finish(claim, "queued" if self.renew(claim) else None, counted=False)
+
+    def _finish(
+        self, claim: Claim, state: str | None, fields: dict[str, object] | None = None, counted: bool = True
+    ) -> None:
+        """The one ending of a claimed job: complete, fail, abandon, a take-over that gives up.
+
+        state None: the claim was lost to another worker, whose work stands: only our staging goes.
+        Otherwise, still holding the claim: remove every staging folder of the photo (ours is published,
+        any other token's is a dead holder's late write), write the status record, release the claim.
+        Then, whatever failed before, "delete means deleted" (docs/architecture.md "Job protocol")."""
+        try:
+            if state is None:
+                self.storage.delete_prefix(claim.staging)
+                return
+            self.storage.delete_prefix(layout.staging_dir(claim.user, claim.image_id))
+            attempts = claim.attempt if counted else claim.attempt - 1
+            fields = fields or {}
+            self.write_status(claim.user, claim.image_id, state, attempts, owner=self.owner, **fields)
+            error = fields.get("error")
+            self.release(claim, counted, error=error if isinstance(error, str) else None)
+        finally:
+            self._deleted_meanwhile(claim)
 
     def _deleted_meanwhile(self, claim: Claim) -> None:
-        """The user deleted the image while we worked: what we just wrote belongs to nothing, so remove
-        it. A delete removes the job file first and lists the other folders after it, so while the job
-        file is still there, that delete removes what we wrote."""
+        """The user deleted the photo while we worked: what we wrote belongs to nothing, so remove all of
+        it. A delete removes the job file first and lists the other folders after it: while the job file is
+        still there, our writes (all made before this look) come before that delete's listings."""
         if image_files.job(self.storage, claim.user, claim.image_id) is None:
             image_files.delete(self.storage, claim.user, claim.image_id)
 

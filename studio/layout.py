@@ -24,7 +24,7 @@ class BadName(ValueError):
     """A user name, image id or file name that is not allowed in a key."""
 
 
-def check_name(name: str, what: str = "name") -> str:
+def check_name(name: object, what: str = "name") -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise BadName(f"invalid {what}: {name!r} (letters, digits, '.', '_' and '-' only)")
     return name

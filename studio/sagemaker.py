@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -57,14 +57,14 @@ class EndpointApi(Protocol):
     def set_count(self, count: int) -> None: ...
 
 
-def sagemaker_client() -> object:
+def sagemaker_client() -> Any:
     return boto3.client("sagemaker", config=BOTO_CONFIG)
 
 
 class VariantApi:
     can_refuse_zero = True
 
-    def __init__(self, client: object, endpoint: str, variant: str) -> None:
+    def __init__(self, client: Any, endpoint: str, variant: str) -> None:
         self.client, self.endpoint, self.variant = client, endpoint, variant
         self.target = f"variant {variant!r} of endpoint {endpoint!r}"
 
@@ -88,7 +88,7 @@ class VariantApi:
 class ComponentApi:
     can_refuse_zero = False
 
-    def __init__(self, client: object, component: str) -> None:
+    def __init__(self, client: Any, component: str) -> None:
         self.client, self.component = client, component
         self.target = f"inference component {component!r}"
 
@@ -105,7 +105,7 @@ class ComponentApi:
 
 
 def endpoint_api(
-    endpoint: str | None, component: str | None, variant: str = "AllTraffic", client: object | None = None
+    endpoint: str | None, component: str | None, variant: str = "AllTraffic", client: Any = None
 ) -> EndpointApi | None:
     """The inference component when named, else the variant of the endpoint; None in local mode."""
     if not component and not endpoint:
@@ -146,5 +146,5 @@ class Deployment:
             scale_down_after=env_float("SCALE_DOWN_AFTER_SECONDS", 300.0, 1.0, 7 * 86400.0),
         )
 
-    def api(self, client: object | None = None) -> EndpointApi | None:
+    def api(self, client: Any = None) -> EndpointApi | None:
         return endpoint_api(self.endpoint, self.inference_component, self.variant, client)

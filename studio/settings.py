@@ -7,7 +7,6 @@ deployment loads (SAM_MODEL, else the CPU rule), so it never names weights that 
 from __future__ import annotations
 
 import contextlib
-import json
 
 from studio import layout, modelfiles
 from studio.storage import NotFound, Storage
@@ -19,7 +18,7 @@ DEFAULTS: dict[str, object] = {
     "stability_score_thresh": 0.95,
     "crop_n_layers": 1,
     "mode": "auto",
-    "min_area": 1000,
+    "min_area": 256,
     "max_clippings": 50,
 }
 CHOICES = {"sam_model": modelfiles.SAM_SETTING_CHOICES, "mode": ("auto", "sam", "matte")}
@@ -65,13 +64,13 @@ def validate(changes: object, base: dict | None = None) -> dict[str, object]:
                 errors[key] = f"must be a whole number from {lo} to {hi}"
                 continue
         elif key in FLOAT_RANGES:
-            lo, hi = FLOAT_RANGES[key]
+            least, most = FLOAT_RANGES[key]
             try:
                 number = float(value) if not isinstance(value, bool) else None
             except (TypeError, ValueError, OverflowError):  # OverflowError: a huge JSON integer
                 number = None
-            if number is None or not lo <= number <= hi:
-                errors[key] = f"must be a number from {lo} to {hi}"
+            if number is None or not least <= number <= most:
+                errors[key] = f"must be a number from {least} to {most}"
                 continue
             value = number
         else:
@@ -86,7 +85,7 @@ def validate(changes: object, base: dict | None = None) -> dict[str, object]:
 def load(storage: Storage, user: str) -> dict[str, object]:
     """The user's settings; defaults for anything missing or no longer valid."""
     try:
-        stored = json.loads(storage.read(layout.settings(user)))
+        stored = storage.read_json(layout.settings(user))
     except (NotFound, ValueError):
         return dict(DEFAULTS)
     if not isinstance(stored, dict):
@@ -104,5 +103,5 @@ def load(storage: Storage, user: str) -> dict[str, object]:
 def save(storage: Storage, user: str, changes: object) -> dict[str, object]:
     """Validate changes against the stored settings and store the result (or raise)."""
     merged = validate(changes, load(storage, user))
-    storage.write(layout.settings(user), json.dumps(merged, indent=2).encode())
+    storage.write_json(layout.settings(user), merged, indent=2)
     return merged

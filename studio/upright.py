@@ -86,7 +86,7 @@ def _eight_bit(image: Image.Image) -> Image.Image:
         image = Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8), "L")
     if image.mode in _ALPHA or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        if rgba.getchannel("A").getextrema()[0] < 255:
+        if rgba.getchannel("A").getextrema() != (255, 255):
             return rgba
         return rgba.convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")

@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import os
 import random
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-import requests
 from playwright.sync_api import Browser, sync_playwright
 
+from harness.aws import MotoServer, new_bucket, offline
+from harness.browser import CHROMIUM, CHROMIUM_ARGS
+from harness.realworld import REAL_MODELS_ENV, REAL_WEIGHTS, REALWORLD
 from studio.storage import Storage, open_storage
 from tests.weights_mirror import Mirror, serving_mirror
 
-REPO = Path(__file__).resolve().parent.parent
-# Tests never reach AWS: fake credentials, and every client goes to the local moto server.
-os.environ.update(
-    AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",
-    AWS_DEFAULT_REGION="us-east-1",
-    AWS_REGION="us-east-1",
-)
-# The small test weights hold a vit_l.pth (tests/weights.py): the SAM model every test loads unless it says
+offline()  # tests never reach AWS: every client goes to the local moto server
+# The small test weights hold a vit_l.pth (harness/weights.py): the SAM model every test loads unless it says
 # otherwise. The tests of the CPU rule (no SAM_MODEL, no GPU: MobileSAM) unset it.
 os.environ["SAM_MODEL"] = "vit_l"
-os.environ.pop("AWS_PROFILE", None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,99 +37,6 @@ def seed() -> int:
     return value
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
-    """Poll condition until it holds; timeout only bounds a test that would otherwise hang."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:  # not listening yet, or (gunicorn) its worker still booting
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-# moto_server, except that it answers one request at a time: moto checks a conditional write
-# (If-None-Match / If-Match) and then writes, so two threads could both win; S3 itself is atomic.
-SERIAL_MOTO = """
-import sys, threading
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import run_simple
-
-app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
-
-def serial(environ, start_response):
-    with lock:
-        return list(app(environ, start_response))
-
-run_simple("127.0.0.1", int(sys.argv[1]), serial, threaded=True, request_handler=MotoRequestHandler)
-"""
-
-
-class MotoServer:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERIAL_MOTO, str(self.port)],
-            env={**os.environ, "MOTO_PORT": str(self.port)},  # as moto_server sets it
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_http(self.url + "/moto-api/", proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def reset(self) -> None:
-        requests.post(self.url + "/moto-api/reset", timeout=10)
-
-
-def create_endpoint(sagemaker: object, instances: int = 1, prefix: str = "sam") -> str:
-    """A SageMaker endpoint with one variant 'AllTraffic' at `instances` on the moto server."""
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    sagemaker.create_model(
-        ModelName=name,
-        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
-        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/server2:latest"},
-    )
-    variant = {
-        "VariantName": "AllTraffic",
-        "ModelName": name,
-        "InitialInstanceCount": 1,
-        "InstanceType": "ml.g4dn.xlarge",
-    }
-    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    if instances != 1:
-        sagemaker.update_endpoint_weights_and_capacities(
-            EndpointName=name,
-            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}],
-        )
-    return name
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """A real moto server process; AWS_ENDPOINT_URL points every boto3 client at it."""
@@ -156,9 +51,7 @@ def moto_server() -> Iterator[MotoServer]:
 @pytest.fixture
 def s3_root(moto_server: MotoServer) -> str:
     """A fresh bucket on the moto server: s3://bucket/prefix."""
-    bucket = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_server.url).create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/shared"
+    return f"s3://{new_bucket(moto_server.url)}/shared"
 
 
 @pytest.fixture
@@ -183,17 +76,10 @@ def storage(storage_root: str) -> Storage:
 
 @pytest.fixture(scope="session")
 def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """vit_l.pth, yolov8n.pt, yolov8n-seg.pt and birefnet-dis.onnx, small (tests/weights.py), built once."""
-    from tests.weights import build_test_models  # torch and ultralytics only for suites that need them
+    """vit_l.pth, yolov8n.pt, yolov8n-seg.pt and birefnet-dis.onnx, small (harness/weights.py), built once."""
+    from harness.weights import build_test_models
 
     return build_test_models(tmp_path_factory.mktemp("models"))
-
-
-# Real pretrained weights and human-labelled photos, kept outside the repository (never copied into it).
-REALWORLD = Path(os.environ.get("REALWORLD_DIR") or REPO.parent / "shared" / "realworld")
-REAL_WEIGHTS = ("mobile_sam.pt", "yolo11n.pt", "u2netp.onnx", "isnet-general-use.onnx")
-# The models a test with real weights runs: YOLO11n + MobileSAM, U2-Netp for the matte path (fast on a CPU).
-REAL_MODELS_ENV = {"SAM_MODEL": "mobile_sam", "DETECT_MODEL": "yolo11n.pt", "MATTE_MODEL": "u2netp"}
 
 
 def realworld(*parts: str) -> Path:
@@ -222,17 +108,6 @@ def real_models_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 # One Playwright instance for the whole run: its sync API refuses a second one while the first lives.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():

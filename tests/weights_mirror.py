@@ -22,8 +22,9 @@ class Mirror:
 
 
 @contextlib.contextmanager
-def serving_mirror() -> Iterator[Mirror]:
-    """The conftest's `mirror` fixture."""
+def serving_mirror(host: str = "127.0.0.1") -> Iterator[Mirror]:
+    """The conftest's `mirror` fixture; host: the address to listen on (a container network's gateway, for
+    containers on that network)."""
     m = Mirror()
 
     class Handler(BaseHTTPRequestHandler):
@@ -64,10 +65,10 @@ def serving_mirror() -> Iterator[Mirror]:
                 body = body[len(body) // 2 :]
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    m.url = f"http://127.0.0.1:{server.server_port}"
+    m.url = f"http://{host}:{server.server_port}"
     yield m
     for held in m.hold.values():
         held.set()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 import requests
@@ -62,7 +62,7 @@ def _body(user: str, image_id: str) -> bytes:
 class SageMakerInvoker:
     """sagemaker-runtime InvokeEndpoint; AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is honoured by boto3."""
 
-    def __init__(self, endpoint: str, component: str | None = None, client: object | None = None) -> None:
+    def __init__(self, endpoint: str, component: str | None = None, client: Any = None) -> None:
         self.endpoint, self.component = endpoint, component
         self.client = client or boto3.client("sagemaker-runtime", config=RUNTIME_CONFIG)
         self.target = f"endpoint {endpoint!r}" + (f" (inference component {component!r})" if component else "")

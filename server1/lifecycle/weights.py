@@ -9,6 +9,7 @@ shows in health(); the web UI does not wait for any of it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -90,10 +91,10 @@ def model_files(
 
 def settings_sam_models(storage: Storage, users: list[str]) -> set[str]:
     """The SAM models users picked in their settings (fetched besides the deployment's own)."""
-    picked = set()
+    picked: set[str] = set()
     for user in users:
         try:  # no settings saved: the defaults, whose "deployment" is no file of its own
-            picked.add(settings.load(storage, user)["sam_model"])
+            picked.add(str(settings.load(storage, user)["sam_model"]))
         except StorageError as e:
             log.warning("model weights: cannot read %s's settings: %s", user, e)
     return picked & set(SAM_MODELS)
@@ -275,7 +276,7 @@ class Weights:
             if expected:
                 digest = hashlib.new(algo, usedforsecurity=False)
                 with open(part, "rb") as src:
-                    for block in iter(lambda src=src: src.read(CHUNK), b""):
+                    for block in iter(functools.partial(src.read, CHUNK), b""):
                         digest.update(block)
                 if digest.hexdigest() != expected:
                     raise DownloadError(f"{f.name}: {algo} {digest.hexdigest()} does not match {expected}")

@@ -6,9 +6,10 @@
 
 settings["mode"] (auto | sam | matte) overrides the classification; "matte" is the matte path with
 whichever matting model MATTE_MODEL names (studio.settings accepts the old name "birefnet" for it).
-Without a GPU the SAM generator is limited, and runs only when YOLO found nothing (CPU_LIMITS).
-docs/architecture.md "Segmentation pipeline" says why, with the figures. Masks are at the resized image's
-size; clippings are cut from the original. The keyword flags exist for the benchmark's naive baseline.
+The SAM generator prompts what no confident detection's mask covers; without a GPU its grid is capped
+(CPU_LIMITS) unless full=True (`segment --full`). docs/architecture.md "Segmentation pipeline" says why.
+Masks are at the resized image's size; clippings are cut from the original. The other keyword flags exist
+for the benchmark's naive baseline.
 """
 
 from __future__ import annotations
@@ -68,11 +69,8 @@ class _Timer:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 4)
 
 
-# CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only, and only on a
-# photo where YOLO found nothing to prompt. Each grid point costs a mask decoder run plus 3 masks scaled up to
-# the image's size (with the generator's post-processing ~0.2-0.4 s a point on 2 loaded cores, MobileSAM's encoder
-# ~1 s a photo); on the labelled photos the 8x8 generator added no best-IoU to the box prompts' masks but
-# ~4 masks a photo. See bench.cpu_mode, bench.quality and docs/architecture.md "Segmentation pipeline".
+# CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only (no crops: each
+# crop is one more encoder run). See bench.cpu_mode, bench.quality and docs/architecture.md "Segmentation pipeline".
 CPU_LIMITS = {"points_per_side": 8, "crop_n_layers": 0}
 
 
@@ -98,6 +96,7 @@ def segment(
     shared_embedding: bool = True,
     batched_prompts: bool = True,
     autocast: bool = True,
+    full: bool | None = None,
 ) -> Result:
     """Segment one image.
 
@@ -109,8 +108,10 @@ def segment(
     shared_embedding: the automatic generator reuses the box prompts' image embedding (else SAM's
     encoder runs twice); batched_prompts: all box prompts in one decoder call (else one call each);
     autocast: SAM's image encoder in bf16/fp16 on CUDA (no effect on CPU).
+    full: the generator with the user's settings as they are (default: on a GPU); else under CPU_LIMITS.
     """
-    settings = cpu_limits({**DEFAULTS, **settings}) if models.device == "cpu" else {**DEFAULTS, **settings}
+    full = models.device != "cpu" if full is None else full
+    settings = {**DEFAULTS, **settings} if full else cpu_limits({**DEFAULTS, **settings})
     timer = _Timer()
     rgb = resized.convert("RGB")
     image = np.asarray(rgb)
@@ -132,17 +133,20 @@ def segment(
             model, reuse=shared_embedding, dtype=sam.autocast_dtype(models.device, autocast)
         )
         with timer("sam_boxes"):
-            found = sam.box_masks(predictor, image, [d.box for d in prompts], batched=batched_prompts)
+            boxed = sam.box_masks(predictor, image, [d.box for d in prompts], batched=batched_prompts)
             embedding = sam.embedding(predictor, image)
-        generate = models.device != "cpu" or not found  # CPU: only what YOLO could not name (CPU_LIMITS)
+        # The generator prompts what no confident detection's mask covers (a low-confidence box's mask, or
+        # a background one, covers nothing), and keeps its masks mostly outside those masks.
+        covered = masks.covered(boxed, [d.score for d in prompts], rgb.size[::-1])
         with timer("sam_auto"):
-            extra = sam.automatic_masks(predictor, image, settings) if generate else []
-            found += masks.new_masks(found, extra)
+            extra = sam.automatic_masks(predictor, image, settings, where=~covered)
+            found = boxed + masks.new_masks(covered, extra)
         details = {
             "encoder_runs": predictor.encoder_runs,
             "encoder_s": round(predictor.encoder_seconds, 2),
             "decoder_s": round(predictor.decoder_seconds, 2),
             "box_masks": len(prompts),
+            "covered": round(float(covered.mean()), 3),
             "generator_masks": len(extra),
             "sam_masks": len(found),
         }

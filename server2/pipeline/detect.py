@@ -4,7 +4,7 @@ record and the debug view (docs/architecture.md "Segmentation pipeline")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -45,7 +45,7 @@ def _interior_point(polygon: np.ndarray, box: tuple[float, float, float, float])
     return float(x + x0 - 1), float(y + y0 - 1)
 
 
-def detections(result: object, source: str) -> list[Detection]:
+def detections(result: Any, source: str) -> list[Detection]:
     """An ultralytics Results (one image) as Detections; segmentation results give interior points."""
     boxes = result.boxes
     if boxes is None or len(boxes) == 0:
@@ -71,10 +71,12 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def merge(found: list[Detection]) -> list[Detection]:
-    """One detection per object: the two models often find the same one; the first listed wins."""
+    """One detection per object: the two models often find the same one; the first listed wins. Boxes of
+    one model are never merged with each other: its own NMS already kept them apart (at IoU 0.7), and two
+    same-class objects side by side (three bears, a row of bottles) often overlap by more than half."""
     kept: list[Detection] = []
     for d in found:
-        if all(d.label != k.label or box_iou(d.box, k.box) < SAME_OBJECT_IOU for k in kept):
+        if all(d.source == k.source or d.label != k.label or box_iou(d.box, k.box) < SAME_OBJECT_IOU for k in kept):
             kept.append(d)
     return kept
 

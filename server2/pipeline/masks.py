@@ -9,6 +9,10 @@ BORDER_SHARE = 0.5  # a mask touching more than this share of the image border i
 COVER_SHARE = 0.9  # ... as is one covering more than this share of the image
 DUPLICATE_IOU = 0.9
 COVERED_SHARE = 0.5  # a generator mask more than this share inside the detections' masks is (part of) one
+# A detection this confident covers its mask's pixels: the generator leaves them alone. Ultralytics' own default
+# confidence; boxes below it (down to detect.CONFIDENCE) still prompt SAM, but often name junk (a "suitcase"
+# box around a whole tote of products), so the generator still looks inside them.
+CONFIDENT = 0.25
 
 
 def border_share(mask: np.ndarray) -> float:
@@ -38,10 +42,26 @@ def keep_masks(masks: list[np.ndarray], min_area: int) -> list[np.ndarray]:
     return [m for _, m in kept]
 
 
-def new_masks(detected: list[np.ndarray], generated: list[np.ndarray]) -> list[np.ndarray]:
-    """The generated masks that are mostly outside every detected object's mask: the generator's parts of
-    a detected object (its shirt, its wheel) would be clippings of something already cut whole."""
-    if not detected:
-        return list(generated)
-    covered = np.logical_or.reduce(detected)
-    return [m for m in generated if np.logical_and(m, covered).sum() <= COVERED_SHARE * m.sum()]
+def covered(detected: list[np.ndarray], scores: list[float], shape: tuple[int, int]) -> np.ndarray:
+    """The union of the confident detections' masks (score >= CONFIDENT) that are not the background."""
+    out = np.zeros(shape, dtype=bool)
+    for mask, score in zip(detected, scores, strict=True):
+        if score >= CONFIDENT and not is_background(mask):
+            out |= mask
+    return out
+
+
+def spans_the_frame(mask: np.ndarray) -> bool:
+    """Whether the mask touches two or more sides of the image: sky, road, wall, table top."""
+    sides = (mask[0, :].any(), mask[-1, :].any(), mask[:, 0].any(), mask[:, -1].any())
+    return bool(sum(sides) >= 2)
+
+
+def new_masks(covered: np.ndarray, generated: list[np.ndarray]) -> list[np.ndarray]:
+    """The generated masks of unnamed objects: mostly outside the covered pixels (the confident detections'
+    masks; the generator's parts of a detected object, its shirt, its wheel, would be clippings of something
+    already cut whole), and not spanning the frame (an unnamed region from one side of the photo to another
+    is the scene around the objects; an object YOLO names is kept whatever its extent)."""
+    return [
+        m for m in generated if np.logical_and(m, covered).sum() <= COVERED_SHARE * m.sum() and not spans_the_frame(m)
+    ]

@@ -6,6 +6,8 @@ object: it is replaced by its part that the matting model (MATTE_MODEL) finds sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 COLOUR_DISTANCE = 32.0  # RGB distance from the mask's median colour that still counts as "the same colour"
@@ -24,7 +26,9 @@ def nearly_one_colour(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> boo
     return float((distance <= COLOUR_DISTANCE).mean()) >= ONE_COLOUR_SHARE
 
 
-def refine_largest(masks: list[np.ndarray], image: np.ndarray, salient: callable) -> tuple[list[np.ndarray], bool]:
+def refine_largest(
+    masks: list[np.ndarray], image: np.ndarray, salient: Callable[[], np.ndarray]
+) -> tuple[list[np.ndarray], bool]:
     """masks with the largest replaced by (largest AND salient()) when it is nearly one colour.
 
     salient is called only when needed (the matting model costs time). Returns (masks, whether it refined).

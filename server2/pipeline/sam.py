@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from segment_anything import SamAutomaticMaskGenerator, SamPredictor
-from segment_anything.utils.amg import MaskData
+import torch.nn.functional as F
+from segment_anything import SamPredictor
+from segment_anything.utils.amg import (
+    batched_mask_to_box,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+)
+from torchvision.ops.boxes import batched_nms
 
 
 class StudioPredictor(SamPredictor):
@@ -95,32 +104,107 @@ def autocast_dtype(device: str, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-class _Generator(SamAutomaticMaskGenerator):
-    """segment_anything's generator, fixed for crops that yield no mask.
-
-    Upstream stores such a crop's crop_boxes as shape (0,) instead of (0, 4), and with crop_n_layers > 0
-    an image where no crop yields a mask then fails in box_area.
-    """
-
-    def _process_crop(self, *args: object, **kwargs: object) -> MaskData:
-        data = super()._process_crop(*args, **kwargs)
-        if len(data["rles"]) == 0:
-            data["crop_boxes"] = torch.zeros((0, 4))
-        return data
+# SamAutomaticMaskGenerator's fixed parameters (its defaults), for the generator below.
+BOX_NMS_IOU = 0.7  # within a crop
+CROP_NMS_IOU = 0.7  # between crops
+CROP_OVERLAP = 512 / 1500
+STABILITY_OFFSET = 1.0
+POINTS_PER_BATCH = 64  # points through one decoder call: it repeats the embedding per point (64 x 4 MiB)
 
 
-def automatic_masks(predictor: StudioPredictor, image: np.ndarray, settings: dict) -> list[np.ndarray]:
-    """SamAutomaticMaskGenerator with the user's settings, driven through the shared predictor."""
-    generator = _Generator(
-        predictor.model,
-        points_per_side=int(settings["points_per_side"]),
-        pred_iou_thresh=float(settings["pred_iou_thresh"]),
-        stability_score_thresh=float(settings["stability_score_thresh"]),
-        crop_n_layers=int(settings["crop_n_layers"]),
-        output_mode="binary_mask",
-    )
-    generator.predictor = predictor
-    return [ann["segmentation"] for ann in generator.generate(image)]
+@torch.no_grad()
+def _crop_masks(
+    predictor: StudioPredictor, points: np.ndarray, crop_box: list[int], settings: dict
+) -> tuple[list[np.ndarray], torch.Tensor, torch.Tensor]:
+    """SamAutomaticMaskGenerator's work on one crop (its embedding set), at the decoder's low resolution:
+    the points' three masks each filtered by predicted IoU, stability and box NMS there, and only the kept
+    ones scaled up. Returns (bool masks at the crop's size, their boxes in the crop, predicted IoUs)."""
+    model = predictor.model
+    crop_h, crop_w = crop_box[3] - crop_box[1], crop_box[2] - crop_box[0]
+    # The decoder's masks are 4g x 4g over the encoder's square input (g: the embedding's grid); the image's
+    # part of them (the rest is the encoder's padding).
+    low_side = 4 * model.prompt_encoder.image_embedding_size[0]
+    side = model.image_encoder.img_size // low_side  # input pixels a low-res pixel
+    low_h, low_w = (math.ceil(n / side) for n in predictor.input_size)
+    logits, scores, boxes = [], [], []
+    for start in range(0, len(points), POINTS_PER_BATCH):
+        batch = predictor.transform.apply_coords(points[start : start + POINTS_PER_BATCH], (crop_h, crop_w))
+        coords = torch.as_tensor(batch, dtype=torch.float, device=predictor.device)[:, None, :]
+        labels = torch.ones(coords.shape[:2], dtype=torch.int, device=predictor.device)
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        low, iou = model.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        low, iou = low.flatten(0, 1)[:, :low_h, :low_w], iou.flatten()
+        keep = iou > float(settings["pred_iou_thresh"])
+        low, iou = low[keep], iou[keep]
+        stable = calculate_stability_score(low, model.mask_threshold, STABILITY_OFFSET)
+        keep = stable >= float(settings["stability_score_thresh"])
+        low, iou = low[keep], iou[keep]
+        # Boxes in the crop's pixels, each low-res pixel's extent.
+        box = batched_mask_to_box(low > model.mask_threshold).float()
+        box[:, 2:] += 1
+        box *= torch.tensor([crop_w / low_w, crop_h / low_h] * 2, device=box.device)
+        logits.append(low)
+        scores.append(iou)
+        boxes.append(box)
+    low, iou, box = torch.cat(logits), torch.cat(scores), torch.cat(boxes)
+    # A mask cut off by the crop's edge (not the image's) is left to a crop that holds it whole.
+    keep = ~is_box_near_crop_edge(box, crop_box, [0, 0, *predictor.original_size[::-1]])
+    low, iou, box = low[keep], iou[keep], box[keep]
+    keep = batched_nms(box, iou, torch.zeros_like(iou), iou_threshold=BOX_NMS_IOU)
+    low, iou, box = low[keep], iou[keep], box[keep]
+    if not len(low):
+        return [], box, iou
+    full = F.interpolate(low[:, None], (low_h * side, low_w * side), mode="bilinear", align_corners=False)
+    full = full[..., : predictor.input_size[0], : predictor.input_size[1]]
+    full = F.interpolate(full, (crop_h, crop_w), mode="bilinear", align_corners=False)[:, 0]
+    return list((full > model.mask_threshold).cpu().numpy()), box, iou
+
+
+def automatic_masks(
+    predictor: StudioPredictor, image: np.ndarray, settings: dict, where: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """SAM's automatic masks with the user's settings (points_per_side, crop_n_layers, pred_iou_thresh,
+    stability_score_thresh), as SamAutomaticMaskGenerator makes them but filtered at the decoder's low
+    resolution before any mask is scaled up (upstream scales three masks a point up to the image's size
+    first: ~0.3 s a point on a CPU). where: bool at the image's size; grid points outside it are not
+    prompted (the parts of the photo the detections' masks already cover)."""
+    height, width = image.shape[:2]
+    crop_boxes, layers = generate_crop_boxes((height, width), int(settings["crop_n_layers"]), CROP_OVERLAP)
+    grids = build_all_layer_point_grids(int(settings["points_per_side"]), int(settings["crop_n_layers"]), 1)
+    found, boxes, crop_areas = [], [], []
+    for crop_box, layer in zip(crop_boxes, layers, strict=True):
+        x0, y0, x1, y1 = crop_box
+        points = grids[layer] * np.array([x1 - x0, y1 - y0])
+        if where is not None:
+            inside = where[(points[:, 1] + y0).astype(int), (points[:, 0] + x0).astype(int)]
+            points = points[inside]
+        if not len(points):
+            continue
+        predictor.set_image(image[y0:y1, x0:x1])
+        started = time.perf_counter()
+        masks, box, _ = _crop_masks(predictor, points, crop_box, settings)
+        predictor.decoder_seconds += time.perf_counter() - started
+        for mask in masks:
+            whole = np.zeros((height, width), dtype=bool)
+            whole[y0:y1, x0:x1] = mask
+            found.append(whole)
+        boxes.append(box + torch.tensor([x0, y0, x0, y0], dtype=box.dtype))
+        crop_areas += [(x1 - x0) * (y1 - y0)] * len(masks)
+    if len(crop_boxes) > 1 and found:  # the same mask from two crops: the smaller crop's is kept
+        keep = batched_nms(
+            torch.cat(boxes),
+            1 / torch.tensor(crop_areas, dtype=torch.float),
+            torch.zeros(len(found)),
+            iou_threshold=CROP_NMS_IOU,
+        )
+        found = [found[i] for i in sorted(keep.tolist())]
+    return found
 
 
 def box_masks(predictor: StudioPredictor, image: np.ndarray, boxes: list, batched: bool = True) -> list[np.ndarray]:

@@ -42,12 +42,14 @@ def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
     scheme, sep, rest = where.partition("://")
     scheme = scheme.lower()
     if not sep or scheme == "file":
-        storage: Storage = folder_storage(rest if sep else where)
-        if isinstance(storage, MountedFileStorage) and config.env_str("S3_BUCKET"):
+        folder = folder_storage(rest if sep else where)
+        storage: Storage = folder
+        bucket = config.env_str("S3_BUCKET")
+        if isinstance(folder, MountedFileStorage) and bucket:
             from studio.storage.bucket_mount import through_api  # boto3 only where S3 is used
 
             try:
-                storage = through_api(storage, config.env_str("S3_BUCKET"), config.env_str("S3_MOUNT_PREFIX"))
+                storage = through_api(folder, bucket, config.env_str("S3_MOUNT_PREFIX"))
             except StorageError as e:
                 raise ConfigError(str(e)) from e
     elif scheme == "s3":

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 class StorageError(Exception):
@@ -33,6 +33,10 @@ class Entry:
     @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
+
+
+# One level of a folder: (sub-folder names, files). Named outside Storage, whose method `list` hides the type.
+Listing = tuple[list[str], list[Entry]]
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class Storage(ABC):
         """Every object whose key starts with prefix, at any depth (paginated underneath)."""
 
     @abstractmethod
-    def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+    def list_dir(self, prefix: str, stat: bool = True) -> Listing:
         """One level below prefix (a folder ending in '/'): (sub-folder names, files).
 
         stat=False lets a backend that pays per file for size and time (a filesystem) leave
@@ -135,11 +139,14 @@ class Storage(ABC):
         data, version = self.read_versioned(key)
         return ServedFile(io.BytesIO(data), len(data), version.strip('"'))
 
-    def read_json(self, key: str) -> object:
+    def read_json(self, key: str) -> Any:
+        """The JSON document at key (NotFound, or ValueError when it is no JSON)."""
         return json.loads(self.read(key))
 
-    def write_json(self, key: str, value: object) -> None:
-        self.write(key, json.dumps(value, separators=(",", ":")).encode())
+    def write_json(self, key: str, value: object, indent: int | None = None) -> None:
+        """value as JSON at key: compact, or indented for a file people read."""
+        separators = (",", ":") if indent is None else None
+        self.write(key, json.dumps(value, separators=separators, indent=indent).encode())
 
 
 def check_key(key: str) -> str:

@@ -32,13 +32,15 @@ class BucketMount(S3Storage):
 
     def __init__(self, bucket: str, prefix: str, files: MountedFileStorage) -> None:
         super().__init__(bucket, prefix)
+        assert files.mount is not None
         self.files = files
+        self.point = files.mount.point
 
     def check(self) -> None:
         try:
             super().check()
         except StorageError as e:
-            raise StorageError(f"{e} (S3_BUCKET is to name the bucket mounted at {self.files.mount.point})") from e
+            raise StorageError(f"{e} (S3_BUCKET is to name the bucket mounted at {self.point})") from e
         name = f".mount-test-{uuid.uuid4().hex}"
         try:
             self.files.path.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ class BucketMount(S3Storage):
                     raise StorageError(
                         f"SHARED_DIR {self.files.root} is a {self.files.bucket_client} mount, but a file written "
                         f"there does not show at {self.root} within {SHOW_SECONDS:g}s: set S3_BUCKET to the mounted "
-                        f"bucket and S3_MOUNT_PREFIX to the key prefix shown at {self.files.mount.point}"
+                        f"bucket and S3_MOUNT_PREFIX to the key prefix shown at {self.point}"
                     )
                 time.sleep(0.2)
         finally:

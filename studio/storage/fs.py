@@ -17,6 +17,7 @@ from pathlib import Path
 from studio.storage.base import (
     UNKNOWN,
     Entry,
+    Listing,
     NotFound,
     ServedFile,
     Storage,
@@ -176,7 +177,7 @@ class FolderStorage(Storage):
             raise StorageError(f"cannot look up {key}: {e.strerror}") from e
         return Entry(key, st.st_size, st.st_mtime)
 
-    def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+    def list_dir(self, prefix: str, stat: bool = True) -> Listing:
         self._mounted()
         base = self._path(prefix) if prefix else self.path
         dirs: list[str] = []

@@ -41,14 +41,14 @@ class MountedFileStorage(FolderStorage):
         """A bucket mount that went away (fusermount -u, a client that died) leaves its empty folder
         behind: writes there would land on this host's own disk, hidden once the bucket is mounted
         again, and reads would find nothing (every login would look ended). An outage instead."""
-        if self.bucket_client is not None and not os.path.ismount(self.mount.point):
+        if self.mount is not None and self.bucket_client is not None and not os.path.ismount(self.mount.point):
             raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
 
     def _landed(self, path: Path) -> None:
         """After a write: a mount that went away after _mounted() looked leaves what was just written on
         the host's own disk; remove it and the folders made for it (s3fs will not mount over a non-empty
         folder) and report the outage, so the caller tries again once the bucket is back."""
-        if self.bucket_client is None:
+        if self.mount is None or self.bucket_client is None:
             return
         try:
             local = os.stat(path).st_dev == os.stat(self.mount.point.parent).st_dev
@@ -149,7 +149,7 @@ class MountedFileStorage(FolderStorage):
             return "; mount the bucket with mount-s3 --allow-overwrite --allow-delete"
         if self.bucket_client == MOUNTPOINT_S3 and step == "delete files":
             return "; mount the bucket with mount-s3 --allow-delete --allow-overwrite"
-        if self.bucket_client:
+        if self.mount is not None and self.bucket_client:
             return (
                 f"; check the {self.bucket_client} mount at {self.mount.point} (or use SHARED_DIR=s3://bucket/prefix)"
             )

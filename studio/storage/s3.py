@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from studio.storage.base import Entry, NotFound, Storage, StorageError, check_key
+from studio.storage.base import Entry, Listing, NotFound, Storage, StorageError, check_key
 
 # boto3's own retry mode: exponential backoff plus client-side rate limiting.
 CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
@@ -29,7 +29,7 @@ class S3Storage(Storage):
     """Keys live under s3://bucket/prefix/. AWS_ENDPOINT_URL (e.g. a moto server) and the
     standard credential chain are honoured by boto3 itself."""
 
-    def __init__(self, bucket: str, prefix: str = "", client: object | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.root = f"s3://{bucket}/{self.prefix}"
@@ -110,7 +110,7 @@ class S3Storage(Storage):
             raise self._error(e, "look up", key) from e
         return Entry(key, head["ContentLength"], head["LastModified"].timestamp())
 
-    def list_dir(self, prefix: str, stat: bool = True) -> tuple[list[str], list[Entry]]:
+    def list_dir(self, prefix: str, stat: bool = True) -> Listing:
         """A listing carries size and time anyway: stat is ignored."""
         dirs: list[str] = []
         files: list[Entry] = []

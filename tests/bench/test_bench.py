@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from bench.__main__ import FIGURES, RESULTS
-from tests.conftest import REPO
+from harness import REPO
 
 
 @pytest.mark.slow

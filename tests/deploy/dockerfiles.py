@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import REPO
+from harness import REPO
 
 
 @dataclass

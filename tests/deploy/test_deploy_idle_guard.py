@@ -11,10 +11,10 @@ from http.server import ThreadingHTTPServer
 import boto3
 import pytest
 
+from harness.aws import create_endpoint
 from server2.idle_guard import IdleGuard
 from studio.errors import ConfigError
 from studio.sagemaker import Deployment
-from tests.conftest import create_endpoint
 from tests.deploy.conftest import AwsJsonHandler
 
 

@@ -1,5 +1,5 @@
 """Server1.Dockerfile, Server2.Dockerfile and .dockerignore: hadolint, and the commands the images
-run, run here from a copy of exactly what the images COPY (Docker itself cannot run here)."""
+run, run here from a copy of exactly what the images COPY (test_deploy_containers.py runs the images themselves)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import REPO
+from harness.wait import free_port
 from studio import modelfiles
-from tests.conftest import REPO, free_port
 from tests.deploy.dockerfiles import Dockerfile
 
 VENV_BIN = Path(sys.executable).parent
@@ -192,7 +193,9 @@ def test_server1_command_serves_healthz(tmp_path: Path, processes: list[subproce
     assert healthcheck(df, env, workdir) != 0  # a dead server is reported unhealthy
 
 
-def test_server2_serve_answers_ping(tmp_path: Path, test_models_dir: Path, processes: list[subprocess.Popen]) -> None:
+def test_server2_serve_answers_ping(
+    tmp_path: Path, test_models_dir: Path, real_models_dir: Path, processes: list[subprocess.Popen]
+) -> None:
     df = Dockerfile.read("Server2.Dockerfile")
     assert df.exec_form("CMD") == ["serve"]
     assert not df.all("ENTRYPOINT")  # SageMaker runs `docker run <image> serve`: serve must be the command
@@ -204,6 +207,8 @@ def test_server2_serve_answers_ping(tmp_path: Path, test_models_dir: Path, proce
     (bin_dir / Path(on_path).name).symlink_to(Path(target.replace(df.workdir(), str(workdir))))
     shared = tmp_path / "mnt-s3"
     shutil.copytree(test_models_dir, shared / "models")  # MODELS_DIR unset: $SHARED_DIR/models
+    # No GPU and no SAM_MODEL (the image sets none): MobileSAM, the real checkpoint.
+    (shared / "models" / "mobile_sam.pt").symlink_to(real_models_dir / "mobile_sam.pt")
     port = free_port()
     env = image_env(df, workdir, bin_dir, SHARED_DIR=str(shared), SAGEMAKER_BIND_TO_PORT=str(port), YOLO_OFFLINE="1")
     assert env["MODELS_DIR"] == "" and env["DEVICE"] == "auto"

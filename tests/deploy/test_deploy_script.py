@@ -26,9 +26,9 @@ from cfnlint.decode import decode_str
 
 import deploy.deploy as deploy_module
 from deploy import teardown
+from harness import REPO
 from server2.embeddings import checkpoint_digest
 from studio import layout, modelfiles
-from tests.conftest import REPO
 
 # Service Quotas (the preflight's GPU quota check) from tests/deploy/conftest.py's recording server.
 pytestmark = pytest.mark.usefixtures("quotas")

@@ -11,8 +11,8 @@ import pytest
 from cfnlint.decode import decode_str
 
 from deploy import host_image, preflight
-from server1.lifecycle import MAX_WARMING_SECONDS
-from tests.conftest import REPO
+from harness import REPO
+from server1.lifecycle.coordinator import MAX_WARMING_SECONDS
 from tests.deploy.dockerfiles import Dockerfile
 
 TEMPLATE = REPO / "deploy" / "stack.yaml"

@@ -11,15 +11,15 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from harness.realworld import REAL_MODELS_ENV
 from server2.models import Models, load_sam
 from server2.worker import Worker
 from studio import layout
 from studio.jobs import Jobs
 from studio.modelfiles import ModelChoice
 from studio.storage import Storage
-from tests.conftest import REAL_MODELS_ENV
 
-# The real weights' models (tests/conftest.py), for Models.load in a fixture wider than a test's environment.
+# The real weights' models (harness/realworld.py), for Models.load in a fixture wider than a test's environment.
 REAL = ModelChoice(detect=REAL_MODELS_ENV["DETECT_MODEL"], matte=REAL_MODELS_ENV["MATTE_MODEL"], sam="mobile_sam")
 
 
@@ -56,24 +56,33 @@ class Reference:
         self.embedded = embedded  # (width, height) of the image the embedding was computed from
 
     def mask(self, prompt: dict, size: tuple[int, int], logits: bool = False) -> np.ndarray | tuple:
-        """The mask (bool, size = (width, height)) for a prompt given in size's pixels; SAM's demo choice:
+        """The mask (bool, size = (width, height)) for a prompt given in size's pixels, as SAM's demo makes
+        it: the box alone first when there is one, then each click in order, each step with the previous
+        step's low-res logits as its mask input (a step with neither a box nor a positive point skipped);
         the best of three for a lone point, else the single mask. logits: also its low-res logits."""
         p = self.predictor
         p.reset_image()
         p.features, p.is_image_set = self.features, True
         p.original_size = (size[1], size[0])
         p.input_size = p.transform.get_preprocess_shape(self.embedded[1], self.embedded[0], p.transform.target_length)
-        points = np.array(prompt["points"], dtype=np.float32).reshape(-1, 2)
+        all_points = np.array(prompt["points"], dtype=np.float32).reshape(-1, 2)
         box = np.array(prompt["box"], dtype=np.float32) if prompt["box"] is not None else None
-        many = len(points) + (2 if box is not None else 1) < 2.5
-        masks, scores, low_res = p.predict(
-            point_coords=points if len(points) else None,
-            point_labels=np.array(prompt["labels"]) if len(points) else None,
-            box=box,
-            multimask_output=many,
-        )
-        best = int(scores.argmax()) if many else 0
-        return (masks[best], low_res[best]) if logits else masks[best]
+        found = previous = None
+        for k in range(0 if box is not None else 1, len(all_points) + 1):
+            points, labels = all_points[:k], np.array(prompt["labels"][:k])
+            if box is None and 1 not in labels:
+                continue
+            many = len(points) + (2 if box is not None else 1) < 2.5
+            masks, scores, low_res = p.predict(
+                point_coords=points if len(points) else None,
+                point_labels=labels if len(points) else None,
+                box=box,
+                mask_input=previous,
+                multimask_output=many,
+            )
+            best = int(scores.argmax()) if many else 0
+            found, previous = masks[best], low_res[best][None]
+        return (found, previous[0]) if logits else found
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

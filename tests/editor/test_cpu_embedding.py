@@ -17,14 +17,15 @@ from flask.testing import FlaskClient
 from PIL import Image
 from segment_anything import SamPredictor
 
+from harness.images import encode, photo
+from harness.server1 import USERS
 from server1.app import create_app
-from server2.models import load_sam
+from server2.models import Models, load_sam
 from studio import image_files, layout
 from studio.jobs import Jobs
 from tests.conftest import realworld
-from tests.editor.support import Reference, install_editor_models, iou, random_prompts
-from tests.editor.test_editor_api import login
-from tests.server1.support import USERS, encode, photo
+from tests.editor.support import REAL, Reference, install_editor_models, iou, process, random_prompts
+from tests.editor.test_editor_api import FAST, login
 
 SEED = 2121
 PHOTO = "coco_000000343934.jpg"
@@ -119,9 +120,26 @@ def test_an_unprocessed_photo_is_embedded_as_sam_predictor_does_and_cut_with_the
         np.testing.assert_array_equal(image[..., :3][opaque], full[y0:y1, x0:x1][opaque])
     print(f"/cut against SamPredictor on torch's embedding: IoU min {min(ious):.4f} mean {np.mean(ious):.4f}")
     assert len(ious) >= 4 and min(ious) >= 0.97
-    record = json.loads(storage.read(layout.status("alice", image_id)))  # cut by hand: done
-    assert record["state"] == "done" and record["method"] == "editor" and len(record["clippings"]) == len(ious)
-    assert (record["width"], record["height"]) == size and "embedding" not in record
+    record = json.loads(storage.read(layout.status("alice", image_id)))  # cut by hand: still Server2's job
+    assert record["state"] == "queued" and record["hand_made"] == record["clippings"]
+    assert len(record["clippings"]) == len(ious) and "embedding" not in record
+    hand = record["clippings"]
+
+    # A hand-made cut never costs the automatic ones: Server2's pass adds its clippings after them, and a
+    # retry redoes only its own.
+    models = Models.load(real_models_dir, "cpu", REAL)
+    assert alice.post("/api/settings", json={**FAST, "mode": "sam"}).status_code == 200
+    automatic = []
+    for _ in range(2):
+        done = process(storage, models, "alice", image_id)
+        assert done["clippings"][: len(hand)] == hand and done["hand_made"] == hand
+        automatic.append(done["clippings"][len(hand) :])
+        assert automatic[-1] and set(automatic[-1]).isdisjoint(hand)
+        shown = [c["name"] for c in alice.get(f"/api/images/{image_id}/editor").json["clippings"]]
+        assert shown == done["clippings"]
+        assert all(storage.exists(layout.crop("alice", n)) for n in done["clippings"])
+        assert alice.post(f"/api/images/{image_id}/retry").status_code == 200
+        assert Jobs(storage, "test").read_status("alice", image_id)["clippings"] == hand
 
 
 def test_the_cpu_embedding_is_kept_once_for_its_owner_until_server2s_replaces_it(

@@ -14,12 +14,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from harness.images import encode, photo
+from harness.server1 import USERS, csrf_of
 from server1 import cutting
 from server1.app import create_app
 from server2.models import Models
 from studio import layout
 from tests.editor.support import REAL, Reference, iou, process, random_prompts
-from tests.server1.support import USERS, csrf_of, encode, photo
 
 SEED = 1515
 FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 20}  # the automatic generator in seconds
@@ -153,10 +154,8 @@ def test_decoder_on_the_cpu_matches_sam_predictor(app: Flask, processed: tuple, 
     embedded = (meta["width"], meta["height"])
     nonempty = 0
     for prompt in random_prompts(SEED, 24, *ORIGINAL):
-        coords, labels = cutting.decoder_inputs(
-            prompt["points"], prompt["labels"], prompt["box"], ORIGINAL, embedded, meta["input_size"]
-        )
-        logits = cutting.low_res_logits(session, features, coords, labels)
+        clicks = (prompt["points"], prompt["labels"], prompt["box"])
+        logits = cutting.replay(session, features, clicks, ORIGINAL, embedded, meta["input_size"])
         theirs, their_logits = ref.mask(_scaled(prompt, embedded[0] / ORIGINAL[0]), embedded, logits=True)
         assert iou(logits > 0, their_logits > 0) >= 0.99, prompt
         ours = cutting.upscale(logits, embedded, meta["input_size"], embedded)

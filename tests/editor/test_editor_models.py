@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 import server2.app
+from harness.realworld import REAL_WEIGHTS
 from server2 import cli, config, embeddings
 from server2.embeddings import checkpoint_digest
 from studio import layout
 from studio.storage import FileStorage
-from tests.conftest import REAL_WEIGHTS, realworld
+from tests.conftest import realworld
 from tests.server2.serving.test_serve_app import wait_ping
 
 

@@ -14,10 +14,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from harness.images import encode, photo
+from harness.server1 import USERS, csrf_of
 from server1 import cutting, editor
 from server1.app import create_app
 from studio import layout
-from tests.server1.support import USERS, csrf_of, encode, photo
 
 SIZE = (320, 240)
 

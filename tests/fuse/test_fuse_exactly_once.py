@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "foundation"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studio"))
 
 import job_worker  # noqa: E402
 from multiworker import Events, make_jobs, race  # noqa: E402

@@ -10,27 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from PIL import Image
 
-from tests.server1.support import Server, encode
-from tests.server2.serving.support import Server2, drawing
+from harness.images import encode
+from harness.server1 import Server
+from harness.server2 import Server2
+from tests.server2.serving.support import drawing
 
 # The quick path of the pipeline on a CPU (BiRefNet with the small test weights).
 QUICK = {"mode": "matte", "points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
 ONE_HOST_LINE = "claims are exclusive on this host only; for several hosts set S3_BUCKET"
-
-
-def wait_ready(server2: Server2, timeout: float) -> None:
-    """Server2.wait_ready, patient with a /ping slower than its 5 s while the models load on a busy CPU."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            server2.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
-            return
-        except requests.Timeout:
-            if time.monotonic() > deadline:
-                raise
 
 
 @pytest.mark.slow
@@ -43,7 +32,7 @@ def test_upload_to_clippings_on_a_mount(setup: str, bucket_mounts: dict, test_mo
     server1 = Server(folder)
     server1.log = tmp_path / "server1.log"  # not into the bucket
     try:
-        wait_ready(server2, timeout=240)
+        server2.wait_ready(timeout=240)  # patient: the models load on a busy CPU
         server1.start()
         alice = server1.login("alice")
         assert alice.post(server1.url + "/api/settings", json=QUICK, timeout=10).status_code == 200

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from harness import REPO
 from server1.lifecycle.weights import Weights
 from studio.errors import ConfigError
 from studio.storage import MountedFileStorage, StorageError, open_storage
 from studio.storage import bucket_mount as bucket_mount_module
 from studio.storage.mounts import mount_of, parse_mountinfo
 from studio.storage.s3 import S3Storage
-from tests.conftest import REPO
 from tests.weights_mirror import blob, entry
 
 MOUNTINFO = """\

@@ -3,8 +3,8 @@ storage_root of conftest.py), with no S3_BUCKET: the primitives for one host."""
 
 from __future__ import annotations
 
-from tests.foundation.test_job_protocol import *  # noqa: F403
-from tests.foundation.test_storage_contract import *  # noqa: F403
+from tests.studio.test_job_protocol import *  # noqa: F403
+from tests.studio.test_storage_contract import *  # noqa: F403
 
 # Two build a local folder of their own; one is about the S3 API's pages of 1000 keys, which the
 # native run covers (through a mount it would only write 1013 files slowly): not run again here.

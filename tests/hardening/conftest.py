@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.server1 import Server
 from tests.hardening.support import TALLY
 
 # The lifecycle suite's fault-injecting proxy in front of moto's SageMaker API, reused as is.
 from tests.lifecycle.conftest import fault_proxy, make_endpoint, sagemaker  # noqa: F401
-from tests.server1.support import Server
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

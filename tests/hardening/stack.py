@@ -4,39 +4,21 @@ whole (gunicorn master and worker) with SIGKILL, and watched through their logs.
 from __future__ import annotations
 
 import io
-import os
 import re
-import signal
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from harness.server2 import Server2, kill_hard
 from studio import layout
 from studio.jobs import Jobs
 from studio.storage import Storage
-from tests.server2.serving.support import Server2, add_image, drawing
+from tests.server2.serving.support import add_image, drawing
 
 # A job in well under a second on a CPU: BiRefNet's path, the fewest SAM points otherwise.
 QUICK = {"mode": "matte", "points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-def kill_hard(server: Server2) -> None:
-    """SIGKILL the worker (mid-job) and the master: nothing gets to clean up."""
-    for pid in children(server.proc.pid):
-        os.kill(pid, signal.SIGKILL)
-    server.proc.kill()
-    server.proc.wait(10)
 
 
 class Servers2:
@@ -75,15 +57,6 @@ def add_jobs(storage: Storage, user: str, count: int, prefix: str, size: tuple[i
 def states(storage: Storage, user: str, ids: list[str]) -> dict[str, str]:
     jobs = Jobs(storage, "hardening-observer")
     return {i: (jobs.read_status(user, i) or {"state": "queued"})["state"] for i in ids}
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what}: not within {timeout}s")
 
 
 def done_lines(logs: str) -> dict[str, int]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from tests.server1.support import USERS, csrf_of
+from harness.server1 import USERS, csrf_of
 
 
 @dataclass

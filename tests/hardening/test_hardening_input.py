@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from harness import corpus
+from harness.server1 import USERS, Server
 from server1 import create_app
 from studio import settings as studio_settings
-from tests.hardening import corpus
 from tests.hardening.support import TALLY, login_client
-from tests.server1.support import USERS, Server
 
 UPLOADS = "uploads (in-process)"
 MAX_PIXELS = 4_000_000  # in-process: keeps decoding of declared-huge images quick

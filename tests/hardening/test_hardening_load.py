@@ -15,10 +15,11 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.hardening.corpus import valid
-from tests.hardening.stack import children, wait_until
+from harness.corpus import valid
+from harness.server1 import Server
+from harness.server2 import children
+from harness.wait import wait_for
 from tests.hardening.support import TALLY
-from tests.server1.support import Server
 
 UPLOADS_PER_USER = 200
 STREAMS_PER_USER = 25
@@ -75,7 +76,7 @@ def _round(server: Server, sessions: dict[str, requests.Session], area: str, lab
         statuses = list(pool.map(upload, jobs))
     for (user, n), status in zip(jobs, statuses, strict=True):
         TALLY.check(area, f"{label}: {user} upload #{n}", status == 200, str(status))
-    wait_until(lambda: all(received[id(s)] for _, s in streams), 30, "an image event on every stream")
+    wait_for(lambda: all(received[id(s)] for _, s in streams), "an image event on every stream", 30)
     TALLY.check(area, f"{label}: every stream got image events", all(received[id(s)] for _, s in streams))
     for _, stream in streams:
         stream.close()
@@ -103,14 +104,14 @@ def test_two_users_200_concurrent_uploads_and_50_event_streams(tmp_path: Path) -
             stream.close()
         # The warm-up streams end at their next heartbeat; their pool threads stay.
         with contextlib.suppress(TimeoutError):  # else "before" counts them (a weaker check, not a wrong one)
-            wait_until(lambda: _usage(worker)[1] <= idle_fds + 2, 30, "the warm-up streams ended")
+            wait_for(lambda: _usage(worker)[1] <= idle_fds + 2, "the warm-up streams ended", 30)
         before = _usage(worker)
         _round(server, sessions, area, "load")
         for session in sessions.values():
             session.close()  # the kept-alive connections too
         # Streams end at their next heartbeat, idle connections at gunicorn's keepalive (5 s).
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: _settled(_usage(worker), before), 20, "threads and open files back")
+            wait_for(lambda: _settled(_usage(worker), before), "threads and open files back", 20)
         after = _usage(worker)
         usage = f"(threads, fds) before {before}, after {after}"
         TALLY.check(area, "no thread or file-descriptor leak", _settled(after, before), usage)

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.soak import RefusingProxy
+from harness.aws import MotoServer, RefusingProxy
+from harness.corpus import valid
+from harness.server1 import Server
+from harness.server2 import children
+from harness.wait import wait_for
 from studio.storage import open_storage
-from tests.conftest import MotoServer
-from tests.hardening.corpus import valid
-from tests.hardening.stack import QUICK, Servers2, add_jobs, children, states, wait_until
+from tests.hardening.stack import QUICK, Servers2, add_jobs, states
 from tests.hardening.support import TALLY
-from tests.server1.support import Server
 from tests.server2.serving.support import set_settings
 
 
@@ -63,7 +64,7 @@ def test_s3_outage_while_both_servers_work(
         TALLY.check(area, "/healthz says storage unavailable", health.status_code == 503, health.text[:200])
         # S3 stays down until Server2's poller has met the outage (it polls every 0.3 s).
         with contextlib.suppress(TimeoutError):  # counted below ("server2 logged the outage")
-            wait_until(lambda: "polling failed" in server2.log(), 60, "server2 met the outage")
+            wait_for(lambda: "polling failed" in server2.log(), "server2 met the outage", 60)
         proxy.resume()  # S3 is back, with its objects
 
         for n in range(2):
@@ -72,7 +73,7 @@ def test_s3_outage_while_both_servers_work(
             accepted += [i["id"] for i in answer.json().get("images", [])]
         everything = accepted + queued
         with contextlib.suppress(TimeoutError):  # counted below, one case per image
-            wait_until(lambda: set(states(storage, "alice", everything).values()) == {"done"}, 150, "all done")
+            wait_for(lambda: set(states(storage, "alice", everything).values()) == {"done"}, "all done", 150)
         for image_id, state in states(storage, "alice", everything).items():
             TALLY.check(area, f"{image_id} done after the outage (nothing lost)", state == "done", state)
         during = [e.key for e in storage.list("alice/input/during-")]

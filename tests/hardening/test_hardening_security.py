@@ -19,11 +19,13 @@ import requests
 from playwright.sync_api import Browser
 from werkzeug.routing import PathConverter
 
+from harness.images import encode, photo
+from harness.server1 import USERS, Server, csrf_of
 from server1 import auth, create_app
 from studio import layout
 from studio.storage import open_storage
 from tests.hardening.support import TALLY, cookie_header, raw_get
-from tests.server1.support import USERS, Server, csrf_of, encode, finish_job, photo, samples
+from tests.server1.support import finish_job, samples
 
 STATE_CHANGING = {"POST", "PUT", "DELETE", "PATCH"}
 PUBLIC = {"auth.login", "pages.healthz", "static"}

@@ -19,24 +19,16 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.corpus import valid
+from harness.server1 import Server
+from harness.server2 import Server2, children, kill_hard
+from harness.wait import wait_for
 from studio import layout
 from studio.jobs import Jobs
 from studio.storage import Storage, open_storage
-from tests.hardening.corpus import valid
-from tests.hardening.stack import (
-    QUICK,
-    Sampler,
-    Servers2,
-    add_jobs,
-    children,
-    done_lines,
-    kill_hard,
-    states,
-    wait_until,
-)
+from tests.hardening.stack import QUICK, Sampler, Servers2, add_jobs, done_lines, states
 from tests.hardening.support import TALLY
-from tests.server1.support import Server
-from tests.server2.serving.support import Server2, set_settings
+from tests.server2.serving.support import set_settings
 
 FUZZ = settings(
     deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck), max_examples=150
@@ -90,7 +82,7 @@ def check_invocation(stack: Stack, body: bytes, jobs: set[tuple[str, str]]) -> b
 def finished_job(stack: Stack) -> set[tuple[str, str]]:
     set_settings(stack.storage, QUICK, user="alice")
     add_jobs(stack.storage, "alice", 1, "inv")
-    wait_until(lambda: states(stack.storage, "alice", ["inv000"])["inv000"] == "done", 120, "first job")
+    wait_for(lambda: states(stack.storage, "alice", ["inv000"])["inv000"] == "done", "first job", 120)
     return {("alice", "inv000")}
 
 
@@ -163,20 +155,20 @@ def test_sigkill_at_random_moments_over_50_jobs(stack: Stack) -> None:
     try:
         for round_no in range(4):
             before = done()
-            wait_until(lambda b=before: done() > b, 120, "progress after a (re)start")
+            wait_for(lambda b=before: done() > b, "progress after a (re)start", 120)
             if done() == 50:
                 break
             assert stack.current is not None
             if round_no == 0:  # one kill certainly mid-job: as soon as a job is in progress
                 server = stack.current
-                wait_until(lambda s=server: _mid_job(s.log()), 120, "a job in progress")
+                wait_for(lambda s=server: _mid_job(s.log()), "a job in progress", 120)
             else:
                 time.sleep(rng.uniform(0.05, 2.0))
             log_before = stack.current.log()
             kill_hard(stack.current)
             kills.append(_mid_job(log_before))
             stack.current = stack.servers.start()
-        wait_until(lambda: done() == 50, 240, "all 50 jobs done")
+        wait_for(lambda: done() == 50, "all 50 jobs done", 240)
     finally:
         sampler.stop()
     logs = stack.servers.logs()
@@ -262,7 +254,7 @@ def test_a_storage_folder_unusable_for_a_while(stack: Stack) -> None:
             )
             # output/ stays a file until Server2 has met it too (it polls every POLL_SECONDS).
             with contextlib.suppress(TimeoutError):  # counted below ("server2 logged the storage error")
-                wait_until(lambda: _met_storage_error(server2.log()[mark:]), 60, "server2 met the storage error")
+                wait_for(lambda: _met_storage_error(server2.log()[mark:]), "server2 met the storage error", 60)
         finally:
             _restore(output, away)
         leftovers = [p.name for p in (stack.shared / "alice" / "input").iterdir() if p.name.startswith("during-")]
@@ -273,7 +265,7 @@ def test_a_storage_folder_unusable_for_a_while(stack: Stack) -> None:
             accepted += [i["id"] for i in answer.json().get("images", [])]
         everything = accepted + queued
         with contextlib.suppress(TimeoutError):  # counted below, one case per image
-            wait_until(lambda: set(states(stack.storage, "alice", everything).values()) == {"done"}, 120, "all done")
+            wait_for(lambda: set(states(stack.storage, "alice", everything).values()) == {"done"}, "all done", 120)
         final = states(stack.storage, "alice", everything)
         for image_id, state in final.items():
             TALLY.check(area, f"{image_id} done after the hiccup (nothing lost)", state == "done", state)

@@ -14,8 +14,8 @@ import boto3
 import pytest
 import requests
 
+from harness.aws import create_endpoint
 from studio.storage import FileStorage
-from tests.conftest import create_endpoint
 from tests.lifecycle.support import TEST_BOTO_CONFIG, Clock
 
 

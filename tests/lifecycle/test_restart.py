@@ -16,10 +16,11 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from harness.server1 import Server
+from harness.wait import wait_for
 from studio import layout
 from studio.storage import open_storage
 from tests.lifecycle.conftest import Recorder
-from tests.server1.support import Server
 
 POLL = 1.0  # QUEUE_POLL_SECONDS
 GRACEFUL = 120  # gunicorn's graceful timeout here: an open stream would hold the exit this long
@@ -29,15 +30,6 @@ def _png() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 200, 30)).save(out, "PNG")
     return out.getvalue()
-
-
-def _wait(condition, timeout: float, what: str) -> float:
-    """Seconds until condition() held; fails after timeout."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def test_sigterm_releases_the_lease_and_a_restarted_server1_acts_at_once(tmp_path: Path, recorder: Recorder) -> None:
@@ -51,7 +43,7 @@ def test_sigterm_releases_the_lease_and_a_restarted_server1_acts_at_once(tmp_pat
     storage = open_storage(shared)
     first = Server(shared, **env).start()
     try:
-        _wait(lambda: storage.exists(layout.system("scheduler-lease.json")), 30, "the first server to lead")
+        wait_for(lambda: storage.exists(layout.system("scheduler-lease.json")), "the first server to lead", 30)
         stream = first.login("alice").get(first.url + "/events", stream=True, timeout=(10, GRACEFUL + 30))
         assert stream.status_code == 200
         first.proc.send_signal(signal.SIGTERM)
@@ -69,9 +61,9 @@ def test_sigterm_releases_the_lease_and_a_restarted_server1_acts_at_once(tmp_pat
     second = Server(shared, **env).start()
     try:
         assert requests.get(second.url + "/healthz", timeout=10).status_code == 200
-        _wait(lambda: storage.read_json(layout.system("scheduler-lease.json"))["expires_at"] > 0, 30, "a new leader")
+        wait_for(lambda: storage.read_json(layout.system("scheduler-lease.json"))["expires_at"] > 0, "a new leader", 30)
         storage.write(layout.resized("alice", "after-restart"), _png())
-        invoke_seconds = _wait(lambda: ("alice", "after-restart") in recorder.jobs(), 30, "the invocation")
+        invoke_seconds = wait_for(lambda: ("alice", "after-restart") in recorder.jobs(), "the invocation", 30)
     finally:
         second.stop()
     print(f"SIGTERM to exit: {exit_seconds:.2f} s; new file to invocation after restart: {invoke_seconds:.2f} s")

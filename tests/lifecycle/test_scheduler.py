@@ -10,12 +10,13 @@ import textwrap
 import threading
 import time
 
+from harness import REPO
+from harness.wait import wait_for
 from server1.lifecycle import Lifecycle, LifecycleConfig
 from server1.lifecycle.scheduler import Lease
 from server1.lifecycle.watcher import INVOKE_THREADS
 from studio import layout
 from studio.storage import FileStorage
-from tests.conftest import REPO, wait_for
 from tests.lifecycle.support import Clock
 
 # Long enough that a leader starved of CPU for a moment still renews in time (it renews every

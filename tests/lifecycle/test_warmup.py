@@ -8,7 +8,8 @@ import inspect
 import sys
 import threading
 
-from server1.lifecycle import MAX_WARMING_SECONDS, Lifecycle
+from server1.lifecycle import Lifecycle
+from server1.lifecycle.coordinator import MAX_WARMING_SECONDS
 from tests.lifecycle.support import Clock, lifecycle, run_for
 
 

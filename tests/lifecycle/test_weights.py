@@ -11,6 +11,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from harness.server1 import USERS, csrf_of
+from harness.wait import free_port, wait_for
 from server1 import create_app
 from server1.app import start_background, stop_background
 from server1.lifecycle import Lifecycle
@@ -20,8 +22,6 @@ from studio import layout, modelfiles, settings
 from studio.errors import ConfigError
 from studio.modelfiles import ModelChoice
 from studio.storage import FileStorage
-from tests.conftest import free_port, wait_for
-from tests.server1.support import USERS, csrf_of
 from tests.weights_mirror import blob, entry
 
 

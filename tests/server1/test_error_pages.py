@@ -9,8 +9,8 @@ import pytest
 from flask import Flask, abort
 from flask.testing import FlaskClient
 
+from harness.server1 import USERS, csrf_of
 from server1.app import create_app
-from tests.server1.support import USERS, csrf_of
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 JSON = {"Accept": "application/json"}

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.server1.support import Server, encode, photo
+from harness.images import encode, photo
+from harness.server1 import Server
 
 
 def test_large_uploads_leave_server1_no_bigger(tmp_path: Path) -> None:

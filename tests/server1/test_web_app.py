@@ -16,14 +16,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from harness.images import encode, photo, png_bomb
+from harness.server1 import USERS, csrf_of
+from harness.wait import wait_for
 from server1 import create_app
 from server1.app import start_background, stop_background
 from studio import layout
 from studio.errors import ConfigError
 from studio.jobs import Jobs
 from studio.storage import FileStorage, open_storage
-from tests.conftest import wait_for
-from tests.server1.support import USERS, csrf_of, encode, finish_job, photo, png_bomb, samples
+from tests.server1.support import finish_job, samples
 
 PUBLIC = {"auth.login", "pages.healthz", "static"}
 

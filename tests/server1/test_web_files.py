@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 
+from harness.server1 import USERS, csrf_of
 from server1 import create_app
-from tests.server1.support import USERS, csrf_of, samples
+from tests.server1.support import samples
 
 
 def test_files_are_served_alike_on_every_backend(storage_root: str) -> None:

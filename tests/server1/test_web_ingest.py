@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.images import encode, exif_rotated_jpeg, marked, photo, png_bomb
 from server1 import ingest
 from studio import layout
 from studio.storage import StorageError, open_storage
-from tests.server1.support import encode, exif_rotated_jpeg, is_upright_marked, marked, photo, png_bomb, samples
+from tests.server1.support import is_upright_marked, samples
 
 
 @pytest.mark.parametrize("name", sorted(samples()))

@@ -8,26 +8,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
+from harness import REPO
+from harness.images import exif_rotated_jpeg, png_bomb
+from harness.server1 import USERS, Server, csrf_of
+from harness.wait import wait_for
 from studio import layout
 from studio.storage import open_storage
-from tests.conftest import REPO
-from tests.server1.support import (
-    USERS,
-    Server,
-    csrf_of,
-    exif_rotated_jpeg,
-    finish_job,
-    is_upright_marked,
-    png_bomb,
-    samples,
-)
+from tests.server1.support import finish_job, is_upright_marked, samples
 
 EVENTS_ENV = {"EVENTS_POLL_SECONDS": "0.5", "EVENTS_HEARTBEAT_SECONDS": "0.5", "MAX_UPLOAD_MB": "3"}
 
@@ -43,13 +37,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def post_file(session: requests.Session, url: str, name: str, data: bytes) -> requests.Response:
     return session.post(url + "/upload", files={"file": (name, data)}, timeout=30)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def listed(storage_root: str, user: str) -> list[str]:
@@ -177,7 +164,7 @@ class Streams:
             threading.Thread(target=self._read, args=(response,), daemon=True).start()
         # The poller's first look ends with a status event: from then on, changes are events.
         # Every stream is subscribed already (the GETs above returned).
-        wait_for(lambda: any(name == "status" for name, _ in self.received), 30, "the first status event")
+        wait_for(lambda: any(name == "status" for name, _ in self.received), "the first status event", 30)
 
     def _read(self, response: requests.Response) -> None:
         event = None
@@ -202,7 +189,7 @@ def test_events_reach_every_stream_and_threads_end(server: Server) -> None:
     warm_up = Streams(server, session, 4)
     with_poller = server.threads()
     warm_up.close()
-    wait_for(lambda: server.threads() < with_poller, 30, "the warm-up's poller to end")
+    wait_for(lambda: server.threads() < with_poller, "the warm-up's poller to end", 30)
     baseline = server.threads()
 
     streams = Streams(server, session, 4)
@@ -211,13 +198,13 @@ def test_events_reach_every_stream_and_threads_end(server: Server) -> None:
     def done() -> list[dict]:
         return [data for name, data in streams.received if name == "image" and data["status"]["state"] == "done"]
 
-    wait_for(lambda: len(done()) >= 4, 30, "a done event on each of the 4 streams")
+    wait_for(lambda: len(done()) >= 4, "a done event on each of the 4 streams", 30)
     assert len(done()) == 4, streams.received
     assert server.threads() > baseline  # the user's poller runs while streams are open
     streams.close()
     # The streams end at their next write (heartbeat) and the poller with the last of them;
     # a stream left running would keep the poller, and so one thread more than the baseline.
-    wait_for(lambda: server.threads() <= baseline, 30, f"threads back to {baseline}")
+    wait_for(lambda: server.threads() <= baseline, f"threads back to {baseline}", 30)
 
 
 def test_gunicorn_serves_the_app_with_events(tmp_path: Path) -> None:

@@ -1,15 +1,12 @@
 """Fixtures of the browser suite: a real Server1 process, Debian's Chromium, a fake worker.
 
-Server1 runs as `python -m server1` on 127.0.0.1 with a temporary SHARED_DIR in local
+Server1 runs as `python -m server1` on 127.0.0.1 (harness/server1.py) with a temporary SHARED_DIR in local
 mode (no SAGEMAKER_ENDPOINT, no INFERENCE_URL): nobody processes jobs but the test's
 FakeWorker, which uses the real job protocol, so every state change is the test's doing.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +15,13 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 from playwright.sync_api import Error as PlaywrightError
 
-from studio.storage import Storage, open_storage
-from tests.conftest import REPO, free_port, wait_http
-from tests.ui.fake_worker import FakeWorker
+from harness import REPO
+from harness.browser import DESKTOP
+from harness.server1 import USERS, Server
 
 ARTIFACTS = REPO / "test-artifacts" / "ui"
-USER, PASSWORD = "alice", "correct horse battery"
-DESKTOP = {"width": 1360, "height": 860}
+USER = "alice"
+PASSWORD = USERS[USER]
 REFUSED_CAPTURE = "Unable to capture screenshot"
 
 
@@ -42,62 +39,16 @@ def shot(page: Page, artifacts: Path, name: str, full_page: bool = False) -> Non
         page.screenshot(path=path, full_page=full_page)
 
 
-@dataclass
-class Server:
-    url: str
-    shared: Path
-    proc: subprocess.Popen
-    log: Path
-    storage: Storage = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.storage = open_storage(str(self.shared))
-
-    def worker(self) -> FakeWorker:
-        return FakeWorker(self.storage, USER)
-
-
 def start_server(tmp: Path) -> Server:
-    shared = tmp / "shared"
-    log = tmp / "server1.log"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "APP_", "INFERENCE_"))}
-    env.update(
-        SHARED_DIR=str(shared),
-        PORT=str(port),
-        HOST="127.0.0.1",
-        APP_USER1=USER,
-        APP_PASS1=PASSWORD,
-        SKIP_MODEL_DOWNLOAD="1",
-        EVENTS_POLL_SECONDS="0.3",
-        PYTHONUNBUFFERED="1",
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server1"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/healthz", timeout=60, proc=proc)
-    except Exception:
-        proc.kill()
-        raise RuntimeError(f"server1 did not start:\n{log.read_text()[-4000:]}") from None
-    return Server(url, shared, proc, log)
-
-
-def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
+    """Server1 on a fresh SHARED_DIR, in local mode, its event stream polling often."""
+    return Server(str(tmp / "shared"), EVENTS_POLL_SECONDS="0.3").start()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("ui"))
     yield server
-    stop_server(server)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

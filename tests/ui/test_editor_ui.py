@@ -17,14 +17,15 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from scipy import ndimage
 
+from harness.images import encode, photo
+from harness.server1 import Server
 from server1 import cutting
 from server1.ingest import ingest
 from server2.models import Models, load_sam
 from studio import layout, settings
 from tests.conftest import realworld
 from tests.editor.support import REAL, Reference, install_editor_models, iou, process, random_prompts
-from tests.server1.support import encode, photo
-from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot
+from tests.ui.conftest import PASSWORD, USER, Problems, shot
 
 SEED = 2015
 ORIGINAL = (1200, 900)
@@ -224,7 +225,7 @@ def test_the_editor_cuts_a_real_photo_server2_never_processed(
     artifacts: Path,
 ) -> None:
     """Album -> editor on a queued photo: Server1 embeds it on its CPU, a hover previews, a click at the swan's
-    most interior point cuts it out (against the human mask and SamPredictor), and the photo is done."""
+    most interior point cuts it out (against the human mask and SamPredictor); the photo stays Server2's job."""
     install_editor_models(server.storage, real_editor_models)
     data = realworld("photos", "davis_blackswan.jpg").read_bytes()
     truth = np.load(realworld("photos", "davis_blackswan.masks.npz"))
@@ -248,7 +249,7 @@ def test_the_editor_cuts_a_real_photo_server2_never_processed(
     expect(page.locator("#ed-status")).to_contain_text("Saved as a new clipping", timeout=30_000)
     prompt = sent.value.post_data_json
     done = record(server, other)
-    assert done["state"] == "done" and done["method"] == "editor" and len(done["clippings"]) == 1
+    assert done["state"] == "queued" and done["hand_made"] == done["clippings"] and len(done["clippings"]) == 1
     box = done["clipping_boxes"][done["clippings"][0]]
     image = np.asarray(Image.open(io.BytesIO(server.storage.read(layout.crop(USER, done["clippings"][0])))))
     cut = np.zeros(swan.shape, dtype=bool)

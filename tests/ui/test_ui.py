@@ -20,7 +20,9 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 from skimage import data
 
-from tests.ui.conftest import PASSWORD, USER, Problems, Server, shot, start_server, stop_server
+from harness.server1 import Server
+from tests.ui.conftest import PASSWORD, USER, Problems, shot, start_server
+from tests.ui.fake_worker import FakeWorker
 
 LIVE = 30_000  # ms: how long to wait for a status change to reach the open page (SSE, no reload)
 
@@ -115,7 +117,7 @@ def test_album_canvas_and_cleanup(
     shot(page, artifacts, "04-queued")
 
     # -- the worker takes them: states change live -----------------------------------------------
-    worker = server.worker()
+    worker = FakeWorker(server.storage, USER)
     claim = worker.claim(ids["astronaut"])
     expect(card(page, ids["astronaut"]).locator(".badge")).to_have_text("Processing", timeout=LIVE)
     names = worker.finish(claim)
@@ -337,7 +339,7 @@ def test_throttled_login_says_so(browser, tmp_path: Path, problems: Problems) ->
         expect(page.get_by_role("button", name="Log in")).to_be_visible()
     finally:
         context.close()
-        stop_server(server)
+        server.stop()
 
 
 def test_dropping_a_file_uploads_it(page: Page, server: Server, login, photos) -> None:

@@ -4,7 +4,9 @@
 // Coordinates: the overlay canvas has the resized image's pixels (the embedding's); prompts sent to the
 // server are in the original's pixels. The decoder answers low-res logits (4g x 4g), turned into the
 // preview's mask by the same steps as the server's for the saved clipping (SamPredictor.postprocess_masks,
-// server1/cutting.upscale): what the user previews is what /cut saves, at the overlay's size.
+// server1/cutting.upscale): what the user previews is what /cut saves, at the overlay's size. Each click is
+// decoded with the previous step's low-res logits as SAM's mask prompt (as SAM's demo does), and /cut replays
+// the clicks in the same order the same way (server1/cutting.replay).
 
 import { api, csrfToken, parseJson, reasonFrom } from './api.js';
 
@@ -27,6 +29,7 @@ let hover = null; // a preview point, original's pixels
 let drag = null; // {x, y} where a press started (overlay pixels)
 let cursor = null; // the keyboard cursor (overlay pixels)
 let mask = null; // the last decoded low-res logits
+let chain = []; // [{key, decoded}]: each step of the prompt decoded (decodeChain), kept for the next decode
 let busy = false; // a decode is running
 let queued = false; // the prompt changed meanwhile: decode once more, the latest prompt only
 let decodes = 0;
@@ -97,8 +100,9 @@ function modelFrame() {
   return { w: Math.floor(e.width * scale + 0.5), h: Math.floor(e.height * scale + 0.5) };
 }
 
-// Prompt (original's pixels) -> decoder feeds, as server1.cutting.decoder_inputs builds them.
-function feeds(prompt) {
+// Prompt (original's pixels) -> decoder feeds, as server1.cutting.decoder_inputs builds them; previous: the
+// last step's decoded mask, fed back (server1.cutting.low_res_logits).
+function feeds(prompt, previous) {
   const frame = modelFrame();
   const sx = frame.w / meta.width;
   const sy = frame.h / meta.height;
@@ -113,22 +117,45 @@ function feeds(prompt) {
     labels.push(-1);
   }
   const grid = embedding.dims[3];
+  const fed = previous ? previous.logits : new Float32Array(16 * grid * grid);
   return {
     image_embeddings: embedding,
     point_coords: new ort.Tensor('float32', Float32Array.from(coords), [1, labels.length, 2]),
     point_labels: new ort.Tensor('float32', Float32Array.from(labels), [1, labels.length]),
-    mask_input: new ort.Tensor('float32', new Float32Array(16 * grid * grid), [1, 1, 4 * grid, 4 * grid]),
-    has_mask_input: new ort.Tensor('float32', new Float32Array(1), [1]),
+    mask_input: new ort.Tensor('float32', fed, [1, 1, 4 * grid, 4 * grid]),
+    has_mask_input: new ort.Tensor('float32', Float32Array.of(previous ? 1 : 0), [1]),
   };
 }
 
-async function decode(prompt) {
-  const out = await session.run(feeds(prompt));
+async function decode(prompt, previous) {
+  const out = await session.run(feeds(prompt, previous));
   const low = out.low_res_masks;
   return { logits: low.data, side: low.dims[3] };
 }
 
 const hasPrompt = (prompt) => prompt.box || prompt.points.some((p) => p.label === 1);
+
+// The prompt decoded step by step as server1/cutting.replay does: the box alone first (when there is one),
+// then each click in order, each step with the previous step's logits fed back; a step with neither a box
+// nor a positive point is skipped. Steps already decoded for the same prefix are reused, so a hover or a new
+// click costs one decode.
+async function decodeChain(prompt) {
+  let previous = null;
+  let i = 0;
+  for (let k = prompt.box ? 0 : 1; k <= prompt.points.length; k += 1) {
+    const step = { points: prompt.points.slice(0, k), box: prompt.box };
+    if (hasPrompt(step)) {
+      const key = JSON.stringify(step);
+      if (!chain[i] || chain[i].key !== key) {
+        chain.length = i;
+        chain.push({ key, decoded: await decode(step, previous) });
+      }
+      previous = chain[i].decoded;
+      i += 1;
+    }
+  }
+  return previous;
+}
 
 function currentPrompt() {
   const all = hover ? [...points, hover] : points;
@@ -146,7 +173,7 @@ async function refresh() {
     do {
       queued = false;
       const prompt = currentPrompt();
-      mask = hasPrompt(prompt) ? await decode(prompt) : null;
+      mask = hasPrompt(prompt) ? await decodeChain(prompt) : null;
       decodes += 1;
       root.dataset.decodes = String(decodes);
       draw();
@@ -343,6 +370,7 @@ function clearPrompt() {
   box = null;
   hover = null;
   mask = null;
+  chain = [];
   status('Cleared. Click the object to cut it out.');
   refresh();
 }
@@ -575,7 +603,7 @@ document.addEventListener('keydown', (event) => {
 
 // For the browser tests and the benchmark: the low-res mask (0/1 per pixel) and the time of one decode; the
 // preview's mask at a given size ('0'/'1' per pixel, row by row) with the logits it came from.
-const decodePrompt = (prompt) => decode({
+const decodePrompt = (prompt) => decodeChain({
   points: prompt.points.map(([x, y], i) => ({ x, y, label: prompt.labels[i] })),
   box: prompt.box && { x0: prompt.box[0], y0: prompt.box[1], x1: prompt.box[2], y1: prompt.box[3] },
 });

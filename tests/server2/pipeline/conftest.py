@@ -10,9 +10,10 @@ import pytest
 import skimage.data
 from PIL import Image, ImageDraw, ImageFilter
 
+from harness.realworld import REAL_MODELS_ENV
 from server2.models import Models
 from studio.modelfiles import ModelChoice
-from tests.conftest import REAL_MODELS_ENV, realworld
+from tests.conftest import realworld
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +23,7 @@ def models(test_models_dir: Path) -> Models:
 
 @pytest.fixture(scope="session")
 def real_models(real_models_dir: Path) -> Models:
-    """The real weights as CPU local mode loads them: MobileSAM, YOLO11n, U2-Netp (tests/conftest.py)."""
+    """The real weights as CPU local mode loads them: MobileSAM, YOLO11n, U2-Netp (harness/realworld.py)."""
     env = REAL_MODELS_ENV
     return Models.load(
         real_models_dir, "cpu", ModelChoice(detect=env["DETECT_MODEL"], matte=env["MATTE_MODEL"], sam=env["SAM_MODEL"])

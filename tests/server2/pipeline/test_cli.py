@@ -143,6 +143,7 @@ def test_bench_quality_quick_run(tmp_path: Path, test_models_dir: Path, capsys: 
     printed = capsys.readouterr().out
     assert "sam: skipped: no real SAM checkpoint (mobile_sam.pt)" in printed
     assert "clicks: skipped: no real SAM checkpoint (mobile_sam.pt)" in printed
+    assert "full: skipped: no real SAM checkpoint (mobile_sam.pt)" in printed
     report = json.loads((out / "quality.json").read_text())
     assert report["modes"]["sam"] == {"skipped": f"no real mobile_sam.pt in {test_models_dir}"}
     summary = report["modes"]["matte"]["summary"]

@@ -51,8 +51,31 @@ def test_generator_masks_inside_a_detected_object_are_dropped() -> None:
     shirt = rect(shape, 30, 30, 70, 60)  # all inside the person
     half_out = rect(shape, 60, 40, 110, 60)  # 400 of its 1000 px inside: mostly something else
     lamp = rect(shape, 150, 10, 180, 40)  # nothing detected there
-    assert masks.new_masks([person], [shirt, half_out, lamp]) == [half_out, lamp]
-    assert masks.new_masks([], [shirt, lamp]) == [shirt, lamp]
+    covered = masks.covered([person], [0.9], shape)
+    assert masks.new_masks(covered, [shirt, half_out, lamp]) == [half_out, lamp]
+    assert masks.new_masks(masks.covered([], [], shape), [shirt, lamp]) == [shirt, lamp]
+
+
+def test_generator_masks_spanning_the_frame_are_the_scene() -> None:
+    shape = (100, 200)
+    sky = rect(shape, 0, 0, 200, 30)  # top, left and right
+    corner = rect(shape, 150, 60, 200, 100)  # right and bottom
+    cut_by_one_edge = rect(shape, 80, 60, 120, 100)  # an object at the bottom edge
+    lamp = rect(shape, 150, 10, 180, 40)
+    covered = masks.covered([], [], shape)
+    assert masks.new_masks(covered, [sky, corner, cut_by_one_edge, lamp]) == [cut_by_one_edge, lamp]
+
+
+def test_only_confident_object_masks_cover() -> None:
+    """A low-confidence box (a "suitcase" 0.18 around a tote of products) or a box whose mask is the
+    background covers nothing: the generator still looks there and keeps what it finds."""
+    shape = (100, 200)
+    person, tote = rect(shape, 20, 10, 80, 90), rect(shape, 100, 20, 190, 90)
+    background = ~rect(shape, 50, 30, 150, 70)
+    covered = masks.covered([person, tote, background], [0.9, 0.18, 0.8], shape)
+    assert (covered == person).all()
+    product = rect(shape, 120, 40, 140, 60)
+    assert masks.new_masks(covered, [product]) == [product]
 
 
 # --- components and clippings --------------------------------------------------------------------------
@@ -183,6 +206,14 @@ def test_merge_keeps_one_detection_per_object() -> None:
     det_other_label = detect.Detection("bowl", 0.8, (12, 10, 52, 50), (32, 30), "det")
     det_elsewhere = detect.Detection("cup", 0.7, (100, 10, 150, 50), (125, 30), "det")
     assert detect.merge([seg, det_same, det_other_label, det_elsewhere]) == [seg, det_other_label, det_elsewhere]
+
+
+def test_merge_keeps_same_class_objects_side_by_side() -> None:
+    """Two bears overlapping in one model's output (box IoU 0.6, below YOLO's own NMS at 0.7) are two bears."""
+    left = detect.Detection("bear", 0.9, (0, 0, 80, 100), (40, 50), "det")
+    right = detect.Detection("bear", 0.8, (20, 0, 100, 100), (60, 50), "det")
+    assert detect.box_iou(left.box, right.box) == pytest.approx(0.6)
+    assert detect.merge([left, right]) == [left, right]
 
 
 @pytest.mark.parametrize(

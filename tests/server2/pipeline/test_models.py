@@ -17,12 +17,12 @@ from rembg.sessions.dis_general_use import DisSession
 from rembg.sessions.u2netp import U2netpSession
 from segment_anything import sam_model_registry
 
+from harness.weights import TEST_SAM
 from server2.gpu_check import GpuUnavailable
 from server2.models import Models, ModelsMissing, build_sam, choose, local_models_dir, pick_device, sam_config
 from studio import modelfiles
 from studio.errors import ConfigError
 from studio.modelfiles import ModelChoice
-from tests.weights import TEST_SAM
 
 # The encoders segment_anything's own builders make (build_sam.py).
 REGISTRY = {

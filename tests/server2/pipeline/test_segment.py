@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -53,7 +52,8 @@ def test_real_sam_cuts_out_a_person_and_an_animal(real_models: Models, name: str
     original, resized = cli.decode(photo_path)
     result = segment(real_models, resized, original, {})
     assert result.method == "sam" and result.sam_model == "mobile_sam"
-    assert result.details["encoder_runs"] == 1 and result.details["generator_masks"] == 0  # YOLO found it
+    # YOLO found it: its mask covers part of the photo, which the generator leaves alone
+    assert result.details["encoder_runs"] == 1 and result.details["covered"] > 0.05
     assert set(result.timings) == {"classify", "detect", "sam_boxes", "sam_auto", "refine", "masks", "clippings"}
     assert json.loads(json.dumps(result.points)) == result.points
     check_clippings(result, resized, original, DEFAULTS)
@@ -62,6 +62,14 @@ def test_real_sam_cuts_out_a_person_and_an_animal(real_models: Models, name: str
     assert best >= least
 
 
+@pytest.fixture
+def every_generated_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test SAM's random masks are blobs that span the frame, which the pipeline drops as the scene
+    (masks.new_masks): tests of what comes after keep them all."""
+    monkeypatch.setattr(masks, "new_masks", lambda covered, generated: list(generated))
+
+
+@pytest.mark.usefixtures("every_generated_mask")
 def test_max_clippings_and_min_area_are_obeyed(models: Models) -> None:
     resized = photo("coffee", 256)
     few = segment(models, resized, resized, {**FAST, "max_clippings": 2})
@@ -129,22 +137,41 @@ def test_box_prompts_share_the_embedding_and_batch(models: Models) -> None:
     assert sam.box_masks(shared, image, []) == []
 
 
-def test_on_a_cpu_the_generator_runs_only_where_yolo_found_nothing(
-    models: Models, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_generator_prompts_only_what_no_confident_box_covers(models: Models) -> None:
+    image = np.asarray(photo("astronaut", 256))
+    predictor = sam.StudioPredictor(models.sam["vit_l"])
+    everywhere = sam.automatic_masks(predictor, image, FAST)
+    assert everywhere
+    nowhere = np.zeros(image.shape[:2], dtype=bool)
+    decoded = predictor.decoder_seconds
+    assert sam.automatic_masks(predictor, image, FAST, where=nowhere) == []
+    assert predictor.decoder_seconds == decoded  # no point was prompted
+    left = nowhere.copy()
+    left[:, :128] = True
+    some = sam.automatic_masks(predictor, image, {**FAST, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5}, left)
+    assert some and len(some) <= len(sam.automatic_masks(predictor, image, {**FAST, "pred_iou_thresh": 0.5}))
+
+
+def test_on_a_cpu_the_generator_runs_beside_the_detections(models: Models, monkeypatch: pytest.MonkeyPatch) -> None:
     picture = photo("astronaut", 256)
     nothing = segment(models, picture, picture, FAST)  # the random test YOLO finds nothing
-    assert nothing.details["box_masks"] == 0 and nothing.details["generator_masks"] > 0
+    assert nothing.details["box_masks"] == 0 and nothing.details["covered"] == 0
+    assert nothing.details["generator_masks"] > 0
     cup = detect.Detection("cup", 0.9, (40.0, 40.0, 200.0, 220.0), (120.0, 130.0), "det")
     monkeypatch.setattr(detect, "run_yolo", lambda *_: {"det": [cup]})
     found = segment(models, picture, picture, FAST)
-    assert found.details["box_masks"] == 1 and found.details["generator_masks"] == 0
-    assert found.points["boxes"][0]["box"] == [40.0, 40.0, 200.0, 220.0]
-    # With a GPU (its branch, run here on the CPU's modules) the generator runs too, and keeps only masks
-    # mostly outside the box's mask.
-    gpu = segment(dataclasses.replace(models, device="cuda"), picture, picture, FAST, autocast=False)
-    assert gpu.details["box_masks"] == 1 and gpu.details["generator_masks"] > 0
-    assert gpu.details["sam_masks"] <= 1 + gpu.details["generator_masks"]
+    assert found.details["box_masks"] == 1 and found.points["boxes"][0]["box"] == [40.0, 40.0, 200.0, 220.0]
+    assert found.details["sam_masks"] <= 1 + found.details["generator_masks"]
+
+
+def test_full_runs_the_users_settings_on_a_cpu(models: Models) -> None:
+    """segment(full=True) (`segment --full`): what a GPU runs, here on the CPU; without it CPU_LIMITS apply."""
+    picture = photo("astronaut", 256)
+    settings = {**FAST, "points_per_side": 16, "crop_n_layers": 1}
+    limited = segment(models, picture, picture, settings)
+    full = segment(models, picture, picture, settings, full=True)
+    assert limited.details["encoder_runs"] == 1  # the whole image only
+    assert full.details["encoder_runs"] == 5  # and its 4 crops of layer 1
 
 
 def test_reduced_precision_encoder_keeps_a_float32_embedding(models: Models) -> None:

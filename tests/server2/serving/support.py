@@ -3,94 +3,22 @@ images and storage helpers the serving tests share."""
 
 from __future__ import annotations
 
-import io
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import requests
 from PIL import Image, ImageDraw
 
+from harness import REPO
+from harness.images import encode
+from harness.server2 import Server2
 from studio import layout, settings
 from studio.jobs import Jobs
 from studio.storage import Storage
-from tests.conftest import REPO, free_port
 
 USER = "alice"
 # Fast jobs on a CPU: the fewest SAM points, no crop layers.
 FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 50}
-
-
-class Server2:
-    """One server process; its output goes to a log file the tests read."""
-
-    def __init__(self, folder: Path, env: dict[str, str], module: bool = False) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = folder / f"server2-{self.port}.log"
-        command = [sys.executable, "-m", "server2"] if module else [sys.executable, str(REPO / "server2" / "serve")]
-        full_env = {
-            **os.environ,
-            "DEVICE": "cpu",
-            "POLL_SECONDS": "0.2",
-            "OMP_NUM_THREADS": "1",  # the machine's few cores are shared
-            "PYTHONUNBUFFERED": "1",
-            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port}",
-            "WORKER_ID": f"server2-{self.port}",
-            **env,
-        }
-        with open(self.log_path, "wb") as log:
-            # serve runs from any folder; python -m needs the repository on its path.
-            self.proc = subprocess.Popen(
-                command, env=full_env, cwd=REPO if module else folder, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._wait_answering(timeout=60)
-
-    def _wait_answering(self, timeout: float) -> None:
-        """Until /ping answers at all (503 while loading is fine); the worker may take seconds to boot."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited with {self.proc.returncode}:\n{self.log()}"
-            try:
-                requests.get(self.url + "/ping", timeout=5)
-                return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise TimeoutError(f"{self.url} did not answer within {timeout}s:\n{self.log()}")
-
-    @property
-    def worker_id(self) -> str:
-        return f"server2-{self.port}"
-
-    def ping(self) -> requests.Response:
-        return requests.get(self.url + "/ping", timeout=5)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited:\n{self.log()}"
-            try:
-                if self.ping().status_code == 200:
-                    return
-            except requests.RequestException:
-                pass  # a worker busy loading on a loaded machine may answer late: ask again
-            time.sleep(0.2)
-        raise TimeoutError(f"/ping not 200 within {timeout}s: {self.ping().text}\n{self.log()}")
-
-    def invoke(self, body: object, timeout: float = 70) -> requests.Response:
-        data = body if isinstance(body, bytes) else None
-        return requests.post(self.url + "/invocations", json=None if data else body, data=data, timeout=timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
 
 
 def gated(gate: Path) -> dict[str, str]:
@@ -126,12 +54,6 @@ def drawing(width: int = 400, height: int = 300, box: tuple[int, int, int, int] 
     for x in range(x0, x1):
         draw.line([(x, y0), (x, y1 - 1)], fill=(40, 40, 160) if x % 2 else (10, 10, 60))
     return image
-
-
-def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=fmt)
-    return out.getvalue()
 
 
 def add_image(storage: Storage, image_id: str, original: Image.Image | None, user: str = USER) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import REPO
+from harness.server2 import Server2
 from studio.storage import open_storage
-from tests.conftest import REPO
-from tests.server2.serving.support import USER, Server2, Servers, add_image, wait_status
+from tests.server2.serving.support import USER, Servers, add_image, wait_status
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from harness.aws import create_endpoint
+from harness.wait import wait_for
 from studio.storage import open_storage
-from tests.conftest import create_endpoint, wait_for
 from tests.server2.serving.support import FAST, USER, Servers, add_image, drawing, gated, set_settings, wait_status
 
 IDLE_SECONDS = 2

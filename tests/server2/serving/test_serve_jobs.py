@@ -14,20 +14,11 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from harness.images import encode
+from harness.server2 import Server2
 from studio import layout
 from studio.storage import Storage, open_storage
-from tests.server2.serving.support import (
-    FAST,
-    USER,
-    Server2,
-    Servers,
-    add_image,
-    drawing,
-    encode,
-    outputs_of,
-    set_settings,
-    wait_status,
-)
+from tests.server2.serving.support import FAST, USER, Servers, add_image, drawing, outputs_of, set_settings, wait_status
 
 
 @pytest.fixture(scope="module")

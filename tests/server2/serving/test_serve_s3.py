@@ -11,19 +11,10 @@ from pathlib import Path
 import boto3
 import pytest
 
+from harness.server2 import Server2
 from studio import layout
 from studio.storage import Storage, open_storage
-from tests.server2.serving.support import (
-    FAST,
-    USER,
-    Server2,
-    Servers,
-    add_image,
-    drawing,
-    outputs_of,
-    set_settings,
-    wait_status,
-)
+from tests.server2.serving.support import FAST, USER, Servers, add_image, drawing, outputs_of, set_settings, wait_status
 
 IMAGES = 30
 

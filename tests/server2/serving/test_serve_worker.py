@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.wait import wait_for
 from server2 import pipeline
 from server2.models import Models
 from server2.worker import Worker
 from studio import layout
 from studio.jobs import Jobs
-from studio.storage import FileStorage
-from tests.conftest import wait_for
+from studio.storage import FileStorage, StorageError
 from tests.server2.serving.support import FAST, USER, add_image, drawing, set_settings
 
 # Short, but not so short that a busy machine's scheduling delays alone outlast it.
@@ -43,6 +43,31 @@ def test_a_model_error_is_retried_then_failed_and_the_worker_goes_on(models: Mod
 
     add_image(storage, "fine", drawing())
     assert Worker(storage, jobs, models).run(USER, "fine", layout.resized(USER, "fine")).state == "done"
+
+
+class FullDisk(FileStorage):
+    """Refuses to write the results (staging) while full is set, as a full disk or a dropped mount would."""
+
+    full = True
+
+    def write(self, key: str, data: bytes) -> None:
+        if self.full and "staging" in key:
+            raise StorageError(f"no space left for {key}")
+        super().write(key, data)
+
+
+def test_a_storage_error_while_writing_the_results_is_a_failed_attempt(models: Models, tmp_path: Path) -> None:
+    storage = FullDisk(tmp_path)
+    set_settings(storage, {"mode": "matte", **FAST})
+    jobs = Jobs(storage, "w1", max_attempts=3)
+    worker = Worker(storage, jobs, models)
+    add_image(storage, "img", drawing())
+
+    outcome = worker.run(USER, "img", layout.resized(USER, "img"))
+    assert outcome.state == "retry" and outcome.error.startswith("writing the results failed: StorageError")
+    assert jobs.read_status(USER, "img")["state"] == "queued"
+    storage.full = False
+    assert worker.run(USER, "img", layout.resized(USER, "img")).state == "done"
 
 
 def test_the_heartbeat_keeps_a_short_lease_through_a_long_job(

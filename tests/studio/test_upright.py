@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from harness.images import exif_rotated_jpeg
+from harness.server1 import USERS, csrf_of
 from server1 import ingest
 from server1.app import create_app
 from server2 import cli
 from server2.pipeline import clippings
 from server2.worker import open_image
 from studio import layout, upright
-from tests.server1.support import USERS, csrf_of, exif_rotated_jpeg
 
 SIZE = (160, 120)
 SQUARE = (slice(30, 90), slice(40, 120))  # rows, columns of the object on each sample

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from harness.wait import wait_for
 from studio import layout
 from studio.storage import Storage
 
@@ -45,8 +45,8 @@ def race(
     try:
         wait_for(
             lambda: all((log_dir / f"{n}.ready").exists() or p.poll() is not None for n, p in procs.items()),
-            120,
             "the worker processes",
+            120,
         )
         go.touch()
         return [p.wait(timeout) for p in procs.values()]
@@ -56,14 +56,6 @@ def race(
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class Events:

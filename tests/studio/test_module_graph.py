@@ -1,14 +1,26 @@
 """The project's modules import each other without a cycle (imports inside functions count;
-those under `if TYPE_CHECKING:` do not, they never run)."""
+those under `if TYPE_CHECKING:` do not, they never run), and in layers: the product (studio, the servers,
+scripts, deploy) imports none of the harness, the benchmarks or the tests; the harness neither the
+benchmarks nor the tests; the benchmarks not the tests."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from tests.conftest import REPO
+from harness import REPO
 
-PACKAGES = ("studio", "server1", "server2", "bench", "scripts", "deploy")
+PACKAGES = ("studio", "server1", "server2", "scripts", "deploy", "harness", "bench", "tests")
+# What each layer may not import: only ever a layer above it.
+BELOW = {
+    "studio": ("harness", "bench", "tests"),
+    "server1": ("harness", "bench", "tests"),
+    "server2": ("harness", "bench", "tests"),
+    "scripts": ("harness", "bench", "tests"),
+    "deploy": ("harness", "bench", "tests"),
+    "harness": ("bench", "tests"),
+    "bench": ("tests",),
+}
 
 
 def module_name(path: Path) -> str:
@@ -87,6 +99,18 @@ def test_the_module_graph_has_no_cycle() -> None:
     edges = graph()
     assert "server2.service" in edges and "server2.dispatch" in edges["server2.service"]  # the graph is read
     assert cycles(edges) == []
+
+
+def test_no_layer_imports_one_above_it() -> None:
+    edges = graph()
+    assert "bench.soak" in edges and "harness.aws" in edges["bench.soak"]  # the harness is in the graph
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in edges.items()
+        for target in targets
+        if target.split(".")[0] in BELOW.get(module.split(".")[0], ())
+    ]
+    assert upward == []
 
 
 def test_the_check_finds_a_cycle() -> None:

@@ -4,7 +4,6 @@ the damaged, hostile and odd files made from them."""
 from __future__ import annotations
 
 import functools
-import io
 import struct
 import zlib
 
@@ -12,15 +11,9 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from tests.server1.support import exif_rotated_jpeg, photo, png_bomb
+from harness.images import encode, exif_rotated_jpeg, photo, png_bomb
 
 pillow_heif.register_heif_opener()
-
-
-def _save(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **kwargs)
-    return out.getvalue()
 
 
 @functools.cache
@@ -30,35 +23,35 @@ def valid() -> dict[str, bytes]:
     gray16 = Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257)
     frames = [photo(48, 32), photo(48, 32).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     return {
-        "photo.jpg": _save(base, "JPEG", quality=85),
-        "photo.png": _save(base, "PNG"),
-        "photo.webp": _save(base, "WEBP"),
-        "photo.bmp": _save(base, "BMP"),
-        "photo.tif": _save(base, "TIFF"),
-        "photo.heic": _save(base, "HEIF"),
-        "progressive.jpg": _save(base, "JPEG", progressive=True),
-        "cmyk.jpg": _save(base.convert("CMYK"), "JPEG"),
-        "cmyk.tif": _save(base.convert("CMYK"), "TIFF"),
-        "gray.jpg": _save(base.convert("L"), "JPEG"),
-        "gray16.png": _save(gray16, "PNG"),
-        "gray16.tif": _save(gray16, "TIFF"),
-        "float.tif": _save(base.convert("F"), "TIFF"),
-        "bilevel.png": _save(base.convert("1"), "PNG"),
-        "palette.png": _save(base.convert("P"), "PNG"),
-        "palette-transparent.png": _save(base.convert("P"), "PNG", transparency=0),
-        "alpha.png": _save(base.convert("RGBA"), "PNG"),
-        "la.png": _save(base.convert("LA"), "PNG"),
-        "alpha.webp": _save(base.convert("RGBA"), "WEBP"),
-        "alpha.heic": _save(base.convert("RGBA"), "HEIF"),
-        "rgba.tif": _save(base.convert("RGBA"), "TIFF"),
-        "lzw.tif": _save(base, "TIFF", compression="tiff_lzw"),
-        "multipage.tif": _save(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
-        "animated.png": _save(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100),
-        "animated.webp": _save(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100),
-        "animated.gif": _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100),
+        "photo.jpg": encode(base, "JPEG", quality=85),
+        "photo.png": encode(base, "PNG"),
+        "photo.webp": encode(base, "WEBP"),
+        "photo.bmp": encode(base, "BMP"),
+        "photo.tif": encode(base, "TIFF"),
+        "photo.heic": encode(base, "HEIF"),
+        "progressive.jpg": encode(base, "JPEG", progressive=True),
+        "cmyk.jpg": encode(base.convert("CMYK"), "JPEG"),
+        "cmyk.tif": encode(base.convert("CMYK"), "TIFF"),
+        "gray.jpg": encode(base.convert("L"), "JPEG"),
+        "gray16.png": encode(gray16, "PNG"),
+        "gray16.tif": encode(gray16, "TIFF"),
+        "float.tif": encode(base.convert("F"), "TIFF"),
+        "bilevel.png": encode(base.convert("1"), "PNG"),
+        "palette.png": encode(base.convert("P"), "PNG"),
+        "palette-transparent.png": encode(base.convert("P"), "PNG", transparency=0),
+        "alpha.png": encode(base.convert("RGBA"), "PNG"),
+        "la.png": encode(base.convert("LA"), "PNG"),
+        "alpha.webp": encode(base.convert("RGBA"), "WEBP"),
+        "alpha.heic": encode(base.convert("RGBA"), "HEIF"),
+        "rgba.tif": encode(base.convert("RGBA"), "TIFF"),
+        "lzw.tif": encode(base, "TIFF", compression="tiff_lzw"),
+        "multipage.tif": encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
+        "animated.png": encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100),
+        "animated.webp": encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100),
+        "animated.gif": encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100),
         "exif-rotated.jpg": exif_rotated_jpeg(),
-        "tiny-1x1.png": _save(Image.new("RGB", (1, 1)), "PNG"),
-        "strip-1x2000.png": _save(Image.new("RGB", (1, 2000), "white"), "PNG"),
+        "tiny-1x1.png": encode(Image.new("RGB", (1, 1)), "PNG"),
+        "strip-1x2000.png": encode(Image.new("RGB", (1, 2000), "white"), "PNG"),
     }
 
 
@@ -78,7 +71,7 @@ def _jpeg_with_size(data: bytes, width: int, height: int) -> bytes:
 def _bad_exif_jpeg(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return _save(photo(64, 48), "JPEG", exif=exif.tobytes())
+    return encode(photo(64, 48), "JPEG", exif=exif.tobytes())
 
 
 def hostile() -> dict[str, bytes]:

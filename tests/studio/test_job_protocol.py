@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from studio import layout
-from studio.jobs import Jobs, Scanner
+from studio.jobs import Jobs, Scanner, StatusConflict
 from studio.storage import FileStorage, NotFound, Storage
 
 USER = "alice"
@@ -38,12 +39,12 @@ class Recorder:
 
     def __getattr__(self, name: str):
         method = getattr(self.storage, name)
-        if name not in ("write", "move", "delete", "delete_prefix", "create_exclusive", "replace_if"):
+        if name not in ("write", "write_json", "move", "delete", "delete_prefix", "create_exclusive", "replace_if"):
             return method
 
         def recorded(key: str, *args, **kwargs):
             target = args[0] if name == "move" else key
-            self.changes.append((name, target))
+            self.changes.append((name.removesuffix("_json"), target))  # write_json is a write
             return method(key, *args, **kwargs)
 
         return recorded
@@ -165,7 +166,8 @@ def test_complete_publishes_staged_outputs_and_writes_the_status_last(storage: S
     status_key = layout.status(USER, "img")
     changes = recorder.changes
     last_move = max(i for i, (op, _) in enumerate(changes) if op == "move")
-    status_write = changes.index(("write", status_key))
+    status_write = next(i for i, (_, key) in enumerate(changes) if key == status_key)
+    assert changes[status_write][0] == "replace_if"  # a conditional write on the `processing` record
     assert status_write > last_move
     # After the status only the claim is released and the (now empty) staging removed.
     assert changes[status_write + 1 :] == [
@@ -412,3 +414,69 @@ def test_scanner_reads_a_final_status_once(tmp_path: Path, clock: Clock) -> None
     storage.reads.clear()
     assert scanner.pending(USER) == [("waiting", layout.resized(USER, "waiting"))]
     assert storage.reads == [layout.status(USER, "waiting")]
+
+
+def test_hand_made_clippings_are_kept_by_every_pass_and_a_retry_redoes_only_the_automatic_ones(
+    storage: Storage, clock: Clock
+) -> None:
+    """A cut saved before Server2's pass (server1/editor.py writes the record through change_status): the
+    photo stays a job, the pass adds its clippings after the hand-made ones, and a retry replaces only its own."""
+    key = add_job(storage)
+    hand, earlier = "img_mask1001_0.png", "img_mask1000_0.png"  # a cut, touched up once (undo restores earlier)
+    for name in (hand, earlier):
+        storage.write(layout.crop(USER, name), b"by hand")
+        storage.write(layout.crop_thumb(USER, name), b"by hand")
+    (a,) = workers(storage, clock, 1)
+    a.change_status(
+        USER,
+        "img",
+        lambda old: {
+            "state": "queued",
+            "attempts": 0,
+            "error": None,
+            "clippings": [hand],
+            "hand_made": [hand],
+            "clipping_boxes": {hand: [1, 2, 3, 4], earlier: [1, 2, 3, 5]},
+            "edits": {hand: earlier},
+        },
+    )
+    assert Scanner(a).pending(USER) == [("img", key)]  # still Server2's job
+    for attempt in (1, 2):
+        claim = a.claim(USER, "img")
+        assert a.read_status(USER, "img")["clippings"] == [hand]  # shown while processing too
+        automatic = layout.crop_name("img", attempt, 0)
+        staged = {
+            claim.staging + "c": layout.crop(USER, automatic),
+            claim.staging + "t": layout.crop_thumb(USER, automatic),
+        }
+        for src in staged:
+            storage.write(src, claim.token.encode())
+        assert a.complete(claim, staged, clippings=[automatic], clipping_boxes={automatic: [0, 0, 9, 9]})
+        record = a.read_status(USER, "img")
+        assert record["state"] == "done" and record["clippings"] == [hand, automatic]
+        assert record["hand_made"] == [hand] and record["edits"] == {hand: earlier}
+        assert record["clipping_boxes"] == {automatic: [0, 0, 9, 9], hand: [1, 2, 3, 4], earlier: [1, 2, 3, 5]}
+        crops = sorted(e.name for e in storage.list(layout.output_dir(USER, "crops")))
+        assert crops == sorted([earlier, hand, automatic])  # the previous pass's clipping is gone
+        assert storage.exists(layout.crop_thumb(USER, hand)) and storage.exists(layout.crop_thumb(USER, earlier))
+        a.retry(USER, "img", key)
+        assert a.read_status(USER, "img")["clippings"] == [hand]
+
+
+def test_a_status_change_applies_again_after_a_concurrent_write(storage: Storage, clock: Clock) -> None:
+    add_job(storage)
+    (a,) = workers(storage, clock, 1)
+    a.write_status(USER, "img", "done", 1, clippings=["x"])
+    seen: list[list[str]] = []
+
+    def add(record: dict | None) -> dict:
+        seen.append(list(record["clippings"]))
+        if len(seen) == 1:  # another writer gets in between this read and its write
+            a.write_status(USER, "img", "done", 1, clippings=["x", "y"])
+        return {**record, "clippings": [*record["clippings"], "z"]}
+
+    assert a.change_status(USER, "img", add)["clippings"] == ["x", "y", "z"]
+    assert seen == [["x"], ["x", "y"]]
+    attempts = itertools.count(2)  # every write different: a filesystem's version is the content's hash
+    with pytest.raises(StatusConflict):
+        a.change_status(USER, "img", lambda record: a.write_status(USER, "img", "done", next(attempts)) and record)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import job_worker
 import pytest
-from multiworker import Events, make_jobs, start_worker, wait_for
+from multiworker import Events, make_jobs, start_worker
 
+from harness.wait import wait_for
 from studio import layout
 from studio.jobs import Jobs
 from studio.storage import open_storage
@@ -36,7 +37,7 @@ def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_
     errors: list[BaseException] = []
 
     def local_worker(i: int) -> None:
-        wait_for(go.exists, 120, "the start line")
+        wait_for(go.exists, "the start line", 120)
         try:
             job_worker.run(storage, f"thread{i}", log_dir / f"thread{i}.log", seed=seed)
         except BaseException as e:
@@ -49,8 +50,8 @@ def test_every_job_is_claimed_and_completed_exactly_once(storage_root: str, tmp_
         # Everybody starts at once, so that all eight really compete for the same jobs.
         wait_for(
             lambda: all((log_dir / f"{n}.ready").exists() or p.poll() is not None for n, p in zip(names, procs)),
-            120,
             "the worker processes",
+            120,
         )
         go.touch()
         for t in threads:

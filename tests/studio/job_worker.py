@@ -2,7 +2,7 @@
 
 Imported by the tests (worker threads) and run as a script (worker processes):
 
-    python tests/foundation/job_worker.py ROOT LOG_DIR NAME [--threads N] [--lease S] ...
+    python tests/studio/job_worker.py ROOT LOG_DIR NAME [--threads N] [--lease S] ...
 
 Each worker appends one line per event to its own log file, written with a single
 O_APPEND write so that a SIGKILL never leaves half a line:
