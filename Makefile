@@ -65,13 +65,16 @@ test: venv system-packages lint
 bench: venv
 	$(PY) -m bench
 
-# Cut-out quality on labelled photos (bench/quality.py); models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL,
+# Cut-out quality on labelled photos (bench/quality.py), then soft edges on composites with a known alpha
+# (bench/edges.py); models by DETECT_MODEL / MATTE_MODEL / SAM_MODEL,
 # by default the real weights in ../shared/realworld/weights: YOLO11n, MobileSAM, U2-Netp.
 PHOTOS ?= ../shared/realworld/photos
 WEIGHTS ?= ../shared/realworld/weights
 bench-quality: venv
 	DETECT_MODEL=$${DETECT_MODEL:-yolo11n.pt} MATTE_MODEL=$${MATTE_MODEL:-u2netp} SAM_MODEL=$${SAM_MODEL:-mobile_sam} \
 	$(PY) -m bench.quality --photos $(PHOTOS) --weights $(WEIGHTS)
+	DETECT_MODEL=$${DETECT_MODEL:-yolo11n.pt} MATTE_MODEL=$${MATTE_MODEL:-u2netp} SAM_MODEL=$${SAM_MODEL:-mobile_sam} \
+	$(PY) -m bench.edges --photos $(PHOTOS) --weights $(WEIGHTS)
 
 # A day of two users with faults (bench/soak.py): real servers, weights, S3 (moto) and an s3fs mount;
 # about 15-25 minutes on 2 cores. Figures in bench/results/soak.json; exit 1 when anything was lost.

@@ -31,6 +31,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/opt/program \
     SHARED_DIR=/mnt/s3 \
+    NUMBA_CACHE_DIR=/opt/numba-cache \
     MODELS_DIR=${BAKE_WEIGHTS:+/opt/models} \
     DEVICE=auto \
     SERVER2_CUDA=${CUDA_MAJOR}.${CUDA_MINOR} \
@@ -47,8 +48,11 @@ WORKDIR /opt/program
 
 # Requirements first (slow, rarely changed), then weights, then code (fast, often changed).
 COPY requirements-server2.txt requirements-server2-nodeps.txt ./
+# pymatting's numba code (soft edges) is compiled here, once, into NUMBA_CACHE_DIR: numba reads its
+# cache only from a folder it can also write, hence uid 1000 owns it (a first cut would compile for a minute).
 RUN pip install --no-cache-dir -r requirements-server2.txt \
-    && pip install --no-cache-dir --no-deps -r requirements-server2-nodeps.txt
+    && pip install --no-cache-dir --no-deps -r requirements-server2-nodeps.txt \
+    && python -c "import pymatting" && chown -R 1000:1000 "$NUMBA_CACHE_DIR"
 
 RUN --mount=type=bind,source=deploy/weights,target=/mnt/weights \
     case "$BAKE_WEIGHTS" in \

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from studio import sam_input, upright
+from studio import edges, sam_input
 
 MAX_POINTS = 32
 
@@ -169,16 +169,14 @@ def upscale(logits: np.ndarray, embedded: tuple[int, int], input_size: int, out_
     return cv2.resize(frame[:height, :width], out_size, interpolation=cv2.INTER_LINEAR) > 0.0
 
 
-def clip(original: Image.Image, alpha: np.ndarray) -> tuple[Image.Image, list[int]] | None:
-    """The original under alpha (uint8 or bool, the original's size) as studio.upright.cut_out makes every
-    clipping, cropped tight: (RGBA image, [x0, y0, x1, y1] in the original); None when nothing is left."""
+def clip(original: Image.Image, alpha: np.ndarray, soft: bool) -> tuple[Image.Image, list[int]] | None:
+    """The original under alpha (uint8 or bool, the original's size) as every clipping is made
+    (studio.edges.cut; soft: the user's "Soft edges"), cropped tight: (RGBA image, [x0, y0, x1, y1] in
+    the original); None when nothing is left."""
     alpha = alpha.astype(np.uint8) * 255 if alpha.dtype == bool else alpha
     rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
     if not len(rows):
         return None
     x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-    image = upright.cut_out(original, (x0, y0, x1, y1), Image.fromarray(np.ascontiguousarray(alpha[y0:y1, x0:x1])))
-    tight = image.getchannel("A").getbbox()  # the original's own transparency may leave less
-    if tight is None:
-        return None
-    return image.crop(tight), [x0 + tight[0], y0 + tight[1], x0 + tight[2], y0 + tight[3]]
+    made = edges.cut(original, (x0, y0, x1, y1), alpha[y0:y1, x0:x1], soft)
+    return None if made is None else (made[0], list(made[1]))

@@ -32,7 +32,7 @@ from server1.editor_images import RETRY_FIRST, clipping_json, known, status_reco
 from server1.editor_models import cpu_embedding, embedding_meta, unavailable
 from server1.responses import current_user, json_body, json_error
 from server1.services import services
-from studio import image_files, layout, upright
+from studio import image_files, layout, settings, upright
 from studio.errors import Refused
 from studio.jobs import StatusConflict
 from studio.storage import NotFound
@@ -59,6 +59,10 @@ def _original(user: str, image_id: str) -> Image.Image:
         raise NotFound(f"{image_id} was deleted")
     data = services().storage.read(source)
     return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
+
+
+def _soft_edges(user: str) -> bool:
+    return bool(settings.load(services().storage, user)["soft_edges"])
 
 
 def _next_edit(image_id: str, record: dict) -> int:
@@ -175,7 +179,7 @@ def cut(image_id: str) -> Response:
     if logits is None:
         raise cutting.BadPrompt("the prompt has no positive click and no box; click inside the object")
     mask = cutting.upscale(logits, embedded, meta["input_size"], size)
-    made = cutting.clip(original, mask)
+    made = cutting.clip(original, mask, _soft_edges(user))
     if made is None:
         raise cutting.BadPrompt("the prompt selects nothing; click inside the object")
 
@@ -211,7 +215,7 @@ def touch_up(image_id: str, name: str) -> Response:
             alpha = np.asarray(image.getchannel("A") if "A" in image.getbands() else image.convert("L"))
     except (OSError, ValueError, Image.DecompressionBombError):
         raise Refused(400, "the mask is not a readable PNG") from None
-    made = cutting.clip(_original(user, image_id), alpha)
+    made = cutting.clip(_original(user, image_id), alpha, _soft_edges(user))
     if made is None:
         raise Refused(400, "the mask is empty: nothing would be left of the clipping")
 

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, object] = {
     "mode": "auto",
     "min_area": 256,
     "max_clippings": 50,
+    "soft_edges": False,
 }
 CHOICES = {"sam_model": modelfiles.SAM_SETTING_CHOICES, "mode": ("auto", "sam", "matte")}
 # Old names still accepted, stored as the new one: "birefnet" named the matte path whatever MATTE_MODEL is.
@@ -34,6 +35,7 @@ INT_RANGES = {
     "max_clippings": (1, 500),
 }
 FLOAT_RANGES = {"pred_iou_thresh": (0.5, 0.99), "stability_score_thresh": (0.5, 0.99)}
+SWITCHES = ("soft_edges",)  # true or false (the settings form sends "true" / "false")
 
 
 class InvalidSettings(ValueError):
@@ -73,6 +75,11 @@ def validate(changes: object, base: dict | None = None) -> dict[str, object]:
                 errors[key] = f"must be a number from {least} to {most}"
                 continue
             value = number
+        elif key in SWITCHES:
+            value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+            if not isinstance(value, bool):
+                errors[key] = "must be true or false"
+                continue
         else:
             errors[str(key)[:64]] = "unknown setting"
             continue

@@ -157,7 +157,8 @@ def segment(
         kept = masks.keep_masks(found, min_area)
     with timer("clippings"):
         parts = clippings.select(kept, min_area, int(settings["max_clippings"]))
-        cut = [Clipping(p.mask_index, p.component, *clippings.cut(original, p, rgb.size)) for p in parts]
+        made = [(p, clippings.cut(original, p, rgb.size, bool(settings["soft_edges"]))) for p in parts]
+        cut = [Clipping(p.mask_index, p.component, *m) for p, m in made if m is not None]
     method = "matte" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
     return Result(method, kept, cut, points, boxes, timer.timings, refined, sam_model, details, embedding)

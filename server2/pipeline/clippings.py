@@ -1,5 +1,5 @@
 """Clippings: each connected component of each kept mask, cut from the full-resolution original
-(studio.upright.cut_out: the original's own transparency stays).
+(studio.edges.cut: soft edges when the user's setting says so; the original's own transparency stays).
 
 The mask is scaled up to the original's size (bilinear, so edges stay smooth) only over the component's
 box, so a 12-MP original costs no full-size mask per clipping.
@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from studio import upright
+from studio import edges
 
 Box = tuple[int, int, int, int]
 CONNECTIVITY = np.ones((3, 3), dtype=bool)  # diagonal neighbours belong to the same object
@@ -44,9 +44,12 @@ def components(mask: np.ndarray, mask_index: int, min_area: int) -> list[Compone
     return [Component(mask_index, k, area, b, pixels) for k, (area, b, pixels) in enumerate(found)]
 
 
-def cut(original: Image.Image, part: Component, mask_size: tuple[int, int]) -> tuple[Image.Image, Box]:
+def cut(
+    original: Image.Image, part: Component, mask_size: tuple[int, int], soft: bool
+) -> tuple[Image.Image, Box] | None:
     """The component as an RGBA image cut from the original, transparent outside it, cropped tight;
-    and where that image lies in the original (x0, y0, x1, y1)."""
+    and where that image lies in the original (x0, y0, x1, y1). soft: its edge solved (studio.edges);
+    None when nothing of it is visible (the original transparent there)."""
     scale_x, scale_y = original.width / mask_size[0], original.height / mask_size[1]
     x0, y0, x1, y1 = part.box
     padded = np.pad(part.pixels, 1)  # one mask pixel around the box, not this component: edges fade out
@@ -74,9 +77,7 @@ def cut(original: Image.Image, part: Component, mask_size: tuple[int, int]) -> t
     alpha = Image.fromarray(padded.astype(np.uint8) * 255).resize(
         (ox1 - ox0, oy1 - oy0), Image.Resampling.BILINEAR, box=source
     )
-    clipping = upright.cut_out(original, (ox0, oy0, ox1, oy1), alpha)
-    x0, y0, x1, y1 = clipping.getchannel("A").getbbox() or (0, 0, clipping.width, clipping.height)
-    return clipping.crop((x0, y0, x1, y1)), (ox0 + x0, oy0 + y0, ox0 + x1, oy0 + y1)
+    return edges.cut(original, (ox0, oy0, ox1, oy1), np.asarray(alpha), soft)
 
 
 def select(masks: list[np.ndarray], min_area: int, max_clippings: int) -> list[Component]:

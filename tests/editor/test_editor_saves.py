@@ -130,3 +130,22 @@ def test_matte_path_records_new_and_old_still_show_and_wait_for_servers_own_embe
         answer = client.get(f"/api/images/{image_id}/editor").json
         assert answer["state"] == "done" and len(answer["clippings"]) == 1
         assert answer["embedding"] is None and "image encoder" in answer["message"], answer["message"]
+
+
+def test_a_touch_up_follows_the_soft_edges_setting(app: Flask) -> None:
+    client = login(app)
+    image_id, name = done_photo(app, client)
+    storage = app.extensions["server1"].storage
+
+    def saved_alpha(name: str) -> tuple[str, np.ndarray]:
+        answer = touch_up(client, image_id, name)
+        assert answer.status_code == 200, answer.json
+        name = answer.json["clipping"]["name"]
+        return name, np.asarray(Image.open(io.BytesIO(storage.read(layout.crop("alice", name)))).getchannel("A"))
+
+    name, alpha = saved_alpha(name)
+    assert set(np.unique(alpha)) <= {0, 255}  # off, the default: today's binary cut
+    assert client.post("/api/settings", json={"soft_edges": True}).status_code == 200
+    _, alpha = saved_alpha(name)
+    assert ((alpha > 0) & (alpha < 255)).any()  # a solved edge
+    assert (alpha[30:-30, 30:-30] == 255).all()  # deeper than the band: the object

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from studio import layout, modelfiles, settings
 from studio.storage import open_storage
 
@@ -42,3 +44,13 @@ def test_an_old_settings_file_with_model_type_is_read_never_refused(tmp_path: Pa
         assert stored["sam_model"] == expected and "model_type" not in stored
     storage.write(layout.settings("carol"), json.dumps({"model_type": "vit_x", "min_area": 7}).encode())
     assert settings.load(storage, "carol") == {**settings.DEFAULTS, "min_area": 7}  # an unknown model: the default
+
+
+def test_soft_edges_is_a_switch_and_off_by_default() -> None:
+    assert settings.DEFAULTS["soft_edges"] is False
+    assert settings.validate({"soft_edges": True})["soft_edges"] is True
+    assert settings.validate({"soft_edges": "false"})["soft_edges"] is False  # as the settings form sends it
+    for bad in ("yes", 1, None):
+        with pytest.raises(settings.InvalidSettings) as refused:
+            settings.validate({"soft_edges": bad})
+        assert "soft_edges" in refused.value.errors

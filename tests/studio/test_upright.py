@@ -121,7 +121,7 @@ def test_a_clipping_keeps_the_originals_transparency(name: str, tmp_path: Path) 
     assert original.mode == "RGBA"
     # Server2's pipeline, with a mask over the whole image: the transparent background stays out.
     (part,) = clippings.components(np.ones((SIZE[1], SIZE[0]), dtype=bool), 0, 1)
-    image, box = clippings.cut(original, part, SIZE)
+    image, box = clippings.cut(original, part, SIZE, soft=False)
     assert box == (SQUARE[1].start, SQUARE[0].start, SQUARE[1].stop, SQUARE[0].stop)
     check_clipping(image, box, expected)
     # The editor: a touch-up whose mask covers the whole image, on the upload as Server1 stored it.

@@ -108,7 +108,7 @@ def test_clipping_is_cut_from_the_original_at_its_resolution() -> None:
     yy, xx = np.mgrid[0:100, 0:200]
     mask |= (xx - 60) ** 2 + (yy - 50) ** 2 <= 20**2  # a disc of radius 20 at (60, 50)
     (part,) = clippings.components(mask, 0, min_area=1)
-    clip, (x0, y0, x1, y1) = clippings.cut(original, part, (200, 100))
+    clip, (x0, y0, x1, y1) = clippings.cut(original, part, (200, 100), soft=False)
     assert clip.mode == "RGBA" and clip.size == (x1 - x0, y1 - y0)
     assert abs(clip.width - 41 * 4) <= 6 and abs(clip.height - 41 * 4) <= 6  # the disc at 4x, tight
     assert abs((x0 + x1) / 2 - (60 * 4 + 2)) <= 3 and abs((y0 + y1) / 2 - (50 * 4 + 2)) <= 3
@@ -128,7 +128,7 @@ def test_clipping_at_the_image_edge_stays_inside() -> None:
     original = Image.new("RGB", (300, 150), (10, 20, 30))
     mask = rect((100, 200), 0, 0, 30, 100)  # on the left edge, full height
     (part,) = clippings.components(mask, 0, min_area=1)
-    clip, box = clippings.cut(original, part, (200, 100))
+    clip, box = clippings.cut(original, part, (200, 100), soft=False)
     assert box[:2] == (0, 0) and clip.height == 150 and 45 <= clip.width <= 47
     assert np.asarray(clip)[:, :44, 3].min() == 255
 
