@@ -64,7 +64,7 @@ def test_a_storage_error_while_writing_the_results_is_a_failed_attempt(models: M
     add_image(storage, "img", drawing())
 
     outcome = worker.run(USER, "img", layout.resized(USER, "img"))
-    assert outcome.state == "retry" and outcome.error.startswith("writing the results failed: StorageError")
+    assert outcome.state == "retry" and outcome.error.startswith("writing the results failed: storage error")
     assert jobs.read_status(USER, "img")["state"] == "queued"
     storage.full = False
     assert worker.run(USER, "img", layout.resized(USER, "img")).state == "done"
