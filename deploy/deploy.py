@@ -28,7 +28,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from deploy import preflight
-from studio import layout
+from studio import modelfiles
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "stack.yaml"
@@ -112,13 +112,13 @@ def docker(*args: str, stdin: str | None = None) -> None:
 
 
 def stage_weights(source: Path) -> None:
-    """Copy the weight files (layout.MODEL_FILES) into deploy/weights/, where Server2.Dockerfile bakes them,
+    """Copy the weight files (the default configuration's) into deploy/weights/, where Server2.Dockerfile bakes them,
     with MobileSAM's encoder and decoder for the editor (copied from source when there, else exported from
     mobile_sam.pt), so that the baked image starts without exporting."""
-    missing = [f for f in layout.MODEL_FILES if not (source / f).is_file()]
+    missing = [f for f in modelfiles.ModelChoice().files() if not (source / f).is_file()]
     if missing:
         raise DeployError(f"--bake-weights {source}: missing {', '.join(missing)}")
-    for f in [*layout.MODEL_FILES, *(p.name for p in source.glob("sam-*coder-*.onnx"))]:
+    for f in [*modelfiles.ModelChoice().files(), *(p.name for p in source.glob("sam-*coder-*.onnx"))]:
         target = WEIGHTS_DIR / f
         if not target.exists() or target.stat().st_size != (source / f).stat().st_size:
             shutil.copyfile(source / f, target)

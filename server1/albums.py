@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
+from server1 import urls
 from server1.ingest import display_name
 from studio import image_files, layout
 from studio.jobs import STATES, Jobs, iso
@@ -152,7 +153,7 @@ def image_object(user: str, image_id: str, original: Entry | None, job: Entry | 
     clippings = []
     for name in record.get("clippings") or []:  # before Server2's pass too: the user's hand-made ones
         try:
-            clippings.append(image_files.clipping(user, name))
+            clippings.append(urls.clipping(user, name))
         except layout.BadName:
             continue  # a name no worker of ours writes; never turn it into a URL
     return {
@@ -165,12 +166,12 @@ def image_object(user: str, image_id: str, original: Entry | None, job: Entry | 
             "attempts": record.get("attempts", 0),
             "updated_at": record.get("updated_at"),
         },
-        "original_url": image_files.file_url(source.key),
+        "original_url": urls.file_url(source.key),
         # Our ingest writes the thumbnail before the original; a job dropped into resized/
         # by other means has none, and its work copy stands in.
-        "thumb_url": image_files.file_url(layout.thumb(user, image_id) if original else source.key),
+        "thumb_url": urls.file_url(layout.thumb(user, image_id) if original else source.key),
         "clippings": clippings,
-        "zip_url": image_files.zip_url(image_id) if clippings else None,
+        "zip_url": urls.zip_url(image_id) if clippings else None,
     }
 
 

@@ -31,14 +31,6 @@ from studio.storage import NotFound
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def _image_id(image_id: str) -> str:
-    """image_id, or "" when it is no valid name."""
-    try:
-        return layout.check_name(image_id, "image id")
-    except layout.BadName:
-        return ""
-
-
 @bp.get("/images")
 def images() -> Response:
     return Response(services().albums.images_json(current_user()), mimetype="application/json")
@@ -89,9 +81,8 @@ def _sam_weights(sam_model: str) -> dict | None:
 @bp.post("/images/<image_id>/retry")
 def retry(image_id: str) -> Response | tuple[Response, int]:
     user = current_user()
-    image_id = _image_id(image_id)
-    _, job = services().albums.find(user, image_id) if image_id else (None, None)
-    if not image_id or not job:
+    _, job = services().albums.find(user, layout.check_name(image_id, "image id"))  # BadName: 404
+    if not job:
         return json_error("no such image", 404)
     record = services().jobs.read_status(user, image_id)
     state = record["state"] if record else "queued"
@@ -105,9 +96,7 @@ def retry(image_id: str) -> Response | tuple[Response, int]:
 @bp.delete("/images/<image_id>")
 def delete(image_id: str) -> Response | tuple[Response, int]:
     user = current_user()
-    image_id = _image_id(image_id)
-    if not image_id:
-        return json_error("no such image", 404)
+    layout.check_name(image_id, "image id")  # BadName: 404
     shown = services().albums.find(user, image_id) != (None, None)
     # Also without an original or job file: the rest of a delete that storage cut short (503) goes now.
     image_files.delete(services().storage, user, image_id)
@@ -155,10 +144,9 @@ def put_canvas() -> Response | tuple[Response, int]:
 @bp.get("/images/<image_id>/clippings.zip")
 def clippings_zip(image_id: str) -> Response | tuple[Response, int]:
     user = current_user()
-    image_id = _image_id(image_id)
-    record = services().jobs.read_status(user, image_id) if image_id else None
+    record = services().jobs.read_status(user, layout.check_name(image_id, "image id"))  # BadName: 404
     names = (record or {}).get("clippings")
-    if not image_id or not names:
+    if not names:
         return json_error("this image has no clippings", 404)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already

@@ -18,20 +18,34 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from server1 import api, appconfig, auth, editor, events, files, pages, upload
+from server1 import (
+    api,
+    appconfig,
+    auth,
+    cutting,
+    editor,
+    editor_models,
+    editor_page,
+    encoding,
+    events,
+    files,
+    pages,
+    upload,
+)
 from server1.albums import Albums
 from server1.lifecycle import Lifecycle
 from server1.responses import CSP, SECURITY_HEADERS, error
 from server1.services import Services
 from server1.sessions import Sessions
 from studio import layout
-from studio.errors import ConfigError
+from studio.errors import ConfigError, Refused
 from studio.jobs import Jobs
 from studio.storage import Storage, StorageError, open_storage
 
 log = logging.getLogger(__name__)
 
 SESSION_DAYS = 14
+EMBED_WAIT = 3.0  # seconds a request waits for its turn to compute an embedding before a 503
 
 
 def secret_key(storage: Storage, configured: str | None) -> str:
@@ -72,10 +86,19 @@ def create_app(config: dict | None = None) -> Flask:
         )
 
     jobs = Jobs(storage, owner=f"server1@{socket.gethostname()}")
-    lifecycle = Lifecycle(storage, list(settings["USERS"]))
+    lifecycle = Lifecycle(storage, list(settings["USERS"]), config=settings["LIFECYCLE"])
     albums = Albums(storage, jobs)
     hub = events.EventHub(albums, lifecycle.serving, settings["EVENTS_POLL_SECONDS"])
-    app.extensions["server1"] = Services(storage, jobs, lifecycle, Sessions(storage, SESSION_DAYS * 86400), albums, hub)
+    app.extensions["server1"] = Services(
+        storage,
+        jobs,
+        lifecycle,
+        Sessions(storage, SESSION_DAYS * 86400),
+        albums,
+        hub,
+        cutting.Decoders(),
+        encoding.Encoder(wait=EMBED_WAIT),
+    )
 
     # Order matters: the login gate runs before the CSRF check, so a request without a
     # session gets 401/redirect rather than a CSRF error.
@@ -90,7 +113,17 @@ def create_app(config: dict | None = None) -> Flask:
         exempt_when=lambda: request.endpoint != "auth.login",
         error_message=auth.THROTTLED,
     )(auth.bp)
-    for blueprint in (auth.bp, pages.bp, upload.bp, api.bp, files.bp, events.bp, editor.bp):
+    for blueprint in (
+        auth.bp,
+        pages.bp,
+        upload.bp,
+        api.bp,
+        files.bp,
+        events.bp,
+        editor_page.bp,
+        editor_models.bp,
+        editor.bp,
+    ):
         app.register_blueprint(blueprint)
     _add_headers(app)
     _add_error_handlers(app)
@@ -136,6 +169,10 @@ def _add_error_handlers(app: Flask) -> None:
     def storage_failed(e: StorageError) -> tuple[Response | str, int]:
         log.error("storage error on %s %s: %s", request.method, request.path, e)
         return error("storage is unavailable right now; try again shortly", 503)
+
+    @app.errorhandler(Refused)
+    def refused(e: Refused) -> tuple[Response | str, int]:
+        return error(str(e), e.status)
 
     @app.errorhandler(layout.BadName)
     def bad_name(e: layout.BadName) -> tuple[Response | str, int]:

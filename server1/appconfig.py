@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from server1.lifecycle.config import LifecycleConfig
 from studio import config, layout
 from studio.errors import ConfigError
 
@@ -48,8 +49,10 @@ def load(overrides: dict | None = None) -> dict:
     def pick(key: str, read):  # read the environment only for what the caller did not give
         return given.pop(key) if key in given else read()
 
+    shared_dir = pick("SHARED_DIR", config.shared_dir)
     out = {
-        "SHARED_DIR": pick("SHARED_DIR", config.shared_dir),
+        "SHARED_DIR": shared_dir,
+        "LIFECYCLE": pick("LIFECYCLE", lambda: LifecycleConfig.from_env(shared_dir)),
         "USERS": check_users(dict(pick("USERS", users_from_env))),
         "SECRET_KEY": pick("SECRET_KEY", lambda: config.env_str("SECRET_KEY")),
         "MAX_UPLOAD_MB": pick("MAX_UPLOAD_MB", lambda: config.env_int("MAX_UPLOAD_MB", 50, 1, 10_000)),

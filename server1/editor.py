@@ -1,24 +1,15 @@
-"""The editor's routes: click to cut with SAM's prompt decoder over the stored embedding, and touch-ups.
+"""Saving clippings from the editor: a cut with SAM's prompt decoder over the stored embedding, and touch-ups.
 
-GET  /edit/<id>                     the editor page: cross-origin isolated for onnxruntime-web's threads, its
-                                     CSP with 'wasm-unsafe-eval' (so are onnxruntime-web's files)
-GET  /api/images/<id>/editor        {"id", "width", "height", "original_url", "resized_url", "state",
-                                     "embedding": {"url", "decoder_url", "width", "height", "input_size"} | null,
-                                     "message", "clippings": [{"name", "url", "box", "undo"}]}
-GET  /api/images/<id>/embedding     the embedding (.npy, float16 1x256xgxg): Server2's, else (and for
-                                     ?v=cpu-<digest>) Server1's own, computed on its CPU the first time
-                                     (server1/encoding.py); 503 with Retry-After while another is computed
-GET  /api/models/sam-decoder.onnx   ?v=<digest>: that decoder; without: the newest one exported
 POST /api/images/<id>/cut           {"points", "labels", "box"} in the original's pixels -> {"clipping": {...}};
                                      on a photo not processed yet the state stays: Server2's clippings are added later
 POST /api/images/<id>/clippings/<name>/mask   multipart "mask": PNG at the original's size (its alpha, or
                                      its gray levels when it has none) -> a new version of the clipping
 POST /api/images/<id>/clippings/<name>/undo   back to the version before the last touch-up
 
-All need the owner's session (like every file route) and the CSRF token on POSTs. The embedding and the
-decoder are immutable under their versioned URL (?v=...), so the browser keeps them; no GPU is involved.
-Each embedding comes with the digest of the decoder that goes with it (Server2's in the status record,
-Server1's own in its meta file): the page and /cut always decode with that one.
+The page is server1/editor_page.py, the embedding and decoder files server1/editor_models.py. All need
+the owner's session (like every file route) and the CSRF token on POSTs; no GPU is involved. /cut decodes
+with the decoder the embedding goes with (one onnxruntime session per decoder, the app's
+Services.decoders).
 Clipping files are never rewritten: a cut or a touch-up writes a new name (<id>_mask<N>_0.png, N >= 1000)
 and the status record says which names are shown ("clippings"), where each lies in the original
 ("clipping_boxes") and which version each replaced ("edits", for undo).
@@ -28,229 +19,35 @@ from __future__ import annotations
 
 import io
 import json
-import mimetypes
 import re
 import time
 from collections.abc import Callable
 
 import numpy as np
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, current_app, request
 from PIL import Image
 
 from server1 import cutting, encoding
-from server1.responses import CSP, current_user, json_body, json_error
+from server1.editor_images import RETRY_FIRST, clipping_json, known, status_record
+from server1.editor_models import cpu_embedding, embedding_meta, unavailable
+from server1.responses import current_user, json_body, json_error
 from server1.services import services
 from studio import image_files, layout, settings, upright
+from studio.errors import Refused
 from studio.jobs import StatusConflict
-from studio.storage import NotFound, Storage
+from studio.storage import NotFound
 
 bp = Blueprint("editor", __name__)
 
-DIGEST_RE = re.compile(r"[0-9a-f]{16}")
 FIRST_EDIT = 1000  # mask numbers of cut and touched-up clippings start here (the pipeline's count from 0)
-IMMUTABLE = 365 * 86400
-# The app's policy plus 'wasm-unsafe-eval', for the editor page and onnxruntime-web's files only: it compiles
-# its vendored WebAssembly, in the page and in its worker threads (a worker takes the policy of its own
-# script's response). It allows no JavaScript eval; everything else stays as strict.
-EDITOR_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
-# Cross-origin isolation gives the page SharedArrayBuffer, which onnxruntime-web's threads need. The page
-# loads only same-origin resources, so requiring CORP costs nothing; its workers' scripts carry it too.
-ISOLATED = {
-    "Content-Security-Policy": EDITOR_CSP,
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
-ORT_STATIC = "/static/vendor/onnxruntime-web/"
-RETRY_FIRST = "process it first: retry the image and the editor can cut it once it is done"
-CPU = "cpu-"  # the embedding URL's version for Server1's own embedding: cpu-<decoder digest>
-EMBED_WAIT = 3.0  # seconds a request waits for its turn to compute an embedding before a 503
-decoders = cutting.Decoders()
-encoder = encoding.Encoder(wait=EMBED_WAIT)
-# onnxruntime-web's files under /static: a module script and WebAssembly must carry their types (a slim
-# image may have no /etc/mime.types, and the page sends nosniff).
-mimetypes.add_type("text/javascript", ".mjs")
-mimetypes.add_type("application/wasm", ".wasm")
-
-
-def _record(user: str, image_id: str) -> dict | None:
-    """The image's status record; None for none or a name that is no image id."""
-    try:
-        return services().jobs.read_status(user, layout.check_name(image_id, "image id"))
-    except layout.BadName:
-        return None
-
-
-def _embedding_meta(record: dict | None) -> dict | None:
-    meta = (record or {}).get("embedding") if (record or {}).get("state") == "done" else None
-    return meta if isinstance(meta, dict) and DIGEST_RE.fullmatch(str(meta.get("decoder", ""))) else None
-
-
-def _version(record: dict) -> str:
-    return re.sub(r"[^0-9A-Za-z]", "", str(record.get("updated_at", "")))
-
-
-def _clipping(user: str, image_id: str, name: str, record: dict) -> dict:
-    return {
-        **image_files.clipping(user, name),
-        "box": (record.get("clipping_boxes") or {}).get(name),
-        "undo": name in (record.get("edits") or {}),
-    }
-
-
-def _cached(data: bytes, mimetype: str, immutable: bool) -> Response:
-    response = Response(data, mimetype=mimetype)
-    response.add_etag()
-    response.cache_control.private = True
-    if immutable:
-        response.cache_control.max_age = IMMUTABLE
-        response.cache_control.immutable = True
-    else:
-        response.cache_control.no_cache = True
-    response.make_conditional(request)  # in place
-    return response
-
-
-@bp.get("/edit/<image_id>")
-def page(image_id: str) -> Response:
-    """The editor page for one of the user's images."""
-    if not _known(current_user(), image_id):
-        abort(404)
-    response = Response(render_template("editor.html", user=current_user(), image_id=image_id))
-    response.headers.update(ISOLATED)
-    return response
-
-
-@bp.after_app_request
-def isolate_decoder_files(response: Response) -> Response:
-    """onnxruntime-web's files run in the isolated page and its workers: they get the page's headers."""
-    if request.path.startswith(ORT_STATIC):
-        response.headers.update(ISOLATED)
-    return response
-
-
-@bp.get("/api/images/<image_id>/editor")
-def editor(image_id: str) -> Response | tuple[Response, int]:
-    user = current_user()
-    if not _known(user, image_id):
-        return json_error("no such image", 404)
-    original, job = services().albums.find(user, image_id)
-    source = original or job
-    if source is None:  # deleted meanwhile
-        return json_error("no such image", 404)
-    record = _record(user, image_id) or {}
-    meta = _embedding_meta(record)
-    state = record.get("state", "queued")
-    url = meta and f"/api/images/{image_id}/embedding?v={_version(record)}"
-    if not meta and job:  # none from Server2: Server1's own, kept or computed when the page asks for it
-        meta = encoding.plan(services().storage, user, image_id, job)
-        url = meta and f"/api/images/{image_id}/embedding?v={CPU}{meta['decoder']}"
-    message = "Click the object to cut it out." if meta else f"This photo cannot be cut yet: {encoding.NO_ENCODER}."
-    size = (record.get("width"), record.get("height"))
-    if None in size:  # not processed yet: prompts are in the original's pixels all the same
-        size = upright.size(services().storage.read(source))
-    return Response(
-        json.dumps(
-            {
-                "id": image_id,
-                "state": state,
-                "width": size[0],
-                "height": size[1],
-                "original_url": image_files.file_url(source),
-                "resized_url": image_files.file_url(job) if job else None,
-                "embedding": meta
-                and {
-                    "url": url,
-                    "decoder_url": f"/api/models/sam-decoder.onnx?v={meta['decoder']}",
-                    **{k: meta[k] for k in ("width", "height", "input_size")},
-                },
-                "message": message,
-                "clippings": [_clipping(user, image_id, n, record) for n in record.get("clippings") or []],
-            }
-        ),
-        mimetype="application/json",
-    )
-
-
-@bp.get("/api/images/<image_id>/embedding")
-def embedding(image_id: str) -> Response | tuple[Response, int]:
-    user, version = current_user(), request.args.get("v", "")
-    if not _known(user, image_id):
-        return json_error("no such image", 404)
-    record = _record(user, image_id) or {}
-    if _embedding_meta(record) and not version.startswith(CPU):
-        try:
-            data = services().storage.read(layout.embedding(user, image_id))
-        except NotFound:
-            return json_error("this image has no embedding yet: " + RETRY_FIRST, 404)
-        return _cached(data, "application/octet-stream", version == _version(record))
-    try:
-        meta, data = _cpu_embedding(user, image_id)
-    except encoding.Unavailable as e:
-        return _unavailable(e)
-    if version.startswith(CPU) and version != CPU + meta["decoder"]:  # a newer encoder came meanwhile
-        return json_error("this photo's embedding goes with another decoder now: reload the editor", 409)
-    return _cached(data, "application/octet-stream", version == CPU + meta["decoder"])
-
-
-def _cpu_embedding(user: str, image_id: str) -> tuple[dict, bytes]:
-    """Server1's own embedding of the photo (meta, .npy bytes): kept, or computed now."""
-    _, job = services().albums.find(user, image_id)
-    if job is None:
-        raise encoding.Unavailable("the photo has no work image to embed: upload it again", None)
-    return encoder.embedding(services().storage, user, image_id, job)
-
-
-def _unavailable(e: encoding.Unavailable) -> tuple[Response, int]:
-    response, status = json_error(str(e), 503)
-    if e.retry_after is not None:
-        response.headers["Retry-After"] = str(e.retry_after)
-    return response, status
-
-
-def _newest_decoder(storage: Storage) -> str | None:
-    _, entries = storage.list_dir(layout.MODELS + "/")
-    found = [e for e in entries if re.fullmatch(r"sam-decoder-[0-9a-f]{16}\.onnx", e.name)]
-    return max(found, key=lambda e: e.mtime).name[len("sam-decoder-") : -len(".onnx")] if found else None
-
-
-@bp.get("/api/models/sam-decoder.onnx")
-def decoder() -> Response | tuple[Response, int]:
-    storage = services().storage
-    digest = request.args.get("v")
-    if digest is not None and not DIGEST_RE.fullmatch(digest):
-        return json_error("no such decoder", 404)
-    digest = digest or _newest_decoder(storage)
-    try:
-        data = storage.read(layout.decoder(digest)) if digest else None
-    except NotFound:
-        data = None
-    if data is None:
-        return json_error("no decoder yet: it is exported when the first photo is processed with SAM", 404)
-    return _cached(data, "application/octet-stream", immutable=request.args.get("v") == digest)
-
-
-# -- saving clippings ---------------------------------------------------------------------------
-class Refused(Exception):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _known(user: str, image_id: str) -> bool:
-    try:
-        layout.check_name(image_id, "image id")
-    except layout.BadName:
-        return False
-    return services().albums.find(user, image_id) != (None, None)
 
 
 def _editable(user: str, image_id: str) -> dict:
-    if not _known(user, image_id):
-        raise Refused("no such image", 404)
-    record = _record(user, image_id)
+    if not known(user, image_id):
+        raise Refused(404, "no such image")
+    record = status_record(user, image_id)
     if not record or record.get("state") != "done":
-        raise Refused(f"the image is {(record or {}).get('state', 'queued')}; " + RETRY_FIRST, 409)
+        raise Refused(409, f"the image is {(record or {}).get('state', 'queued')}; " + RETRY_FIRST)
     return record
 
 
@@ -310,7 +107,7 @@ def _save(
     except (Refused, NotFound):
         image_files.delete_clipping(storage, user, name)
         raise
-    return _clipping(user, image_id, name, record)
+    return clipping_json(user, image_id, name, record)
 
 
 def _change_record(user: str, image_id: str, change: Callable[[dict], None], cut: bool = False) -> dict:
@@ -320,33 +117,31 @@ def _change_record(user: str, image_id: str, change: Callable[[dict], None], cut
 
     def apply(record: dict | None) -> dict:
         if record is None:
-            if not _known(user, image_id):
+            if not known(user, image_id):
                 raise NotFound(f"{image_id} was deleted")  # 404, and _save removes what it wrote
             record = {"state": "queued", "attempts": 0, "error": None, "clippings": []}
         state = record["state"]
         if state != "done" and (not cut or state == "processing"):
-            raise Refused(f"the image is {state} now; try again once it is done", 409)
+            raise Refused(409, f"the image is {state} now; try again once it is done")
         change(record)
         return record
 
     try:
         return services().jobs.change_status(user, image_id, apply)
     except StatusConflict:
-        raise Refused("the image is being changed by another request; try again", 409) from None
+        raise Refused(409, "the image is being changed by another request; try again") from None
 
 
 def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple[Response, int]]:
     def wrapped(**kwargs: str) -> Response | tuple[Response, int]:
         try:
             return handler(**kwargs)
-        except Refused as e:
-            return json_error(str(e), e.status)
         except NotFound:  # the image (its original or status record) was deleted meanwhile
             return json_error("no such image", 404)
         except cutting.BadPrompt as e:
             return json_error(f"bad prompt: {e}", 400)
         except encoding.Unavailable as e:
-            return _unavailable(e)
+            return unavailable(e)
 
     wrapped.__name__ = handler.__name__
     return wrapped
@@ -356,29 +151,29 @@ def _refusal(handler: Callable[..., Response]) -> Callable[..., Response | tuple
 @_refusal
 def cut(image_id: str) -> Response:
     user, storage = current_user(), services().storage
-    if not _known(user, image_id):
-        raise Refused("no such image", 404)
-    record = _record(user, image_id) or {}
+    if not known(user, image_id):
+        raise Refused(404, "no such image")
+    record = status_record(user, image_id) or {}
     if record.get("state") == "processing":
-        raise Refused("the photo is being processed now; cut it out here once it is done", 409)
+        raise Refused(409, "the photo is being processed now; cut it out here once it is done")
     started = time.perf_counter()
     original = _original(user, image_id)
     size = original.size
     if record.get("state") == "done" and (record.get("width"), record.get("height")) != size:
-        raise Refused("the original changed size since it was processed; retry the image", 409)
+        raise Refused(409, "the original changed size since it was processed; retry the image")
     points, labels, box = cutting.parse_prompt(json_body(), *size)
-    meta = _embedding_meta(record)
+    meta = embedding_meta(record)
     try:
         if meta:
             npy = storage.read(layout.embedding(user, image_id))
         else:
-            meta, npy = _cpu_embedding(user, image_id)
+            meta, npy = cpu_embedding(user, image_id)
         features = np.load(io.BytesIO(npy), allow_pickle=False)
-        session = decoders.session(meta["decoder"], lambda: storage.read(layout.decoder(meta["decoder"])))
+        session = services().decoders.session(meta["decoder"], lambda: storage.read(layout.decoder(meta["decoder"])))
     except NotFound:
-        if not _known(user, image_id):
+        if not known(user, image_id):
             raise  # the photo was deleted meanwhile: 404
-        raise Refused("the embedding or decoder is missing: " + RETRY_FIRST, 409) from None
+        raise Refused(409, "the embedding or decoder is missing: " + RETRY_FIRST) from None
     embedded = (meta["width"], meta["height"])
     logits = cutting.replay(session, features, (points, labels, box), size, embedded, meta["input_size"])
     if logits is None:
@@ -405,29 +200,29 @@ def touch_up(image_id: str, name: str) -> Response:
     user = current_user()
     record = _editable(user, image_id)
     if name not in (record.get("clippings") or []):
-        raise Refused("no such clipping", 404)
+        raise Refused(404, "no such clipping")
     if name not in (record.get("clipping_boxes") or {}):
-        raise Refused("this clipping was made before touch-ups existed: retry the image to edit it", 409)
+        raise Refused(409, "this clipping was made before touch-ups existed: retry the image to edit it")
     upload = request.files.get("mask")
     if upload is None:
-        raise Refused('send the edited mask as a PNG in the form field "mask"', 400)
+        raise Refused(400, 'send the edited mask as a PNG in the form field "mask"')
     size = (int(record["width"]), int(record["height"]))
     try:
         with Image.open(upload.stream, formats=["PNG"]) as image:
             image.load()
             if image.size != size:
-                raise Refused(f"the mask is {image.width}x{image.height}; it must be {size[0]}x{size[1]}", 400)
+                raise Refused(400, f"the mask is {image.width}x{image.height}; it must be {size[0]}x{size[1]}")
             alpha = np.asarray(image.getchannel("A") if "A" in image.getbands() else image.convert("L"))
     except (OSError, ValueError, Image.DecompressionBombError):
-        raise Refused("the mask is not a readable PNG", 400) from None
+        raise Refused(400, "the mask is not a readable PNG") from None
     made = cutting.clip(_original(user, image_id), alpha, _soft_edges(user))
     if made is None:
-        raise Refused("the mask is empty: nothing would be left of the clipping", 400)
+        raise Refused(400, "the mask is empty: nothing would be left of the clipping")
 
     def replace(record: dict, new: str) -> None:
         shown = record.get("clippings") or []
         if name not in shown:
-            raise Refused("the clipping was changed meanwhile; reload the editor", 409)
+            raise Refused(409, "the clipping was changed meanwhile; reload the editor")
         record["clippings"] = [new if n == name else n for n in shown]
         record["hand_made"] = [new if n == name else n for n in record.get("hand_made") or []]
         record.setdefault("edits", {})[new] = name
@@ -447,9 +242,9 @@ def undo(image_id: str, name: str) -> Response:
     def revert(record: dict) -> None:
         edits, shown = record.get("edits") or {}, record.get("clippings") or []
         if name not in shown:
-            raise Refused("no such clipping", 404)
+            raise Refused(404, "no such clipping")
         if name not in edits:
-            raise Refused("this clipping has no earlier version", 409)
+            raise Refused(409, "this clipping has no earlier version")
         previous[:] = [edits.pop(name)]
         record["clippings"] = [previous[0] if n == name else n for n in shown]
         record["hand_made"] = [previous[0] if n == name else n for n in record.get("hand_made") or []]
@@ -458,5 +253,5 @@ def undo(image_id: str, name: str) -> Response:
     record = _change_record(user, image_id, revert)
     image_files.delete_clipping(storage, user, name)
     return Response(
-        json.dumps({"clipping": _clipping(user, image_id, previous[0], record)}), mimetype="application/json"
+        json.dumps({"clipping": clipping_json(user, image_id, previous[0], record)}), mimetype="application/json"
     )

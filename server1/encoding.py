@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import threading
 
 import numpy as np
@@ -25,7 +24,6 @@ from PIL import Image, ImageOps
 from studio import layout, sam_input, upright
 from studio.storage import NotFound, Storage
 
-ENCODER_RE = re.compile(r"sam-encoder-([0-9a-f]{16})\.onnx")
 PIXEL_MEAN = np.array(sam_input.PIXEL_MEAN, dtype=np.float32)
 PIXEL_STD = np.array(sam_input.PIXEL_STD, dtype=np.float32)
 INPUT_SIZE = 1024  # MobileSAM's, the one model whose encoder is exported
@@ -59,10 +57,12 @@ def preprocess(image: Image.Image, input_size: int) -> np.ndarray:
 
 def newest_encoder(storage: Storage) -> str | None:
     """The digest of the newest exported encoder whose decoder is there too."""
-    _, entries = storage.list_dir(layout.MODELS + "/")
+    _, entries = storage.list_dir(layout.models_dir())
     names = {e.name for e in entries}
     found = [
-        (e.mtime, m[1]) for e in entries if (m := ENCODER_RE.fullmatch(e.name)) and layout.decoder_file(m[1]) in names
+        (e.mtime, digest)
+        for e in entries
+        if (digest := layout.encoder_digest(e.name)) and layout.decoder_file(digest) in names
     ]
     return max(found)[1] if found else None
 

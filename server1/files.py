@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, send_file
 
+from server1 import urls
 from server1.responses import current_user
 from server1.services import services
-from studio import image_files, layout
+from studio import layout
 from studio.storage import NotFound, StorageError
 from studio.storage.base import check_key
 
@@ -36,15 +37,15 @@ def _served_folders(user: str) -> set[str]:
     return {layout.input_dir(user), layout.resized_dir(user)} | {layout.output_dir(user, k) for k in SERVED_KINDS}
 
 
-@bp.get(image_files.FILES_URL + "<path:key>")
+@bp.get(urls.FILES_URL + "<path:key>")
 def serve(key: str) -> Response:
     user = current_user()
     folder, _, name = key.rpartition("/")
     try:
         check_key(key)
-        layout.check_name(name, "file name")
-    except (StorageError, layout.BadName):
+    except StorageError:
         abort(404)
+    layout.check_name(name, "file name")  # BadName: 404
     if folder + "/" not in _served_folders(user):
         abort(404)
     ext = layout.split_ext(name)[1]

@@ -12,6 +12,8 @@ from studio.storage import Storage
 
 if TYPE_CHECKING:
     from server1.albums import Albums
+    from server1.cutting import Decoders
+    from server1.encoding import Encoder
     from server1.events import EventHub
     from server1.lifecycle import Lifecycle
     from server1.sessions import Sessions
@@ -25,6 +27,8 @@ class Services:
     sessions: Sessions
     albums: Albums
     events: EventHub
+    decoders: Decoders  # the editor's prompt decoders, one onnxruntime session each (server1/cutting.py)
+    encoder: Encoder  # Server1's own image encoder, one embedding at a time (server1/encoding.py)
 
 
 def services() -> Services:

@@ -16,15 +16,11 @@ from server1 import ingest
 from server1.albums import image_object
 from server1.responses import current_user, json_error
 from server1.services import services
-from studio import layout
+from studio import config, layout
 from studio.storage import Entry
 
 bp = Blueprint("upload", __name__)
 log = logging.getLogger(__name__)
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "on", "yes")
 
 
 @bp.post("/upload")
@@ -33,7 +29,7 @@ def upload() -> tuple[Response, int]:
     files = request.files.getlist("file")
     if not files:
         return json_error("no file: send one or more images in the multipart field 'file'", 400)
-    straighten = _flag(request.form.get("straighten"))
+    straighten = config.parse_bool(request.form.get("straighten")) is True
     storage = services().storage
     images: list[dict] = []
     errors: list[dict] = []

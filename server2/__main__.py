@@ -23,8 +23,7 @@ def main() -> None:
 
         sys.exit(cli.main(sys.argv[2:]))
     try:  # every variable checked here, with a clear message, before gunicorn starts
-        config.load()  # gunicorn's settings and the worker's app reuse it
-        IdleGuard.from_env()
+        IdleGuard.of(config.load().deployment)  # gunicorn's settings and the worker's app reuse the Config
     except (ConfigError, BotoCoreError) as e:
         sys.exit(f"server2: cannot start: {e}")
     from gunicorn.app.wsgiapp import WSGIApplication

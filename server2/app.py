@@ -31,6 +31,7 @@ from server2.idle_guard import IdleGuard
 from server2.outcome import Stopping
 from server2.service import Service
 from studio import image_files, layout
+from studio.errors import Refused
 from studio.jobs import FINAL
 from studio.storage import Storage, StorageError
 
@@ -38,14 +39,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 USAGE = 'send {"user": "<user>", "image": "<image id>"} or {"s3": "s3://bucket/prefix/<user>/resized/<file>"}'
-
-
-class Refused(Exception):
-    """A request that cannot be served: HTTP code and a message for the caller."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def parse_body(data: bytes) -> dict:
@@ -110,7 +103,8 @@ def create_app(service: Service | None = None) -> Flask:
     started at once. The service is app.extensions["server2"] (gunicorn's hooks stop it)."""
     if service is None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        service = Service(config.load(), IdleGuard.from_env())
+        cfg = config.load()
+        service = Service(cfg, IdleGuard.of(cfg.deployment))
         service.start()
     app = Flask(__name__)
     app.extensions["server2"] = service
@@ -123,7 +117,7 @@ def create_app(service: Service | None = None) -> Flask:
 
     @app.errorhandler(Refused)
     def refused(e: Refused) -> tuple[Response, int]:
-        return jsonify(error=str(e)), e.code
+        return jsonify(error=str(e)), e.status
 
     @app.get("/ping")
     def ping() -> tuple[Response, int]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from server2.config import DEVICES, device_from_env
 from studio import image_files, settings, upright
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     alias = settings.ALIASES["mode"]
     parser.add_argument("--mode", choices=settings.CHOICES["mode"], default="auto", type=lambda v: alias.get(v, v))
     parser.add_argument("--models", default=os.environ.get("MODELS_DIR", "models"), help="weights folder")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=os.environ.get("DEVICE", "auto"))
+    parser.add_argument("--device", choices=DEVICES, help="default: DEVICE, else auto")
     parser.add_argument("--full", action="store_true", help="the generator at the default settings, as on a GPU")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         print("segment: no image files among the inputs", file=sys.stderr)
         return 2
     try:
-        models = Models.load(Path(args.models), pick_device(args.device), need_sam=args.mode != "matte")
+        models = Models.load(
+            Path(args.models), pick_device(args.device or device_from_env()), need_sam=args.mode != "matte"
+        )
     except (ModelsMissing, ConfigError) as e:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ not retried (server2/service.py).
 from __future__ import annotations
 
 import ctypes
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,14 +88,14 @@ def gather() -> GpuFacts:
     )
 
 
-def gpu_required(requested: str) -> bool:
+def gpu_required(requested: str, on_sagemaker: bool) -> bool:
     """DEVICE=cuda, or DEVICE=auto inside a SageMaker deployment (which pays for a GPU)."""
-    return requested == "cuda" or (requested == "auto" and bool(os.environ.get("SAGEMAKER_ENDPOINT", "").strip()))
+    return requested == "cuda" or (requested == "auto" and on_sagemaker)
 
 
-def check(requested: str, facts: GpuFacts | None = None) -> None:
+def check(requested: str, on_sagemaker: bool = False, facts: GpuFacts | None = None) -> None:
     """Raise GpuUnavailable when a GPU is required and torch sees none; do nothing otherwise."""
-    if not gpu_required(requested):
+    if not gpu_required(requested, on_sagemaker):
         return
     facts = facts or gather()
     if facts.torch_devices:

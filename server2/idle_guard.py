@@ -9,7 +9,7 @@ deployed model allows exactly that call and nothing else on SageMaker.
 
 Use (server2's poller and request handlers)::
 
-    guard = IdleGuard.from_env()          # None in local mode (no SageMaker endpoint)
+    guard = IdleGuard.of(deployment)      # None in local mode (no SageMaker endpoint)
     guard.note_work()                     # pending jobs seen / a job claimed or finished
     with guard.working():                 # a job in progress never counts as idle
         ...
@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from studio.config import env_float
-from studio.sagemaker import endpoint_api_from_env
+from studio.sagemaker import Deployment
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,15 @@ class IdleGuard:
         self._due = clock() + idle_seconds  # a fresh container counts as idle from its start
 
     @classmethod
-    def from_env(cls, clock: Callable[[], float] = time.monotonic) -> IdleGuard | None:
-        """The guard for this deployment, or None in local mode (nothing to scale)."""
-        scale_down = scale_down_from_env()
-        if scale_down is None:
+    def of(
+        cls, deployment: Deployment, clock: Callable[[], float] = time.monotonic, client: object | None = None
+    ) -> IdleGuard | None:
+        """The guard that sets deployment's endpoint to zero (studio.sagemaker: the inference component's
+        copy count, else the variant's instance count), or None in local mode (nothing to scale)."""
+        api = deployment.api(client)
+        if api is None:
             return None
-        idle = env_float("SCALE_DOWN_AFTER_SECONDS", 300.0, 1.0, 7 * 24 * 3600.0)
-        return cls(scale_down, idle, clock)
+        return cls(lambda: api.set_count(0), deployment.scale_down_after, clock)
 
     def note_work(self) -> None:
         """There is work (pending jobs seen, a job claimed or finished): restart the idle timer."""
@@ -105,12 +106,3 @@ class IdleGuard:
             self._due = max(self._due, now + self._idle_seconds)
         log.info("idle guard: no work for %.0fs, scaled this endpoint to zero", self._idle_seconds)
         return True
-
-
-def scale_down_from_env() -> Callable[[], None] | None:
-    """Setting this deployment's endpoint to zero (studio.sagemaker: the inference component's copy
-    count, else the variant's instance count); None when neither is configured (local mode)."""
-    api = endpoint_api_from_env()
-    if api is None:
-        return None
-    return lambda: api.set_count(0)

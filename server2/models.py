@@ -44,7 +44,6 @@ ultralytics_patches._pil_plugins_registered = True
 
 from server2 import gpu_check  # noqa: E402
 from studio import sam_input  # noqa: E402
-from studio.errors import ConfigError  # noqa: E402
 from studio.modelfiles import DEPLOYMENT, SAM_MODELS, ModelChoice, sam_file  # noqa: E402
 
 if TYPE_CHECKING:
@@ -67,12 +66,10 @@ class ModelsMissing(Exception):
         self.missing = missing
 
 
-def pick_device(requested: str) -> str:
-    """'auto' | 'cuda' | 'cpu' -> 'cuda' | 'cpu' (auto: CUDA when torch sees a GPU)."""
-    requested = (requested or "auto").strip().lower()
-    if requested not in ("auto", "cuda", "cpu"):
-        raise ConfigError(f"DEVICE must be auto, cuda or cpu, got {requested!r}")
-    gpu_check.check(requested)  # a GPU that is required but not usable: GpuUnavailable, said once
+def pick_device(requested: str, on_sagemaker: bool = False) -> str:
+    """'auto' | 'cuda' | 'cpu' (server2.config checked it) -> 'cuda' | 'cpu' (auto: CUDA when torch
+    sees a GPU; on a SageMaker endpoint auto requires one)."""
+    gpu_check.check(requested, on_sagemaker)  # a GPU that is required but not usable: GpuUnavailable, said once
     has_cuda = torch.cuda.is_available()
     device = "cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu"
     detail = torch.cuda.get_device_name(0) if device == "cuda" else "no CUDA device" if not has_cuda else "by request"
@@ -91,7 +88,7 @@ def onnx_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def local_models_dir(models_dir: str, cache_dir: Path | None = None) -> Path:
+def local_models_dir(models_dir: str, cache: Path) -> Path:
     """A local folder holding the weights: models_dir itself, or for s3:// a local copy made once.
 
     Files already in the cache are kept (weights never change under a name); each copy is written to a
@@ -102,7 +99,6 @@ def local_models_dir(models_dir: str, cache_dir: Path | None = None) -> Path:
     from studio.storage import open_storage
 
     storage = open_storage(models_dir, check=False)  # reading is all this needs
-    cache = cache_dir or Path(os.environ.get("MODELS_CACHE", "/tmp/sam-studio-models"))  # noqa: S108
     cache.mkdir(parents=True, exist_ok=True)
     wanted = {*ModelChoice.from_env(gpu=True).files(), *(sam_file(model) for model in SAM_MODELS)}
     for entry in storage.list(""):

@@ -87,12 +87,15 @@ class Service:
             if retry:
                 try:
                     storage = self._storage = open_storage(self.config.shared_dir)
-                    device = device or pick_device(self.config.device)  # decided (and logged) once
+                    on_sagemaker = self.config.deployment.endpoint is not None
+                    device = device or pick_device(self.config.device, on_sagemaker)  # decided (and logged) once
                     choice = choose(device)
                     if not self._serving:
                         self._serving = {"device": device, "sam_model": choice.sam}
                         self._report(self.state)
-                    models = Models.load(local_models_dir(self.config.models_dir), device, choice)
+                    models = Models.load(
+                        local_models_dir(self.config.models_dir, self.config.models_cache), device, choice
+                    )
                 except GpuUnavailable as e:  # cannot heal in this container: say so once, stop trying
                     self._set("error", str(e))
                     retry = False

@@ -148,7 +148,7 @@ class Worker:
         staged: dict[str, str] = {}
 
         def put(final_key: str, data: bytes) -> None:
-            temp = f"{claim.staging}{len(staged)}"
+            temp = layout.staged(claim.staging, len(staged))
             self.storage.write(temp, data)
             staged[temp] = final_key
 

@@ -35,15 +35,20 @@ def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
     return int(value)
 
 
+def parse_bool(raw: str | None) -> bool | None:
+    """1/0, true/false, yes/no, on/off (any case) -> True/False; None for anything else."""
+    value = (raw or "").strip().lower()
+    return True if value in ("1", "true", "yes", "on") else False if value in ("0", "false", "no", "off") else None
+
+
 def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+    value = parse_bool(raw)
+    if value is None:
+        raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw.lower()!r}")
+    return value
 
 
 def shared_dir() -> str:
@@ -53,6 +58,6 @@ def shared_dir() -> str:
     return env_str("SHARED_DIR") or (f"s3://{bucket}" if bucket else DEFAULT_SHARED_DIR)
 
 
-def models_dir() -> str:
-    """MODELS_DIR, else <SHARED_DIR>/models (a path or an s3:// URL)."""
-    return env_str("MODELS_DIR") or f"{shared_dir().rstrip('/')}/{layout.MODELS}"
+def models_dir(shared: str | None = None) -> str:
+    """MODELS_DIR, else <shared or SHARED_DIR>/models (a path or an s3:// URL)."""
+    return env_str("MODELS_DIR") or f"{(shared or shared_dir()).rstrip('/')}/{layout.MODELS}"

@@ -1,4 +1,4 @@
-"""One image's files, for both servers: publish, find, list, delete, thumbnails, and their URLs.
+"""One image's files, for both servers: publish, find, list, delete, thumbnails.
 
 The keys come from studio.layout (docs/architecture.md "Storage layout"); this module knows
 which of them belong to one image and how to find them with a listing of only that image's
@@ -19,28 +19,9 @@ from PIL import Image
 from studio import layout, upright
 from studio.storage import Entry, Storage, StorageError
 
-FILES_URL = "/files/"  # Server1's route serving the user's files (server1/files.py)
 THUMB_QUALITY = 80  # JPEG quality of an original's thumbnail
 # What a worker makes for an image: removed before a new result is published.
 OUTPUT_KINDS = ("masks", "crops", "points", "boxes")
-
-
-# -- URLs (Server1's routes) -------------------------------------------------------------
-def file_url(key: str) -> str:
-    return FILES_URL + key
-
-
-def clipping(user: str, name: str) -> dict[str, str]:
-    """A clipping as the album shows it; BadName for a name no worker of ours writes."""
-    return {
-        "name": name,
-        "url": file_url(layout.crop(user, name)),
-        "thumb_url": file_url(layout.crop_thumb(user, name)),
-    }
-
-
-def zip_url(image_id: str) -> str:
-    return f"/api/images/{layout.check_name(image_id, 'image id')}/clippings.zip"
 
 
 # -- finding and listing -------------------------------------------------------------------

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import re
 
-from studio.modelfiles import ModelChoice
-
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 MODELS = "models"
 # Server-private state (the generated SECRET_KEY, the watcher's memory); never a user.
 SYSTEM = ".studio"
 RESERVED = {MODELS, SYSTEM}
-# The weights Server2 needs in models/ with the default configuration (studio.modelfiles: the configured
-# ones are ModelChoice.from_env(gpu).files(); vit_b.pth / vit_h.pth are optional extras).
-MODEL_FILES = tuple(ModelChoice().files())
 THUMB_MAX = 320  # longest side of every image in output/thumbs (originals' and clippings')
 RESIZED_MAX = 1024  # longest side of the work copy in resized/
 CLIPPING_THUMB = "crop-"  # name prefix of a clipping's thumbnail in output/thumbs
@@ -145,6 +140,16 @@ def cpu_embedding_meta(user: str, image_id: str) -> str:
     return output_dir(user, "cpu_embeddings") + f"{check_name(image_id, 'image id')}.json"
 
 
+# The editor's ONNX files are named by the first 16 hex digits of their checkpoint's SHA-256.
+MODEL_DIGEST_RE = re.compile(r"[0-9a-f]{16}")
+_EDITOR_FILE_RE = re.compile(r"sam-(decoder|encoder)-([0-9a-f]{16})\.onnx")
+
+
+def models_dir() -> str:
+    """The folder of the weights and the editor's ONNX files."""
+    return f"{MODELS}/"
+
+
 def decoder_file(digest: str) -> str:
     """SAM's prompt encoder + mask decoder as ONNX, for the checkpoint whose hash starts with digest."""
     return check_name(f"sam-decoder-{digest}.onnx", "model file name")
@@ -153,6 +158,18 @@ def decoder_file(digest: str) -> str:
 def encoder_file(digest: str) -> str:
     """SAM's image encoder as ONNX (MobileSAM's only), for the checkpoint whose hash starts with digest."""
     return check_name(f"sam-encoder-{digest}.onnx", "model file name")
+
+
+def decoder_digest(file_name: str) -> str | None:
+    """'sam-decoder-<digest>.onnx' -> digest; None for any other name."""
+    match = _EDITOR_FILE_RE.fullmatch(file_name)
+    return match[2] if match and match[1] == "decoder" else None
+
+
+def encoder_digest(file_name: str) -> str | None:
+    """'sam-encoder-<digest>.onnx' -> digest; None for any other name."""
+    match = _EDITOR_FILE_RE.fullmatch(file_name)
+    return match[2] if match and match[1] == "encoder" else None
 
 
 def decoder(digest: str) -> str:
@@ -171,6 +188,11 @@ def staging_dir(user: str, image_id: str) -> str:
 def staging(user: str, image_id: str, token: str) -> str:
     """Where a worker writes a job's outputs before it commits them."""
     return staging_dir(user, image_id) + f"{check_name(token)}/"
+
+
+def staged(staging_key: str, n: int) -> str:
+    """The n-th output a worker writes in its staging folder (a key staging() made)."""
+    return f"{staging_key}{int(n)}"
 
 
 # Folder -> the file names of one image in it ({i} is the escaped id). Box image

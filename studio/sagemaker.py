@@ -16,17 +16,21 @@ created (docs/architecture.md, "Endpoint lifecycle"):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
 
-from studio.config import env_str
+from studio.config import env_float, env_str
+from studio.errors import ConfigError
 
 # boto3's adaptive mode: exponential backoff on throttling/5xx plus client-side rate limiting.
 BOTO_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 6}, connect_timeout=5, read_timeout=30)
 TRANSITIONS = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+# SageMaker's own pattern for endpoint, variant and inference component names.
+_AWS_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,35 @@ def endpoint_api(
     return VariantApi(client, str(endpoint), variant)
 
 
-def endpoint_api_from_env(client: Any = None) -> EndpointApi | None:
-    """endpoint_api() for SAGEMAKER_ENDPOINT / SAGEMAKER_INFERENCE_COMPONENT / SAGEMAKER_VARIANT."""
-    return endpoint_api(
-        env_str("SAGEMAKER_ENDPOINT"),
-        env_str("SAGEMAKER_INFERENCE_COMPONENT"),
-        env_str("SAGEMAKER_VARIANT", "AllTraffic") or "AllTraffic",
-        client,
-    )
+def _aws_name(var: str, default: str | None = None) -> str | None:
+    value = env_str(var, default)
+    if value is not None and not _AWS_NAME.fullmatch(value):
+        raise ConfigError(f"{var} must be a SageMaker name (letters, digits and '-', at most 63), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The SageMaker deployment both servers act on, and its idle time; the one reader of
+    SAGEMAKER_ENDPOINT, SAGEMAKER_VARIANT, SAGEMAKER_INFERENCE_COMPONENT and SCALE_DOWN_AFTER_SECONDS."""
+
+    endpoint: str | None = None  # None: local mode, nothing to scale
+    variant: str = "AllTraffic"
+    inference_component: str | None = None
+    scale_down_after: float = 300.0  # idle seconds before the GPU goes to zero
+
+    @classmethod
+    def from_env(cls) -> Deployment:
+        endpoint = _aws_name("SAGEMAKER_ENDPOINT")
+        component = _aws_name("SAGEMAKER_INFERENCE_COMPONENT")
+        if component and not endpoint:
+            raise ConfigError("SAGEMAKER_INFERENCE_COMPONENT is set but SAGEMAKER_ENDPOINT is not; set both")
+        return cls(
+            endpoint=endpoint,
+            variant=_aws_name("SAGEMAKER_VARIANT", "AllTraffic") or "AllTraffic",
+            inference_component=component,
+            scale_down_after=env_float("SCALE_DOWN_AFTER_SECONDS", 300.0, 1.0, 7 * 86400.0),
+        )
+
+    def api(self, client: Any = None) -> EndpointApi | None:
+        return endpoint_api(self.endpoint, self.inference_component, self.variant, client)

@@ -7,16 +7,7 @@ from dataclasses import dataclass
 
 from studio import config, layout
 from studio.errors import ConfigError
-
-# SageMaker's own pattern for endpoint, variant and inference component names.
-_AWS_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-
-
-def _aws_name(var: str, default: str | None = None) -> str | None:
-    value = config.env_str(var, default)
-    if value is not None and not _AWS_NAME.fullmatch(value):
-        raise ConfigError(f"{var} must be a SageMaker name (letters, digits and '-', at most 63), got {value!r}")
-    return value
+from studio.sagemaker import Deployment
 
 
 def _http_url(var: str) -> str | None:
@@ -40,19 +31,18 @@ class LifecycleConfig:
     skip_model_download: bool = False
 
     @classmethod
-    def from_env(cls) -> LifecycleConfig:
-        endpoint = _aws_name("SAGEMAKER_ENDPOINT")
-        component = _aws_name("SAGEMAKER_INFERENCE_COMPONENT")
-        if component and not endpoint:
-            raise ConfigError("SAGEMAKER_INFERENCE_COMPONENT is set but SAGEMAKER_ENDPOINT is not; set both")
+    def from_env(cls, shared_dir: str | None = None) -> LifecycleConfig:
+        """shared_dir: the storage root Server1 was given (else SHARED_DIR), below which the weights
+        live unless MODELS_DIR says elsewhere."""
+        deployment = Deployment.from_env()
         return cls(
-            endpoint=endpoint,
-            variant=_aws_name("SAGEMAKER_VARIANT", "AllTraffic") or "AllTraffic",
-            inference_component=component,
-            scale_down_after=config.env_float("SCALE_DOWN_AFTER_SECONDS", 300.0, 0.0, 7 * 86400.0),
+            endpoint=deployment.endpoint,
+            variant=deployment.variant,
+            inference_component=deployment.inference_component,
+            scale_down_after=deployment.scale_down_after,
             poll_seconds=config.env_float("QUEUE_POLL_SECONDS", 5.0, 0.05, 3600.0),
             inference_url=_http_url("INFERENCE_URL"),
-            models_dir=config.models_dir(),
+            models_dir=config.models_dir(shared_dir),
             model_base_url=_http_url("MODEL_BASE_URL"),
             model_manifest=config.env_str("MODEL_MANIFEST"),
             skip_model_download=config.env_bool("SKIP_MODEL_DOWNLOAD"),

@@ -42,7 +42,7 @@ class Lifecycle:
         storage: Storage,
         users: list[str],
         *,
-        config: LifecycleConfig | None = None,
+        config: LifecycleConfig,
         clock: Callable[[], float] = time.time,
         sagemaker_client: object | None = None,
         runtime_client: object | None = None,
@@ -50,7 +50,7 @@ class Lifecycle:
     ) -> None:
         self.storage = storage
         self.users = users
-        self.config = cfg = config or LifecycleConfig.from_env()
+        self.config = cfg = config
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.endpoint_api = sagemaker.endpoint_api(cfg.endpoint, cfg.inference_component, cfg.variant, sagemaker_client)

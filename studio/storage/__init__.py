@@ -7,31 +7,49 @@ import logging
 from studio import config
 from studio.errors import ConfigError
 from studio.storage.base import UNKNOWN, Entry, NotFound, Storage, StorageError
-from studio.storage.fs import FileStorage
+from studio.storage.fs import FileStorage, FolderStorage, NoHardLinks
+from studio.storage.mounted import MountedFileStorage
+from studio.storage.mounts import mount_of
 
-__all__ = ["UNKNOWN", "Entry", "FileStorage", "NotFound", "Storage", "StorageError", "open_storage"]
+__all__ = [
+    "UNKNOWN",
+    "Entry",
+    "FileStorage",
+    "MountedFileStorage",
+    "NotFound",
+    "Storage",
+    "StorageError",
+    "open_storage",
+]
 
 log = logging.getLogger(__name__)
 _announced: set[str] = set()  # mount points whose start-up line this process has written
 
 
+def folder_storage(root: str) -> FolderStorage:
+    """MountedFileStorage on a FUSE mount of a bucket, FileStorage on any other file system."""
+    mount = mount_of(root)
+    return MountedFileStorage(root) if mount and mount.bucket_client else FileStorage(root)
+
+
 def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
-    """A path -> FileStorage; s3://bucket/prefix -> S3Storage; a path on a FUSE mount of a
-    bucket with S3_BUCKET set -> the S3 API at the key prefix the path shows (see
-    studio.storage.bucket_mount). With check, the root must be reachable and able to do
-    what the servers need, or ConfigError says why (before any work starts)."""
+    """A path -> FileStorage, or MountedFileStorage on a FUSE mount of a bucket or a file system
+    without hard links; s3://bucket/prefix -> S3Storage; a path on a FUSE mount of a bucket with
+    S3_BUCKET set -> the S3 API at the key prefix the path shows (see studio.storage.bucket_mount).
+    With check, the root must be reachable and able to do what the servers need, or ConfigError
+    says why (before any work starts)."""
     where = shared_dir if shared_dir is not None else config.shared_dir()
     scheme, sep, rest = where.partition("://")
     scheme = scheme.lower()
     if not sep or scheme == "file":
-        files = FileStorage(rest if sep else where)
-        storage: Storage = files
+        folder = folder_storage(rest if sep else where)
+        storage: Storage = folder
         bucket = config.env_str("S3_BUCKET")
-        if files.bucket_client and bucket:
+        if isinstance(folder, MountedFileStorage) and bucket:
             from studio.storage.bucket_mount import through_api  # boto3 only where S3 is used
 
             try:
-                storage = through_api(files, bucket, config.env_str("S3_MOUNT_PREFIX"))
+                storage = through_api(folder, bucket, config.env_str("S3_MOUNT_PREFIX"))
             except StorageError as e:
                 raise ConfigError(str(e)) from e
     elif scheme == "s3":
@@ -48,7 +66,11 @@ def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
         raise ConfigError(f"SHARED_DIR {where!r}: unknown scheme {scheme!r}; use a path or s3://bucket/prefix")
     if check:
         try:
-            storage.check()
+            try:
+                storage.check()
+            except NoHardLinks:
+                storage = MountedFileStorage(storage.root)
+                storage.check()
         except StorageError as e:
             raise ConfigError(str(e)) from e
         _announce(storage)
@@ -58,14 +80,14 @@ def open_storage(shared_dir: str | None = None, check: bool = True) -> Storage:
 def _announce(storage: Storage) -> None:
     """One line per process and mount: what a FUSE mount does here, and what to set for several hosts."""
     files = getattr(storage, "files", storage)  # a bucket mount used through the S3 API keeps its folder
-    if not isinstance(files, FileStorage) or files.mount is None or str(files.mount.point) in _announced:
+    if not isinstance(files, MountedFileStorage) or files.mount is None or str(files.mount.point) in _announced:
         return
     point = files.mount.point
     if files is not storage:
         log.info(
             "SHARED_DIR %s (a %s mount) is used through the S3 API at %s", files.root, files.bucket_client, storage.root
         )
-    elif not files.hard_links:
+    else:
         what = f"a {files.bucket_client} mount" if files.bucket_client else "a file system without hard links"
         log.warning(
             "SHARED_DIR %s is on %s: claims are exclusive on this host only; for several hosts set S3_BUCKET "
@@ -74,6 +96,4 @@ def _announce(storage: Storage) -> None:
             what,
             point,
         )
-    else:
-        return
     _announced.add(str(point))

@@ -19,7 +19,7 @@ import time
 import uuid
 
 from studio.storage.base import StorageError
-from studio.storage.fs import FileStorage
+from studio.storage.mounted import MountedFileStorage
 from studio.storage.s3 import S3Storage
 
 # How long the start-up check waits for a file written through the mount to show in the API:
@@ -30,7 +30,7 @@ SHOW_SECONDS = 30.0
 class BucketMount(S3Storage):
     """S3Storage at the prefix a FUSE-mounted folder (files) shows."""
 
-    def __init__(self, bucket: str, prefix: str, files: FileStorage) -> None:
+    def __init__(self, bucket: str, prefix: str, files: MountedFileStorage) -> None:
         super().__init__(bucket, prefix)
         assert files.mount is not None
         self.files = files
@@ -64,7 +64,7 @@ class BucketMount(S3Storage):
                 self.delete(name)
 
 
-def through_api(files: FileStorage, bucket: str, mount_prefix: str | None) -> BucketMount:
+def through_api(files: MountedFileStorage, bucket: str, mount_prefix: str | None) -> BucketMount:
     """The S3 view of files: prefix = the mount's own key prefix (S3_MOUNT_PREFIX, or what an
     rclone source `remote:bucket/prefix` names) + the folder's path below the mount point."""
     mount = files.mount

@@ -1,4 +1,6 @@
-"""Filesystem backend: a local folder, or a FUSE-mounted bucket on one host."""
+"""Filesystem backends: what a folder on one host does, and a local folder with hard links.
+
+studio.storage.mounted holds the other one, a folder without hard links (a FUSE-mounted bucket)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import errno
 import fcntl
 import os
 import shutil
-import tempfile
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -24,70 +25,51 @@ from studio.storage.base import (
     check_key,
     content_version,
 )
-from studio.storage.mounts import MOUNTPOINT_S3, mount_of
 
 # link(2) on a file system without hard links: s3fs says EOPNOTSUPP, rclone EIO, others EPERM/ENOSYS.
 _NO_LINKS = {errno.EOPNOTSUPP, errno.EPERM, errno.ENOSYS, errno.EIO, errno.EXDEV}
-COPY_CHUNK = 1 << 20
-LOCK_STRIPES = 64  # host-local lock files: keys share them by hash, so their number stays bounded
+LOCK_STRIPES = 64  # lock files: keys share them by hash, so their number stays bounded
 
 
-class FileStorage(Storage):
-    """Atomic writes by write-to-temporary + rename; exclusive create by link(2), which
-    fails if the name exists; writes and conditional replaces of one key take turns under an
-    flock on a hidden lock file. These are atomic across processes of one host.
+class NoHardLinks(StorageError):
+    """FileStorage.check() found a file system without hard links: MountedFileStorage serves it."""
 
-    On a FUSE-mounted bucket (s3fs, rclone, Mountpoint for S3, ...; see studio.storage.mounts)
-    there are no hard links: exclusive create is open(O_CREAT|O_EXCL), which the kernel
-    serialises per folder on one host, and every read, write, move and conditional replace
-    of one key runs under a host-local flock (in TMPDIR, never on the bucket), so a reader
-    never sees a claim half written nor a file missing while s3fs replaces it. That is
-    exclusive on ONE host only: for several hosts set S3_BUCKET, and open_storage routes
-    everything through the S3 API (studio.storage.bucket_mount).
 
-    Mountpoint for S3 cannot rename and overwrites only with --allow-overwrite (its
-    SEMANTICS.md, "Reading and writing files"), but uploads a new file atomically on close:
-    there every write goes straight to its name, and a move is a copy and a delete.
-    """
+class FolderStorage(Storage):
+    """What every folder backend does alike: keys as paths that never lead out of the root or the
+    key's top-level folder, atomic writes by write-to-temporary + rename, listing and deleting,
+    and writes and conditional replaces of one key taking turns under an flock on a lock file.
+
+    Subclasses say where the lock files live, how a name is created exclusively and how a local
+    file is published; a bucket mount also checks, around each operation, that it is still there."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.path = Path(root).expanduser().absolute()
         self.root = str(self.path)
-        self.mount = mount_of(self.path)
-        # A bucket client (s3fs, rclone, ...) or None for a plain file system.
-        self.bucket_client = self.mount.bucket_client if self.mount else None
-        self.hard_links = self.bucket_client is None  # check() finds out for other file systems
-        self.renames = self.bucket_client != MOUNTPOINT_S3
 
-    # -- paths -------------------------------------------------------------------
+    # -- hooks -------------------------------------------------------------------
     def _mounted(self) -> None:
-        """A bucket mount that went away (fusermount -u, a client that died) leaves its empty folder
-        behind: writes there would land on this host's own disk, hidden once the bucket is mounted
-        again, and reads would find nothing (every login would look ended). An outage instead."""
-        if self.mount is not None and self.bucket_client is not None and not os.path.ismount(self.mount.point):
-            raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
+        """Before an operation: StorageError if the folder's file system went away (a bucket mount)."""
 
     def _landed(self, path: Path) -> None:
-        """After a write: a mount that went away after _mounted() looked leaves what was just written on
-        the host's own disk; remove it and the folders made for it (s3fs will not mount over a non-empty
-        folder) and report the outage, so the caller tries again once the bucket is back."""
-        if self.mount is None or self.bucket_client is None:
-            return
-        try:
-            local = os.stat(path).st_dev == os.stat(self.mount.point.parent).st_dev
-        except OSError:
-            return  # a client that died answers ENOTCONN: nothing landed on this disk
-        if not local:
-            return
-        with contextlib.suppress(OSError):
-            path.unlink()
-        for folder in path.parents:
-            if folder == self.mount.point:
-                break
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only empty ones
-        raise StorageError(f"the {self.bucket_client} mount at {self.mount.point} is gone")
+        """After a write: StorageError if it landed where the file system should have been."""
 
+    def _lock_folder(self) -> Path:
+        raise NotImplementedError
+
+    def _guard(self, path: Path) -> contextlib.AbstractContextManager:
+        """What a read of path holds: nothing where a replace is one rename."""
+        return contextlib.nullcontext()
+
+    def _publish_new(self, source: Path, path: Path) -> bool:
+        """source at path unless a file is there: True if published."""
+        raise NotImplementedError
+
+    def _hint(self, step: str) -> str:
+        """What to do when the start-up check failed at step."""
+        return ""
+
+    # -- paths -------------------------------------------------------------------
     def _path(self, key: str) -> Path:
         check_key(key)
         self._mounted()
@@ -107,7 +89,8 @@ class FileStorage(Storage):
         path = self._path(key)
         return path if path.is_file() else None
 
-    def open_file(self, key: str) -> ServedFile:
+    def _served_path(self, key: str) -> Path:
+        """key's path for open_file; NotFound for an invalid key or a symlink anywhere below the root."""
         try:
             path = self._path(key)
         except StorageError:  # an invalid key, or a symlink leading out of the root or the user's folder
@@ -115,16 +98,7 @@ class FileStorage(Storage):
         # Refuse a symlink anywhere below the root, even one that stays inside the folder.
         if os.path.realpath(path) != os.path.join(os.path.realpath(self.path), key):
             raise NotFound(key)
-        if not self.hard_links:  # a bucket mount: the bytes, read under the key's lock (see _guard)
-            return super().open_file(key)
-        try:
-            file = open(path, "rb")  # noqa: SIM115 - the response closes it once sent
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFound(key) from None
-        except OSError as e:
-            raise StorageError(f"cannot read {key}: {e.strerror}") from e
-        stat = os.fstat(file.fileno())
-        return ServedFile(file, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
+        return path
 
     def _write_tmp(self, path: Path, data: bytes) -> Path:
         """data in a hidden temporary file beside path; StorageError when the folder is unusable
@@ -143,12 +117,6 @@ class FileStorage(Storage):
         return tmp
 
     # -- plain operations -------------------------------------------------------
-    def _guard(self, path: Path) -> contextlib.AbstractContextManager:
-        """Without hard links (a bucket mount), reads too take turns with the writes of one key under
-        its host-local lock: s3fs replaces a file by copy and delete, so a reader in between would
-        find nothing, and an exclusive create must not be read before its bytes are in."""
-        return contextlib.nullcontext() if self.hard_links else self._locked(path)
-
     def read(self, key: str) -> bytes:
         path = self._path(key)
         try:
@@ -161,25 +129,16 @@ class FileStorage(Storage):
             raise StorageError(f"cannot read {key}: {e.strerror}") from e
 
     def _publish(self, path: Path, data: bytes) -> None:
-        if self.renames:
-            os.replace(self._write_tmp(path, data), path)
-            return
-        # Mountpoint for S3: no rename, but the object appears whole when the file is closed.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+        os.replace(self._write_tmp(path, data), path)
 
     def write(self, key: str, data: bytes) -> None:
-        """Under the key's lock, as replace_if: a write never lands between its compare and publish."""
+        """Under the key's lock, as replace_if: a write never lands between its compare and publish.
+        The bytes go up before the lock is taken; only the rename waits for it."""
         path = self._path(key)
         try:
-            if self.renames:  # the bytes go up before the lock is taken; only the rename waits for it
-                tmp = self._write_tmp(path, data)
-                with self._locked(path):
-                    os.replace(tmp, path)
-            else:
-                with self._locked(path):
-                    self._publish(path, data)
+            tmp = self._write_tmp(path, data)
+            with self._locked(path):
+                os.replace(tmp, path)
         except OSError as e:
             raise StorageError(f"cannot write {key} under {self.root}: {e.strerror}") from e
         self._landed(path)
@@ -270,10 +229,6 @@ class FileStorage(Storage):
 
     def move(self, src: str, dst: str) -> None:
         target = self._path(dst)
-        if not self.renames:
-            self.write(dst, self.read(src))
-            self.delete(src)
-            return
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with self._locked(target):
@@ -286,11 +241,8 @@ class FileStorage(Storage):
     # -- conditional operations --------------------------------------------------
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        """An exclusive flock for path's key, one of LOCK_STRIPES lock files: in the root's hidden
-        .locks/ on a plain file system (shared by everyone who mounts that folder), in a host-local
-        folder on a bucket mount (a lock file there would be an object in the bucket, and
-        exclusive on one host anyway)."""
-        folder = self.path / ".locks" if self.hard_links else Path(tempfile.gettempdir()) / "sam-studio-locks"
+        """An exclusive flock for path's key, one of LOCK_STRIPES lock files in _lock_folder()."""
+        folder = self._lock_folder()
         folder.mkdir(parents=True, exist_ok=True)
         lock = folder / f"{zlib.crc32(str(path).encode()) % LOCK_STRIPES}.lock"
         with open(lock, "a") as lock_file:
@@ -301,92 +253,15 @@ class FileStorage(Storage):
         data = self.read(key)
         return data, content_version(data)
 
-    def create_exclusive(self, key: str, data: bytes) -> str | None:
-        path = self._path(key)
-        if not self.hard_links:
-            return self._create_excl(key, path, data)
-        tmp = self._write_tmp(path, data)
-        try:
-            os.link(tmp, path)  # fails with EEXIST if the name is taken: the atomic test
-        except FileExistsError:
-            return None
-        except OSError as e:
-            if e.errno != errno.EEXIST:
-                raise StorageError(f"cannot create {key}: {e.strerror}") from e
-            return None
-        finally:
-            tmp.unlink(missing_ok=True)
-        return content_version(data)
-
-    def _create_excl(self, key: str, path: Path, data: bytes) -> str | None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with self._locked(path):
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    return None
-                with open(fd, "wb") as f:
-                    f.write(data)
-        except OSError as e:
-            raise StorageError(f"cannot create {key}: {e.strerror}") from e
-        self._landed(path)
-        return content_version(data)
-
     def publish_file(self, key: str, source: Path) -> bool:
-        """A link on a file system with hard links (a copy beside the name first when source is on
-        another one); on a bucket mount a copy under the key's lock (see _copy_new)."""
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            published = self._link(source, path) if self.hard_links else self._copy_new(source, path)
+            published = self._publish_new(source, path)
             source.unlink()
         except OSError as e:
             raise StorageError(f"cannot publish {key} under {self.root}: {e.strerror}") from e
         return published
-
-    def _copy_new(self, source: Path, path: Path) -> bool:
-        """Under the key's lock (exclusive on this host, as every claim on a mount alone): nothing at
-        path yet, then the copy appears whole: a rename, or on Mountpoint for S3 an exclusive create
-        (it uploads a new file whole on close). A reader such as Server2 loading weights from the
-        mount never sees a file half copied."""
-        with self._locked(path):
-            if path.exists():
-                return False
-            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}") if self.renames else path
-            try:
-                with open(source, "rb") as src, open(tmp, "xb") as out:
-                    shutil.copyfileobj(src, out, COPY_CHUNK)
-                if tmp != path:
-                    os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        return True
-
-    def _link(self, source: Path, path: Path) -> bool:
-        try:
-            os.link(source, path)  # fails with EEXIST if the name is taken: the atomic test
-            return True
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # same file system as path
-        try:
-            shutil.copyfile(source, tmp)
-            return self._link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def staging_path(self, key: str) -> Path:
-        """Beside key with hard links, so publish_file is a link; else (a bucket mount) a local folder."""
-        if not self.hard_links:
-            return super().staging_path(key)
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.with_name(f".{path.name}.part")
 
     def replace_if(self, key: str, data: bytes, version: str) -> str | None:
         path = self._path(key)
@@ -407,8 +282,7 @@ class FileStorage(Storage):
 
     def check(self) -> None:
         """The root is a writable folder that can do what the servers need: write, overwrite,
-        refuse an exclusive create of an existing name, delete. Finds out whether it has hard
-        links (a FUSE client of an unknown kind may not)."""
+        refuse an exclusive create of an existing name, delete."""
         if self.path.exists() and not self.path.is_dir():
             raise StorageError(f"SHARED_DIR {self.root} is not a folder")
         try:
@@ -428,8 +302,6 @@ class FileStorage(Storage):
                 pass  # refused, as the job protocol's claims need
             else:  # outside the try: this OSError is itself a FileExistsError
                 raise OSError(errno.EEXIST, "an exclusive create (O_EXCL) of an existing name succeeded")
-            if self.hard_links:
-                self.hard_links = self._has_hard_links(probe)
             step = "delete files"
             probe.unlink()
         except (OSError, StorageError) as e:
@@ -440,24 +312,78 @@ class FileStorage(Storage):
             what = "is not writable" if step == "write files" else f"cannot {step}"
             raise StorageError(f"SHARED_DIR {self.root} {what}: {why}{self._hint(step)}") from e
 
-    def _has_hard_links(self, probe: Path) -> bool:
+
+class FileStorage(FolderStorage):
+    """A local folder (or one shared by a file system with hard links): exclusive create by link(2),
+    which fails if the name exists; the lock files in the root's hidden .locks/, shared by everyone
+    who mounts that folder. These are atomic across processes of one host."""
+
+    def _lock_folder(self) -> Path:
+        return self.path / ".locks"
+
+    def open_file(self, key: str) -> ServedFile:
+        path = self._served_path(key)
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - the response closes it once sent
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(key) from None
+        except OSError as e:
+            raise StorageError(f"cannot read {key}: {e.strerror}") from e
+        stat = os.fstat(file.fileno())
+        return ServedFile(file, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
+
+    def create_exclusive(self, key: str, data: bytes) -> str | None:
+        path = self._path(key)
+        tmp = self._write_tmp(path, data)
+        try:
+            os.link(tmp, path)  # fails with EEXIST if the name is taken: the atomic test
+        except FileExistsError:
+            return None
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise StorageError(f"cannot create {key}: {e.strerror}") from e
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return content_version(data)
+
+    def _publish_new(self, source: Path, path: Path) -> bool:
+        """A link (a copy beside the name first when source is on another file system)."""
+        try:
+            os.link(source, path)  # fails with EEXIST if the name is taken: the atomic test
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # same file system as path
+        try:
+            shutil.copyfile(source, tmp)
+            return self._publish_new(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def staging_path(self, key: str) -> Path:
+        """Beside key, so publish_file is a link."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(f".{path.name}.part")
+
+    def check(self) -> None:
+        """Also finds out whether the file system has hard links (a FUSE client of an unknown kind may
+        not): NoHardLinks if not."""
+        super().check()
+        probe = self.path / f".link-test-{uuid.uuid4().hex}"
         link = probe.with_name(probe.name + "-link")
         try:
+            probe.write_bytes(b"ok")
             os.link(probe, link)
+            link.unlink()
         except OSError as e:
-            if e.errno in _NO_LINKS:
-                return False
-            raise
-        link.unlink()
-        return True
-
-    def _hint(self, step: str) -> str:
-        if self.bucket_client == MOUNTPOINT_S3 and step == "replace files":
-            return "; mount the bucket with mount-s3 --allow-overwrite --allow-delete"
-        if self.bucket_client == MOUNTPOINT_S3 and step == "delete files":
-            return "; mount the bucket with mount-s3 --allow-delete --allow-overwrite"
-        if self.mount is not None and self.bucket_client:
-            return (
-                f"; check the {self.bucket_client} mount at {self.mount.point} (or use SHARED_DIR=s3://bucket/prefix)"
-            )
-        return ""
+            if e.errno not in _NO_LINKS:
+                raise StorageError(f"SHARED_DIR {self.root} cannot create files exclusively: {e.strerror}") from e
+            raise NoHardLinks(f"SHARED_DIR {self.root} has no hard links") from e
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()

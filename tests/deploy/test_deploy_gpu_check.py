@@ -30,7 +30,7 @@ OLD_HOST = GpuFacts(
 
 def test_message_names_driver_build_torch_onnxruntime_and_the_fix() -> None:
     with pytest.raises(GpuUnavailable) as e:
-        gpu_check.check("cuda", OLD_HOST)
+        gpu_check.check("cuda", facts=OLD_HOST)
     message = str(e.value)
     for part in (
         "DEVICE=cuda needs a GPU and none is usable",
@@ -49,20 +49,18 @@ def test_message_names_driver_build_torch_onnxruntime_and_the_fix() -> None:
 def test_no_driver_at_all() -> None:
     facts = GpuFacts(None, None, "13.0", "2.14.1+cu130", 0, ("CPUExecutionProvider",))
     with pytest.raises(GpuUnavailable, match="no NVIDIA driver; this build needs CUDA 13.0"):
-        gpu_check.check("cuda", facts)
+        gpu_check.check("cuda", facts=facts)
 
 
 def test_a_usable_gpu_or_no_gpu_wanted_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    gpu_check.check("cuda", GpuFacts("580.65.06", "13.0", "13.0", "2.14.1+cu130", 1, ("CPUExecutionProvider",)))
-    gpu_check.check("cpu", OLD_HOST)
-    monkeypatch.delenv("SAGEMAKER_ENDPOINT", raising=False)
-    gpu_check.check("auto", OLD_HOST)  # local mode: auto may fall back to the CPU
+    gpu_check.check("cuda", facts=GpuFacts("580.65.06", "13.0", "13.0", "2.14.1+cu130", 1, ("CPUExecutionProvider",)))
+    gpu_check.check("cpu", facts=OLD_HOST)
+    gpu_check.check("auto", on_sagemaker=False, facts=OLD_HOST)  # local mode: auto may fall back to the CPU
 
 
-def test_auto_on_sagemaker_requires_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SAGEMAKER_ENDPOINT", "sam-studio")
+def test_auto_on_sagemaker_requires_the_gpu() -> None:
     with pytest.raises(GpuUnavailable, match="DEVICE=auto needs a GPU"):
-        gpu_check.check("auto", OLD_HOST)
+        gpu_check.check("auto", on_sagemaker=True, facts=OLD_HOST)
 
 
 def test_driver_facts_read_from_the_host(tmp_path: Path) -> None:
@@ -106,10 +104,15 @@ def test_service_reports_once_and_stops_retrying(
 
     picks = []
     real_pick = models.pick_device
-    monkeypatch.setattr(models, "pick_device", lambda requested: picks.append(requested) or real_pick(requested))
+    monkeypatch.setattr(
+        models, "pick_device", lambda requested, on_sagemaker: picks.append(requested) or real_pick(requested)
+    )
     monkeypatch.setattr(service, "LOAD_RETRY_SECONDS", 0.01)
     (tmp_path / "shared").mkdir()
-    cfg = Config(str(tmp_path / "shared"), str(test_models_dir), "cuda", 1.0, "w", 50.0, 1.0, 8080, 60.0)
+    monkeypatch.setenv("SHARED_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("MODELS_DIR", str(test_models_dir))
+    monkeypatch.setenv("DEVICE", "cuda")
+    cfg = Config.from_env()
     guard = CountingGuard()
     svc = Service(cfg, guard)  # type: ignore[arg-type]
     with caplog.at_level(logging.INFO, logger="server2.service"):

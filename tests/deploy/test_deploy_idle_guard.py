@@ -12,8 +12,9 @@ import boto3
 import pytest
 
 from harness.aws import create_endpoint
-from server2.idle_guard import IdleGuard, scale_down_from_env
+from server2.idle_guard import IdleGuard
 from studio.errors import ConfigError
+from studio.sagemaker import Deployment
 from tests.deploy.conftest import AwsJsonHandler
 
 
@@ -130,15 +131,14 @@ def test_rejects_a_non_positive_idle_time() -> None:
 def test_local_mode_has_no_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SAGEMAKER_ENDPOINT", raising=False)
     monkeypatch.delenv("SAGEMAKER_INFERENCE_COMPONENT", raising=False)
-    assert scale_down_from_env() is None
-    assert IdleGuard.from_env() is None
+    assert IdleGuard.of(Deployment.from_env()) is None
 
 
 def test_bad_idle_time_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAGEMAKER_ENDPOINT", "studio")
     monkeypatch.setenv("SCALE_DOWN_AFTER_SECONDS", "five minutes")
     with pytest.raises(ConfigError, match="SCALE_DOWN_AFTER_SECONDS must be a number"):
-        IdleGuard.from_env()
+        Deployment.from_env()
 
 
 def test_variant_scaled_to_zero_on_moto(moto_server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +149,7 @@ def test_variant_scaled_to_zero_on_moto(moto_server, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SAGEMAKER_VARIANT", "AllTraffic")
     monkeypatch.setenv("SCALE_DOWN_AFTER_SECONDS", "300")
     clock = Clock()
-    guard = IdleGuard.from_env(clock=clock)
+    guard = IdleGuard.of(Deployment.from_env(), clock=clock)
     assert guard is not None
     clock.now += 299
     assert guard.tick() is False
@@ -165,7 +165,7 @@ def test_missing_endpoint_is_logged_and_retried(moto_server, monkeypatch: pytest
     monkeypatch.delenv("SAGEMAKER_INFERENCE_COMPONENT", raising=False)
     monkeypatch.setenv("SAGEMAKER_ENDPOINT", f"absent-{uuid.uuid4().hex[:8]}")
     clock = Clock()
-    guard = IdleGuard.from_env(clock=clock)
+    guard = IdleGuard.of(Deployment.from_env(), clock=clock)
     clock.now += 300
     assert guard.tick() is False
     assert "Could not find endpoint" in caplog.text
@@ -193,7 +193,7 @@ def test_inference_component_scaled_to_zero_copies(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("SAGEMAKER_ENDPOINT", "sam-studio")
         monkeypatch.setenv("SAGEMAKER_INFERENCE_COMPONENT", "sam-studio-server2")
         clock = Clock()
-        guard = IdleGuard.from_env(clock=clock)
+        guard = IdleGuard.of(Deployment.from_env(), clock=clock)
         clock.now += 300
         assert guard.tick() is False  # "Updating": refused, retried later
         clock.now += 30

@@ -19,7 +19,7 @@ import requests
 
 from harness import REPO
 from harness.wait import free_port
-from studio import layout
+from studio import modelfiles
 from tests.deploy.dockerfiles import Dockerfile
 
 VENV_BIN = Path(sys.executable).parent
@@ -268,7 +268,7 @@ def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, real_mode
     weights, models = tmp_path / "weights", tmp_path / "opt-models"
     weights.mkdir()
     models.mkdir()
-    for name in layout.MODEL_FILES:  # the test weights, and MobileSAM's real file (the editor's encoder)
+    for name in modelfiles.ModelChoice().files():  # the test weights, and MobileSAM's real file (the editor's encoder)
         (weights / name).symlink_to((test_models_dir if (test_models_dir / name).exists() else real_models_dir) / name)
     exported = ["sam-encoder-0123456789abcdef.onnx", "sam-decoder-0123456789abcdef.onnx"]  # MobileSAM's, exported
     for name in exported:
@@ -284,7 +284,7 @@ def test_bake_weights_build_arg(tmp_path: Path, test_models_dir: Path, real_mode
         assert (result.returncode, baked, df.env()["MODELS_DIR"]) == (0, [], "")
     elif bake == "1":
         assert result.returncode == 0, result.stderr
-        assert baked == sorted([*layout.MODEL_FILES, *exported])
+        assert baked == sorted([*modelfiles.ModelChoice().files(), *exported])
         assert df.env({"BAKE_WEIGHTS": "1"})["MODELS_DIR"] == "/opt/models"
     else:
         assert result.returncode != 0
@@ -307,6 +307,6 @@ def test_bake_weights_refuses_missing_files(tmp_path: Path) -> None:
         return result.stderr
 
     assert "BAKE_WEIGHTS=1 needs deploy/weights/birefnet-dis.onnx" in bake()
-    for name in layout.MODEL_FILES:
+    for name in modelfiles.ModelChoice().files():
         (tmp_path / "weights" / name).write_bytes(b"x")
     assert "BAKE_WEIGHTS=1 needs MobileSAM's exported" in bake()  # a bake without the editor's encoder

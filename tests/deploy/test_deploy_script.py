@@ -28,7 +28,7 @@ import deploy.deploy as deploy_module
 from deploy import teardown
 from harness import REPO
 from server2.embeddings import checkpoint_digest
-from studio import layout
+from studio import layout, modelfiles
 
 # Service Quotas (the preflight's GPU quota check) from tests/deploy/conftest.py's recording server.
 pytestmark = pytest.mark.usefixtures("quotas")
@@ -208,7 +208,7 @@ def test_bake_weights_stages_them_and_sets_the_build_arg(
     weights, staged = tmp_path / "w", tmp_path / "staged"
     weights.mkdir()
     staged.mkdir()
-    for name in layout.MODEL_FILES:
+    for name in modelfiles.ModelChoice().files():
         if name == "mobile_sam.pt":
             (weights / name).symlink_to(real_models_dir / name)
         else:
@@ -219,7 +219,7 @@ def test_bake_weights_stages_them_and_sets_the_build_arg(
     assert deploy_module.main(["--app", app, "--user1", "ann", "--tag", "b1", "--bake-weights", str(weights)]) == 0
     digest = checkpoint_digest(staged / "mobile_sam.pt")
     editor = [layout.encoder_file(digest), layout.decoder_file(digest)]
-    assert sorted(p.name for p in staged.iterdir()) == sorted([*layout.MODEL_FILES, *editor])
+    assert sorted(p.name for p in staged.iterdir()) == sorted([*modelfiles.ModelChoice().files(), *editor])
     assert all((staged / name).stat().st_size > 1_000_000 for name in editor)
     builds = [c["args"] for c in docker_calls(docker_log) if c["args"][0] == "build"]
     assert "BAKE_WEIGHTS=1" not in builds[0] and builds[1][-3:] == ["--build-arg", "BAKE_WEIGHTS=1", "."]

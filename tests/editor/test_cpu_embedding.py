@@ -19,7 +19,6 @@ from segment_anything import SamPredictor
 
 from harness.images import encode, photo
 from harness.server1 import USERS
-from server1 import editor
 from server1.app import create_app
 from server2.models import Models, load_sam
 from studio import image_files, layout
@@ -149,8 +148,8 @@ def test_the_cpu_embedding_is_kept_once_for_its_owner_until_server2s_replaces_it
     storage = app.extensions["server1"].storage
     digest = install_editor_models(storage, real_editor_models)
     runs = []
-    encode_now = editor.encoder.encode
-    monkeypatch.setattr(editor.encoder, "encode", lambda *a: runs.append(1) or encode_now(*a))
+    encode_now = app.extensions["server1"].encoder.encode
+    monkeypatch.setattr(app.extensions["server1"].encoder, "encode", lambda *a: runs.append(1) or encode_now(*a))
     image_id = upload(alice, encode(photo(640, 480), "JPEG"), "kept.jpg")
     url = alice.get(f"/api/images/{image_id}/editor").json["embedding"]["url"]
     bob = login(app, "bob")
@@ -187,15 +186,15 @@ def test_one_embedding_at_a_time_while_uploads_and_the_album_answer(
     clients = [login(app, "alice") for _ in range(3)]
     first, second = (upload(clients[0], encode(photo(320, 240), "PNG"), f"{n}.png") for n in "ab")
     entered, release = threading.Event(), threading.Event()
-    encode_now = editor.encoder.encode
+    encode_now = app.extensions["server1"].encoder.encode
 
     def held(*args: object) -> np.ndarray:
         entered.set()
         assert release.wait(60)
         return encode_now(*args)
 
-    monkeypatch.setattr(editor.encoder, "encode", held)
-    monkeypatch.setattr(editor.encoder, "wait", 0.2)
+    monkeypatch.setattr(app.extensions["server1"].encoder, "encode", held)
+    monkeypatch.setattr(app.extensions["server1"].encoder, "wait", 0.2)
     answers = {}
     running = threading.Thread(target=lambda: answers.update(first=clients[0].get(f"/api/images/{first}/embedding")))
     running.start()

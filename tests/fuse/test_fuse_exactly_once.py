@@ -18,7 +18,7 @@ from multiworker import Events, make_jobs, race  # noqa: E402
 
 from studio import layout  # noqa: E402
 from studio.jobs import Jobs  # noqa: E402
-from studio.storage import FileStorage, open_storage  # noqa: E402
+from studio.storage import MountedFileStorage, open_storage  # noqa: E402
 
 JOBS = 60
 THREADS = 2  # per process: 5 processes, 10 competing workers
@@ -39,7 +39,7 @@ def test_every_job_is_done_exactly_once_by_mount_and_native_workers(bucket_mount
         "native-b": (native, {}),
     }
     uploads = open_storage(folder)  # as Server1 uploads with the mount alone
-    assert isinstance(uploads, FileStorage) and uploads.bucket_client == "s3fs"
+    assert isinstance(uploads, MountedFileStorage) and uploads.bucket_client == "s3fs"
     jobs = make_jobs(uploads, JOBS)
     log_dir = tmp_path / "logs"
     log_dir.mkdir()

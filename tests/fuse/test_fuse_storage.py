@@ -15,7 +15,7 @@ import pytest
 from harness import REPO
 from server1.lifecycle.weights import Weights
 from studio.errors import ConfigError
-from studio.storage import FileStorage, StorageError, open_storage
+from studio.storage import MountedFileStorage, StorageError, open_storage
 from studio.storage import bucket_mount as bucket_mount_module
 from studio.storage.mounts import mount_of, parse_mountinfo
 from studio.storage.s3 import S3Storage
@@ -44,7 +44,7 @@ def test_the_real_mounts_are_detected_and_have_no_hard_links(bucket_mount) -> No
     assert found is not None and found.point == bucket_mount.point
     assert found.bucket_client == bucket_mount.kind
     storage = open_storage(folder)
-    assert isinstance(storage, FileStorage) and not storage.hard_links
+    assert isinstance(storage, MountedFileStorage) and storage.bucket_client == bucket_mount.kind
     storage.write("u/a", b"1")
     with pytest.raises(OSError):
         os.link(storage.local_path("u/a"), Path(folder) / "u" / "b")  # why link(2) cannot be the claim
@@ -126,8 +126,8 @@ def test_a_wrong_bucket_or_prefix_stops_start_up_with_one_clear_line(bucket_moun
 def test_without_rename_writes_go_straight_to_their_names(tmp_path: Path, monkeypatch) -> None:
     """Mountpoint for S3 has no rename (docs/SEMANTICS.md of awslabs/mountpoint-s3): the backend must
     not need one there. Shown on a local folder with renaming switched off and os.replace forbidden."""
-    storage = FileStorage(tmp_path / "shared")
-    storage.renames, storage.hard_links = False, False  # what it chooses on a mountpoint-s3 mount
+    storage = MountedFileStorage(tmp_path / "shared")
+    storage.renames = False  # what it chooses on a mountpoint-s3 mount
 
     def no_rename(*args: object) -> None:
         raise OSError(95, "Operation not supported")
@@ -151,15 +151,14 @@ def test_without_rename_writes_go_straight_to_their_names(tmp_path: Path, monkey
 
 
 def test_an_unknown_file_system_without_hard_links_is_found_by_the_probe(tmp_path: Path, monkeypatch) -> None:
-    storage = FileStorage(tmp_path / f"shared-{uuid.uuid4().hex[:6]}")
-    assert storage.hard_links  # a plain folder, as far as mountinfo tells
+    root = tmp_path / f"shared-{uuid.uuid4().hex[:6]}"  # a plain folder, as far as mountinfo tells
 
     def no_link(*args: object) -> None:
         raise OSError(95, "Operation not supported")
 
     monkeypatch.setattr(os, "link", no_link)
-    storage.check()
-    assert not storage.hard_links
+    storage = open_storage(str(root))
+    assert isinstance(storage, MountedFileStorage) and storage.bucket_client is None
     assert storage.create_exclusive("u/c", b"1") and storage.create_exclusive("u/c", b"2") is None
 
 
@@ -184,7 +183,7 @@ def test_weights_arrive_on_a_mount_alone(bucket_mount, mirror) -> None:
 def test_a_dropped_mount_is_an_outage_not_an_empty_folder(droppable_mount) -> None:
     """fusermount -u (or a dead client) leaves the bare folder: nothing may be written to the host's
     own disk there (hidden once remounted), and reads must fail rather than find nothing."""
-    storage = FileStorage(droppable_mount.point / "shared")
+    storage = MountedFileStorage(droppable_mount.point / "shared")
     storage.write("alice/input/a.jpg", b"1")
     droppable_mount.drop()
     for action in (
@@ -204,7 +203,7 @@ def test_a_dropped_mount_is_an_outage_not_an_empty_folder(droppable_mount) -> No
 def test_a_mount_dropped_between_the_check_and_the_write_leaves_nothing_behind(droppable_mount, monkeypatch) -> None:
     """The mount goes away just after it was seen: the write lands in the bare folder, is taken back and
     reported as an outage; a read that finds nothing there is an outage too, not a missing file."""
-    storage = FileStorage(droppable_mount.point / "shared")
+    storage = MountedFileStorage(droppable_mount.point / "shared")
     storage.write(".studio/session-a", b"1")
     droppable_mount.drop()
     real = os.path.ismount

@@ -102,6 +102,7 @@ def test_a_missing_endpoint_shows_on_health_and_does_not_stop_the_loop(storage, 
     ("env", "message"),
     [
         ({"SCALE_DOWN_AFTER_SECONDS": "soon"}, "SCALE_DOWN_AFTER_SECONDS must be a number"),
+        ({"SCALE_DOWN_AFTER_SECONDS": "0"}, "SCALE_DOWN_AFTER_SECONDS must be between 1 and"),  # as Server2's
         ({"QUEUE_POLL_SECONDS": "0"}, "QUEUE_POLL_SECONDS must be between"),
         ({"SAGEMAKER_ENDPOINT": "my_endpoint!"}, "SAGEMAKER_ENDPOINT must be a SageMaker name"),
         ({"SAGEMAKER_INFERENCE_COMPONENT": "ic"}, "SAGEMAKER_ENDPOINT is not"),

@@ -95,7 +95,7 @@ def test_a_dead_mirror_does_not_hold_up_the_app(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
     for name in ("SAGEMAKER_ENDPOINT", "INFERENCE_URL", "MODEL_MANIFEST", "SKIP_MODEL_DOWNLOAD"):
         monkeypatch.delenv(name, raising=False)
-    life = Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], lease_seconds=1.0)
+    life = Lifecycle(FileStorage(tmp_path / "shared"), ["alice"], config=LifecycleConfig.from_env(), lease_seconds=1.0)
     assert all(f.url.startswith(os.environ["MODEL_BASE_URL"] + "/") for f in life.weights.files)
     life.start()
     try:
@@ -141,7 +141,7 @@ def test_manifest_replaces_the_builtin_list_and_base_url_replaces_urls(tmp_path,
     mirrored = model_files(None, "http://mirror.local/w/", gpu)
     assert [f.url for f in mirrored] == [f"http://mirror.local/w/{f.name}" for f in builtin]
     assert [f.md5 for f in mirrored] == [f.md5 for f in builtin]
-    assert [f.name for f in builtin] == list(layout.MODEL_FILES)
+    assert [f.name for f in builtin] == list(modelfiles.ModelChoice().files())
     assert [f.name for f in builtin] == [
         "vit_l.pth",
         "mobile_sam.pt",

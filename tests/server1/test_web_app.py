@@ -111,6 +111,14 @@ def test_refuses_to_start_without_a_login(shared: str, monkeypatch: pytest.Monke
         create_app({"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": False})
 
 
+def test_the_lifecycle_has_the_app_s_config(shared: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app's SHARED_DIR, not the environment's, holds the weights (unless MODELS_DIR says)."""
+    monkeypatch.delenv("MODELS_DIR", raising=False)
+    monkeypatch.setenv("SHARED_DIR", "/nowhere/shared")
+    app = create_app({"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": False})
+    assert app.extensions["server1"].lifecycle.config.models_dir == f"{shared}/models"
+
+
 def test_create_app_starts_no_thread_and_registers_no_exit_handler(
     shared: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

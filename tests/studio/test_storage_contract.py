@@ -15,6 +15,7 @@ import pytest
 from studio.storage import UNKNOWN, FileStorage, NotFound, Storage, StorageError
 from studio.storage import fs as fs_module
 from studio.storage import s3 as s3_module
+from studio.storage.fs import FolderStorage
 from studio.storage.s3 import S3Storage
 
 BAD_KEYS = ["../x", "a/../../x", "a/..", "/etc/passwd", "a\\b", "a\x00b", "", "a//b", "./a", "a/./b"]
@@ -268,7 +269,7 @@ def test_a_write_never_lands_between_a_conditional_replace_s_compare_and_publish
 
     def gated(publish):  # noqa: ANN001, ANN202
         def inside_replace_if(*args: object, **kwargs: object) -> object:
-            if not writer and (isinstance(storage, FileStorage) or "IfMatch" in kwargs):
+            if not writer and (isinstance(storage, FolderStorage) or "IfMatch" in kwargs):
                 writer.append(threading.Thread(target=write_queued))
                 writer[0].start()
                 assert writer_arrived.wait(60), "the write neither finished nor waited for the lock"
@@ -287,7 +288,7 @@ def test_a_write_never_lands_between_a_conditional_replace_s_compare_and_publish
             real_flock(fd, operation)
 
     monkeypatch.setattr(fs_module.fcntl, "flock", flock)
-    if isinstance(storage, FileStorage):
+    if isinstance(storage, FolderStorage):
         monkeypatch.setattr(storage, "_publish", gated(storage._publish))
     else:
         monkeypatch.setattr(storage.client, "put_object", gated(storage.client.put_object))
@@ -363,7 +364,7 @@ def test_unsafe_keys_are_refused(storage: Storage, bad: str) -> None:
 
 def test_local_path(storage: Storage) -> None:
     storage.write("u/f.png", b"png bytes")
-    if isinstance(storage, FileStorage):
+    if isinstance(storage, FolderStorage):
         path = storage.local_path("u/f.png")
         assert path is not None and path.read_bytes() == b"png bytes"
         assert storage.local_path("u/missing.png") is None

@@ -20,7 +20,7 @@ from segment_anything import sam_model_registry
 from harness.weights import TEST_SAM
 from server2.gpu_check import GpuUnavailable
 from server2.models import Models, ModelsMissing, build_sam, choose, local_models_dir, pick_device, sam_config
-from studio import layout, modelfiles
+from studio import modelfiles
 from studio.errors import ConfigError
 from studio.modelfiles import ModelChoice
 
@@ -156,7 +156,7 @@ def test_missing_weights_are_named(tmp_path: Path, test_models_dir: Path) -> Non
 def test_other_sam_sizes_load_when_present_and_the_configured_one_stands_in(
     tmp_path: Path, test_models_dir: Path
 ) -> None:
-    for name in layout.MODEL_FILES:
+    for name in modelfiles.ModelChoice().files():
         (tmp_path / name).symlink_to(test_models_dir / name)
     (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")
     models = Models.load(tmp_path, "cpu")
@@ -170,7 +170,7 @@ def test_the_deployments_model_is_the_default_and_a_missing_sam_is_said_once(
 ) -> None:
     """The settings' default, "deployment", is the configured SAM without a word; a missing one is a warning,
     said once."""
-    for name in layout.MODEL_FILES:
+    for name in modelfiles.ModelChoice().files():
         if not name.endswith(".pth"):
             (tmp_path / name).symlink_to(test_models_dir / name)
     (tmp_path / "vit_b.pth").symlink_to(test_models_dir / "vit_l.pth")
@@ -185,16 +185,14 @@ def test_the_deployments_model_is_the_default_and_a_missing_sam_is_said_once(
 
 def test_pick_device() -> None:
     assert pick_device("cpu") == "cpu"
-    assert pick_device(" AUTO ") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ConfigError, match="DEVICE must be auto, cuda or cpu"):
-        pick_device("gpu")
+    assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(GpuUnavailable, match="needs a GPU and none is usable"):
             pick_device("cuda")
 
 
 def test_local_models_dir_is_the_path_itself(tmp_path: Path) -> None:
-    assert local_models_dir(str(tmp_path)) == tmp_path
+    assert local_models_dir(str(tmp_path), tmp_path / "cache") == tmp_path
 
 
 def test_s3_models_are_copied_once_into_the_cache(s3_root: str, tmp_path: Path) -> None:
