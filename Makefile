@@ -35,11 +35,14 @@ $(NODE_STAMP): package.json package-lock.json
 # rclone and fuse3 for the tests on real FUSE mounts of a bucket (tests/fuse), Node.js with npm for ESLint,
 # and podman, buildah, runc, mmdebstrap and podman-compose to build and run the images
 # (tests/deploy/test_deploy_containers.py).
-SYSTEM_PACKAGES := chromium s3fs rclone fuse3 nodejs npm podman buildah runc mmdebstrap podman-compose
+# Each command with the Debian package that brings it; only the missing ones are installed (a machine
+# whose Node.js comes from NodeSource already has npm, and Debian's npm would conflict with it).
+SYSTEM_PACKAGES := chromium:chromium s3fs:s3fs rclone:rclone fusermount3:fuse3 npm:npm podman:podman \
+	buildah:buildah runc:runc mmdebstrap:mmdebstrap podman-compose:podman-compose
 system-packages:
-	@(for exe in chromium s3fs rclone fusermount3 npm podman buildah runc mmdebstrap podman-compose; do \
-		command -v $$exe >/dev/null || exit 1; done) \
-		|| { apt-get update -q && apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); }
+	@missing=$$(for pair in $(SYSTEM_PACKAGES); do \
+		command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
+	if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; fi
 
 # Both images: docker where a docker engine answers, else podman; the stand-in base first where
 # python:3.11-slim-bookworm cannot be pulled (scripts/images.sh).
