@@ -28,7 +28,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from deploy import preflight
-from studio import modelfiles
+from studio import layout, modelfiles
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "stack.yaml"
@@ -118,7 +118,7 @@ def stage_weights(source: Path) -> None:
     missing = [f for f in modelfiles.ModelChoice().files() if not (source / f).is_file()]
     if missing:
         raise DeployError(f"--bake-weights {source}: missing {', '.join(missing)}")
-    for f in [*modelfiles.ModelChoice().files(), *(p.name for p in source.glob("sam-*coder-*.onnx"))]:
+    for f in [*modelfiles.ModelChoice().files(), *(p.name for p in source.iterdir() if layout.is_editor_file(p.name))]:
         target = WEIGHTS_DIR / f
         if not target.exists() or target.stat().st_size != (source / f).stat().st_size:
             shutil.copyfile(source / f, target)

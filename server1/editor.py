@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 from collections.abc import Callable
 
@@ -70,8 +69,7 @@ def _next_edit(image_id: str, record: dict) -> int:
     usually claims its name at the first try instead of trying every earlier number."""
     names = [*(record.get("clippings") or []), *(record.get("clipping_boxes") or {})]
     names += [n for pair in (record.get("edits") or {}).items() for n in pair]
-    pattern = re.compile(re.escape(image_id) + r"_mask(\d+)_\d+\.png")
-    found = [int(m.group(1)) for m in map(pattern.fullmatch, map(str, names)) if m]
+    found = [n for n in (layout.crop_mask_number(image_id, str(name)) for name in names) if n is not None]
     return max([FIRST_EDIT - 1, *found]) + 1
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 
 from server2.config import DEVICES, device_from_env
 from studio import image_files, settings, upright
+from studio.config import env_str
 
 if TYPE_CHECKING:
     from server2.models import ModelSet
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     # "birefnet": the matte path's old name, as in the settings
     alias = settings.ALIASES["mode"]
     parser.add_argument("--mode", choices=settings.CHOICES["mode"], default="auto", type=lambda v: alias.get(v, v))
-    parser.add_argument("--models", default=os.environ.get("MODELS_DIR", "models"), help="weights folder")
+    parser.add_argument("--models", default=env_str("MODELS_DIR", "models"), help="weights folder")
     parser.add_argument("--device", choices=DEVICES, help="default: DEVICE, else auto")
     parser.add_argument("--full", action="store_true", help="the generator at the default settings, as on a GPU")
     parser.add_argument("--out", required=True, help="output folder")
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segment: {e} (models are chosen by SAM_MODEL, DETECT_MODEL and MATTE_MODEL)", file=sys.stderr)
         return 2
     try:  # into the weights folder (SHARED_DIR/models by default), where Server1's editor finds them
-        embeddings.ensure_editor_models(FileStorage(args.models), models, folder="")
+        embeddings.ensure_editor_models(FileStorage(args.models), models, models_root=True)
     except Exception as e:  # noqa: BLE001  (the cut-outs do not need them)
         print(f"segment: exporting MobileSAM's encoder for the editor failed: {e}", file=sys.stderr)
     out, used, failed = Path(args.out), set[str](), []

@@ -161,20 +161,20 @@ def ensure_decoder(storage: Storage, sam: Sam, digest: str) -> str:
     return _ensure(storage, layout.decoder(digest), partial(export_decoder, sam), "SAM's prompt decoder")
 
 
-def ensure_editor_models(storage: Storage, models: ModelSet, folder: str = layout.MODELS) -> str | None:
-    """When MobileSAM is loaded: its prompt decoder and image encoder under folder/ (models/ of the shared
-    storage; "" for a storage that is the models folder itself), each exported unless it is there; the
-    checkpoint's digest, else None."""
+def ensure_editor_models(storage: Storage, models: ModelSet, models_root: bool = False) -> str | None:
+    """When MobileSAM is loaded: its prompt decoder and image encoder in models/ of the shared storage (or at
+    the top of a storage that is the models folder itself: models_root), each exported unless it is there;
+    the checkpoint's digest, else None."""
     sam = models.sam.get("mobile_sam")
     if sam is None:
         return None
     digest = checkpoint_digest(models.folder / sam_file("mobile_sam"))
-    where = f"{folder}/" if folder else ""
     for name, export, what in (
         (layout.decoder_file(digest), export_decoder, "SAM's prompt decoder"),
         (layout.encoder_file(digest), export_encoder, "SAM's image encoder"),
     ):
-        _ensure(storage, where + name, partial(export, sam), what, baked=Path(models.folder) / name)
+        key = layout.model(name, models_root)
+        _ensure(storage, key, partial(export, sam), what, baked=Path(models.folder) / name)
     return digest
 
 
@@ -184,7 +184,7 @@ def export_editor_models(folder: Path) -> str:
     from server2.models import load_sam
 
     models = SimpleNamespace(sam={"mobile_sam": load_sam(folder / sam_file("mobile_sam"), "cpu")}, folder=folder)
-    digest = ensure_editor_models(FileStorage(folder), models, folder="")
+    digest = ensure_editor_models(FileStorage(folder), models, models_root=True)
     assert digest is not None
     return digest
 

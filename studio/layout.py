@@ -98,8 +98,18 @@ def mask(user: str, image_id: str, n: int) -> str:
     return output_dir(user, "masks") + f"{check_name(image_id, 'image id')}_mask{int(n)}.png"
 
 
+# A clipping's file name: component k of mask n ({i} is the escaped image id, as in _OWNED).
+_CROP = r"{i}_mask(\d+)_\d+\.png"
+
+
 def crop_name(image_id: str, n: int, k: int) -> str:
     return f"{check_name(image_id, 'image id')}_mask{int(n)}_{int(k)}.png"
+
+
+def crop_mask_number(image_id: str, file_name: str) -> int | None:
+    """'<image_id>_mask<n>_<k>.png' (a name crop_name made) -> n; None for any other name."""
+    match = re.fullmatch(_CROP.format(i=re.escape(image_id)), file_name)
+    return int(match[1]) if match else None
 
 
 def crop(user: str, file_name: str) -> str:
@@ -150,6 +160,13 @@ def models_dir() -> str:
     return f"{MODELS}/"
 
 
+def model(file_name: str, models_root: bool = False) -> str:
+    """The key of a file in the models folder: models/<file_name>; in a storage whose root is the models
+    folder itself (models_root: Server2's --models, a weights folder being baked), file_name alone."""
+    name = check_name(file_name, "model file name")
+    return name if models_root else models_dir() + name
+
+
 def decoder_file(digest: str) -> str:
     """SAM's prompt encoder + mask decoder as ONNX, for the checkpoint whose hash starts with digest."""
     return check_name(f"sam-decoder-{digest}.onnx", "model file name")
@@ -172,12 +189,17 @@ def encoder_digest(file_name: str) -> str | None:
     return match[2] if match and match[1] == "encoder" else None
 
 
+def is_editor_file(file_name: str) -> bool:
+    """Is file_name one of the editor's ONNX files (a name decoder_file or encoder_file made)?"""
+    return _EDITOR_FILE_RE.fullmatch(file_name) is not None
+
+
 def decoder(digest: str) -> str:
-    return f"{MODELS}/{decoder_file(digest)}"
+    return model(decoder_file(digest))
 
 
 def encoder(digest: str) -> str:
-    return f"{MODELS}/{encoder_file(digest)}"
+    return model(encoder_file(digest))
 
 
 def staging_dir(user: str, image_id: str) -> str:
@@ -200,9 +222,9 @@ def staged(staging_key: str, n: int) -> str:
 _OWNED = {
     "input": r"{i}\.[A-Za-z0-9]+",
     "resized": r"{i}\.[A-Za-z0-9]+",
-    "output/thumbs": r"{i}\.[A-Za-z0-9]+|" + re.escape(CLIPPING_THUMB) + r"{i}_mask\d+_\d+\.png",
+    "output/thumbs": r"{i}\.[A-Za-z0-9]+|" + re.escape(CLIPPING_THUMB) + _CROP,
     "output/masks": r"{i}_mask\d+\.png",
-    "output/crops": r"{i}_mask\d+_\d+\.png",
+    "output/crops": _CROP,
     "output/points": r"{i}\.json",
     "output/boxes": r"{i}-[A-Za-z0-9_]+\.png",
     "output/status": r"{i}\.json",

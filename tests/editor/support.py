@@ -93,6 +93,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def install_editor_models(storage: Storage, folder: Path) -> str:
     """Copy the exported encoder and decoder (the real_editor_models fixture) into the storage's models/;
     their digest."""
-    for path in folder.glob("sam-*.onnx"):
-        storage.write(f"{layout.MODELS}/{path.name}", path.read_bytes())
-    return next(folder.glob("sam-encoder-*.onnx")).name[len("sam-encoder-") : -len(".onnx")]
+    names = [path.name for path in folder.iterdir() if layout.is_editor_file(path.name)]
+    for name in names:
+        storage.write(layout.model(name), (folder / name).read_bytes())
+    return next(digest for digest in map(layout.encoder_digest, names) if digest)

@@ -366,7 +366,7 @@ def test_scanner_finds_pending_jobs(storage: Storage, clock: Clock) -> None:
     add_job(storage, "other", user="bob")
     storage.write(layout.resized_dir(USER) + "notes.txt", b"not a job")
     storage.write(layout.resized_dir(USER) + "bad..name.png", b"not a job")
-    storage.write(f"{layout.MODELS}/vit_b.pth", b"weights")
+    storage.write(layout.model("vit_b.pth"), b"weights")
     storage.write(layout.system("secret"), b"key")
     done = a.claim(USER, "done")
     assert a.complete(done, {})
