@@ -23,6 +23,7 @@ from bench.common import QUICK, Row, median, moto, reps, timed, verdict
 from harness.aws import new_bucket
 from harness.server1 import USERS, csrf_of
 from server1 import create_app
+from server1.config import Config
 from server1.ingest import new_id
 from studio import layout
 from studio.jobs import Jobs
@@ -127,7 +128,9 @@ def naive_images(storage: Storage, jobs: Jobs, user: str) -> bytes:
 
 
 def _logged_in(root: str) -> tuple[object, CallCounter, Storage]:
-    app = create_app({"SHARED_DIR": root, "USERS": USERS, "SECRET_KEY": "bench-" + "0" * 32, "START_BACKGROUND": False})
+    app = create_app(
+        Config.from_env(shared_dir=root, users=USERS, secret_key="bench-" + "0" * 32, start_background=False)
+    )
     storage = app.extensions["server1"].storage
     client = app.test_client()
     token = csrf_of(client.get("/login").get_data(as_text=True))

@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.common import Row, encode, median, photo
 from server1 import encoding
+from server1.config import Config
 from server1.ingest import ingest
 from server2 import embeddings
 from server2.models import load_sam
@@ -73,7 +74,7 @@ def cut_seconds(shared: str, image_id: str, repeat: int = 5) -> list[float]:
     from harness.server1 import USERS, csrf_of
     from server1 import create_app
 
-    app = create_app({"SHARED_DIR": shared, "USERS": dict(USERS), "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=shared, users=dict(USERS), start_background=False))
     client = app.test_client()
     token = csrf_of(client.get("/login").text)
     client.post("/login", data={"username": "alice", "password": USERS["alice"], "csrf_token": token})

@@ -10,21 +10,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gunicorn.app.wsgiapp import WSGIApplication
-
+from server1.config import load
 from studio import config
-from studio.errors import ConfigError
 
 CONFIG_FILE = Path(__file__).with_name("gunicorn.conf.py")
 
 
 def main() -> int:
-    try:
-        host = config.env_str("HOST", "127.0.0.1")
-        port = config.env_int("PORT", 5050, 1, 65535)
-    except ConfigError as e:
-        print(f"server1: cannot start: {e}", file=sys.stderr)
-        return 2
+    host = config.env_str("HOST") or "127.0.0.1"
+    port = config.or_exit("server1", load).port  # gunicorn's settings and the worker's app reuse this Config
+    # Imported after the check: gunicorn reads WEB_CONCURRENCY itself on import, with a traceback when bad.
+    from gunicorn.app.wsgiapp import WSGIApplication
+
     print(f"server1: listening on http://{host}:{port}", flush=True)
     sys.argv = [sys.argv[0], "-c", str(CONFIG_FILE), "--bind", f"{host}:{port}", "server1:create_app()"]
     WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="server1").run()  # exits with gunicorn's status

@@ -21,7 +21,7 @@ import io
 import json
 import zipfile
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 
 from server1.responses import current_user, json_body, json_error
 from server1.services import services
@@ -125,7 +125,7 @@ def get_canvas() -> Response:
 
 @bp.put("/canvas")
 def put_canvas() -> Response | tuple[Response, int]:
-    limit = current_app.config["CANVAS_MAX_BYTES"]
+    limit = services().config.canvas_max_bytes
     if (request.content_length or 0) > limit:
         return json_error(f"the canvas is too large (limit {limit // 1000} kB)", 413)
     canvas = json_body()

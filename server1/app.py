@@ -20,7 +20,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server1 import (
     api,
-    appconfig,
     auth,
     cutting,
     editor,
@@ -33,9 +32,11 @@ from server1 import (
     upload,
 )
 from server1.albums import Albums
+from server1.config import Config
+from server1.config import load as load_config
 from server1.lifecycle import Lifecycle
 from server1.responses import CSP, SECURITY_HEADERS, error
-from server1.services import Services
+from server1.services import Services, services
 from server1.sessions import Sessions
 from studio import layout
 from studio.errors import ConfigError, Refused
@@ -63,33 +64,35 @@ def secret_key(storage: Storage, configured: str | None) -> str:
     return stored
 
 
-def create_app(config: dict | None = None) -> Flask:
-    """Server1. config overrides the environment (see server1.appconfig); ConfigError when unusable.
-    Checks SHARED_DIR and reads (on the very first start creates) the stored secret key: the app cannot
-    work without either. Starts no thread and registers nothing to run at exit."""
-    settings = appconfig.load(config)
-    storage = open_storage(settings["SHARED_DIR"])
+def create_app(config: Config | None = None) -> Flask:
+    """Server1 with config, else the process's (server1.config.load(): the environment's); ConfigError when
+    unusable. Checks SHARED_DIR and reads (on the very first start creates) the stored secret key: the app
+    cannot work without either. Starts no thread and registers nothing to run at exit."""
+    config = config or load_config()
+    storage = open_storage(config.shared_dir)
     app = Flask("server1")
-    app.config.update(settings)
-    app.config.update(
-        SECRET_KEY=secret_key(storage, settings["SECRET_KEY"]),
+    app.config.update(  # Flask's own settings; the app's are in Services.config
+        SECRET_KEY=secret_key(storage, config.secret_key),
+        MAX_CONTENT_LENGTH=config.max_content_length,
+        SESSION_COOKIE_SECURE=config.session_cookie_secure,
         SESSION_COOKIE_NAME="studio_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(days=SESSION_DAYS),
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: pages stay open for hours
     )
-    if settings["TRUST_PROXY"]:
+    if config.trust_proxy:
         # Flask's documented way to wrap its WSGI app (a method mypy will not see replaced).
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings["TRUST_PROXY"], x_proto=settings["TRUST_PROXY"]
+            app.wsgi_app, x_for=config.trust_proxy, x_proto=config.trust_proxy
         )
 
     jobs = Jobs(storage, owner=f"server1@{socket.gethostname()}")
-    lifecycle = Lifecycle(storage, list(settings["USERS"]), config=settings["LIFECYCLE"])
+    lifecycle = Lifecycle(storage, list(config.users), config=config.lifecycle)
     albums = Albums(storage, jobs)
-    hub = events.EventHub(albums, lifecycle.serving, settings["EVENTS_POLL_SECONDS"])
+    hub = events.EventHub(albums, lifecycle.serving, config.events_poll_seconds)
     app.extensions["server1"] = Services(
+        config,
         storage,
         jobs,
         lifecycle,
@@ -107,7 +110,7 @@ def create_app(config: dict | None = None) -> Flask:
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", headers_enabled=False)
     # Only failed logins count (401); the 11th attempt within a minute gets 429.
     limiter.limit(
-        settings["LOGIN_LIMIT"],
+        config.login_limit,
         methods=["POST"],
         deduct_when=lambda response: response.status_code == 401,
         exempt_when=lambda: request.endpoint != "auth.login",
@@ -133,8 +136,9 @@ def create_app(config: dict | None = None) -> Flask:
 def start_background(app: Flask) -> None:
     """In the process that serves app: the lifecycle's threads (model weights, the scheduler), unless
     START_BACKGROUND is off."""
-    if app.config["START_BACKGROUND"]:
-        app.extensions["server1"].lifecycle.start()
+    services = app.extensions["server1"]
+    if services.config.start_background:
+        services.lifecycle.start()
 
 
 def stop_background(app: Flask) -> None:
@@ -163,7 +167,7 @@ def _add_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(e: RequestEntityTooLarge) -> tuple[Response | str, int]:
-        return error(f"the upload is too large (limit {app.config['MAX_UPLOAD_MB']} MB)", 413)
+        return error(f"the upload is too large (limit {services().config.max_upload_mb} MB)", 413)
 
     @app.errorhandler(StorageError)
     def storage_failed(e: StorageError) -> tuple[Response | str, int]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from server1.responses import json_error, wants_json
@@ -25,7 +26,7 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-def check_login(users: dict[str, str], username: str, password: str) -> str | None:
+def check_login(users: Mapping[str, str], username: str, password: str) -> str | None:
     """The user whose name and password both match, compared in constant time (every pair
     is checked; hashing first hides the lengths too)."""
     found = None
@@ -41,7 +42,7 @@ def load_user() -> Response | tuple[Response, int] | None:
     """before_request: set g.user from a live session; refuse the rest unless public."""
     g.user = None
     user = session.get("user")
-    if user in current_app.config["USERS"] and services().sessions.user_of(session.get("sid")) == user:
+    if user in services().config.users and services().sessions.user_of(session.get("sid")) == user:
         g.user = user
     if g.user or request.endpoint in PUBLIC or request.endpoint is None:
         return None
@@ -57,7 +58,7 @@ def login() -> Response | str | tuple[str, int]:
             return redirect(url_for("pages.index"))
         return render_template("login.html", error=None)
     username = request.form.get("username", "")
-    user = check_login(current_app.config["USERS"], username, request.form.get("password", ""))
+    user = check_login(services().config.users, username, request.form.get("password", ""))
     if user is None:
         log.info("failed login from %s", request.remote_addr)  # never the name or password tried
         return render_template("login.html", error=LOGIN_FAILED, username=username), 401

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from PIL import Image
 
 from server1 import cutting, encoding
@@ -57,7 +57,7 @@ def _original(user: str, image_id: str) -> Image.Image:
     if not source:
         raise NotFound(f"{image_id} was deleted")
     data = services().storage.read(source)
-    return upright.original(data, current_app.config["MAX_IMAGE_PIXELS"])
+    return upright.original(data, services().config.max_image_pixels)
 
 
 def _soft_edges(user: str) -> bool:

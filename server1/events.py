@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from server1.albums import Albums, counts
 from server1.responses import current_user, json_error
@@ -133,9 +133,9 @@ def _format(event: Event) -> str:
 def events() -> Response | tuple[Response, int]:
     user = current_user()
     hub = services().events
-    if hub.stream_count(user) >= current_app.config["EVENTS_MAX_STREAMS"]:
+    if hub.stream_count(user) >= services().config.events_max_streams:
         return json_error("too many open event streams for this user; close some tabs", 429)
-    heartbeat = current_app.config["EVENTS_HEARTBEAT_SECONDS"]
+    heartbeat = services().config.events_heartbeat_seconds
     stream = hub.subscribe(user)
 
     def generate() -> Iterator[str]:

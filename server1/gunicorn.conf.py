@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import signal
-import sys
 import threading
 
-from studio import config as studio_config  # not "config": gunicorn reads every name here
-from studio.errors import ConfigError
+from server1.config import load as _load_config
+from studio.config import or_exit as _or_exit  # every module-level name here is read as a setting
+
+_config = _or_exit("server1", _load_config)  # the same Config the forked worker's create_app() uses: parsed once
 
 # Image buffers of 1 MiB and more are mmap'ed and given back when freed. With glibc's default (a threshold
 # that rises to 32 MiB after the first large free) a 12-MP upload's buffers stay in the heap of one of the
@@ -21,10 +22,10 @@ from studio.errors import ConfigError
 # before the worker is forked: it inherits it.
 ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
-bind = f"0.0.0.0:{studio_config.env_int('PORT', 5050, 1, 65535)}"
+bind = f"0.0.0.0:{_config.port}"
 worker_class = "gthread"
-workers = studio_config.env_int("WEB_CONCURRENCY", 1, 1, 64)
-threads = studio_config.env_int("GUNICORN_THREADS", 128, 1, 1024)
+workers = _config.workers
+threads = _config.threads
 timeout = 120
 graceful_timeout = 20  # open event streams end at shutdown; browsers reconnect
 keepalive = 5
@@ -36,17 +37,10 @@ limit_request_line = 8190
 
 
 def on_starting(server: object) -> None:
-    """Refuse to start with a clear message (no login, bad SHARED_DIR...) instead of
-    workers that die while booting."""
-    from server1 import appconfig
+    """Refuse to start with a clear message (bad SHARED_DIR...) instead of workers that die while booting."""
     from studio.storage import open_storage
 
-    try:
-        settings = appconfig.load()
-        open_storage(settings["SHARED_DIR"])
-    except ConfigError as e:
-        print(f"server1: cannot start: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    _or_exit("server1", lambda: open_storage(_config.shared_dir))
 
 
 def post_worker_init(worker: object) -> None:

@@ -12,6 +12,7 @@ from studio.storage import Storage
 
 if TYPE_CHECKING:
     from server1.albums import Albums
+    from server1.config import Config
     from server1.cutting import Decoders
     from server1.encoding import Encoder
     from server1.events import EventHub
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Services:
+    config: Config  # the app's settings (server1/config.py)
     storage: Storage
     jobs: Jobs
     lifecycle: Lifecycle

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from server1 import ingest
 from server1.albums import image_object
@@ -37,7 +37,7 @@ def upload() -> tuple[Response, int]:
     for upload in files:
         name = upload.filename or "image"
         try:
-            prepared = ingest.prepare(upload.read(), current_app.config["MAX_IMAGE_PIXELS"], straighten)
+            prepared = ingest.prepare(upload.read(), services().config.max_image_pixels, straighten)
         except ingest.Rejected as e:
             errors.append({"name": name, "error": f"{name}: {e}"})
             statuses.append(e.status)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from server2.config import HTTP_THREADS
 from server2.config import load as _load_config  # every module-level name here is read as a setting
+from studio.config import or_exit as _or_exit
 
-_config = _load_config()  # the same Config the forked worker's create_app() uses: parsed once
+_config = _or_exit("server2", _load_config)  # the same Config the forked worker's create_app() uses: parsed once
 
 bind = f"0.0.0.0:{_config.port}"
 workers = 1

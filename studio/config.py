@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from studio import layout
 from studio.errors import ConfigError
+
+T = TypeVar("T")
 
 DEFAULT_SHARED_DIR = "/mnt/s3"  # where the bucket is mounted when nothing else is said
 
@@ -61,3 +66,14 @@ def shared_dir() -> str:
 def models_dir(shared: str | None = None) -> str:
     """MODELS_DIR, else <shared or SHARED_DIR>/models (a path or an s3:// URL)."""
     return env_str("MODELS_DIR") or f"{(shared or shared_dir()).rstrip('/')}/{layout.MODELS}"
+
+
+def or_exit(program: str, read: Callable[[], T]) -> T:
+    """read(); when a setting is unusable (ConfigError), the process ends with one line on stderr,
+    "<program>: cannot start: <why>", and exit status 2: no traceback (gunicorn prints one for any other
+    exception of its settings file)."""
+    try:
+        return read()
+    except ConfigError as e:
+        print(f"{program}: cannot start: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -15,9 +15,9 @@ Configuration (environment):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from studio.config import env_str
 from studio.errors import ConfigError
 
 
@@ -83,9 +83,9 @@ class ModelChoice:
         """DETECT_MODEL, MATTE_MODEL, SAM_MODEL. The CPU rule: without a GPU, MobileSAM unless SAM_MODEL says
         otherwise (a ViT image encoder takes 20 s and more an image on a CPU)."""
         return cls(
-            detect=check_detect(os.environ.get("DETECT_MODEL") or DETECT_DEFAULT),
-            matte=check_matte(os.environ.get("MATTE_MODEL") or MATTE_DEFAULT),
-            sam=check_sam(os.environ.get("SAM_MODEL") or (SAM_GPU_DEFAULT if gpu else SAM_CPU_DEFAULT)),
+            detect=check_detect(env_str("DETECT_MODEL") or DETECT_DEFAULT),
+            matte=check_matte(env_str("MATTE_MODEL") or MATTE_DEFAULT),
+            sam=check_sam(env_str("SAM_MODEL") or (SAM_GPU_DEFAULT if gpu else SAM_CPU_DEFAULT)),
         )
 
     @property

@@ -20,6 +20,7 @@ from segment_anything import SamPredictor
 from harness.images import encode, photo
 from harness.server1 import USERS
 from server1.app import create_app
+from server1.config import Config
 from server2.models import Models, load_sam
 from studio import image_files, layout
 from studio.jobs import Jobs
@@ -34,7 +35,7 @@ PHOTO = "coco_000000343934.jpg"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
     shared = tmp_path_factory.mktemp("cpu-embedding") / "shared"
-    app = create_app({"SHARED_DIR": str(shared), "USERS": dict(USERS), "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=str(shared), users=dict(USERS), start_background=False))
     yield app
     app.extensions["server1"].events.stop()
 

@@ -18,6 +18,7 @@ from harness.images import encode, photo
 from harness.server1 import USERS, csrf_of
 from server1 import cutting
 from server1.app import create_app
+from server1.config import Config
 from server2.models import Models
 from studio import layout
 from tests.editor.support import REAL, Reference, iou, process, random_prompts
@@ -37,7 +38,7 @@ def models(real_models_dir: Path) -> Models:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
     shared = tmp_path_factory.mktemp("editor") / "shared"
-    app = create_app({"SHARED_DIR": str(shared), "USERS": dict(USERS), "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=str(shared), users=dict(USERS), start_background=False))
     yield app
     app.extensions["server1"].events.stop()
 

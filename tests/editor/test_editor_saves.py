@@ -18,6 +18,7 @@ from harness.images import encode, photo
 from harness.server1 import USERS, csrf_of
 from server1 import cutting, editor
 from server1.app import create_app
+from server1.config import Config
 from studio import layout
 
 SIZE = (320, 240)
@@ -25,7 +26,7 @@ SIZE = (320, 240)
 
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
-    app = create_app({"SHARED_DIR": str(tmp_path / "shared"), "USERS": dict(USERS), "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=str(tmp_path / "shared"), users=dict(USERS), start_background=False))
     yield app
     app.extensions["server1"].events.stop()
 

@@ -20,6 +20,7 @@ from PIL import Image
 from harness import corpus
 from harness.server1 import USERS, Server
 from server1 import create_app
+from server1.config import Config
 from studio import settings as studio_settings
 from tests.hardening.support import TALLY, login_client
 
@@ -42,13 +43,13 @@ class App:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.app = create_app(
-            {
-                "SHARED_DIR": str(root),
-                "USERS": dict(USERS),
-                "START_BACKGROUND": False,
-                "MAX_IMAGE_PIXELS": MAX_PIXELS,
-                "SECRET_KEY": "hardening-" * 4,
-            }
+            Config.from_env(
+                shared_dir=str(root),
+                users=dict(USERS),
+                start_background=False,
+                max_image_pixels=MAX_PIXELS,
+                secret_key="hardening-" * 4,
+            )
         )
         self.client = self.app.test_client()
         self.token = login_client(self.client, "alice")

@@ -22,6 +22,7 @@ from werkzeug.routing import PathConverter
 from harness.images import encode, photo
 from harness.server1 import USERS, Server, csrf_of
 from server1 import auth, create_app
+from server1.config import Config
 from studio import layout
 from studio.storage import open_storage
 from tests.hardening.support import TALLY, cookie_header, raw_get
@@ -35,7 +36,9 @@ SECRET_MARK = b"OUTSIDE-THE-ROOT-SECRET-7f3a"
 def url_map_routes() -> list[tuple[str, str, str]]:
     """(method, concrete path, endpoint) for every rule of the app's URL map."""
     app = create_app(
-        {"SHARED_DIR": "/tmp/hardening-urlmap", "USERS": dict(USERS), "START_BACKGROUND": False, "SECRET_KEY": "k" * 40}
+        Config.from_env(
+            shared_dir="/tmp/hardening-urlmap", users=dict(USERS), start_background=False, secret_key="k" * 40
+        )
     )
     out = []
     for rule in app.url_map.iter_rules():

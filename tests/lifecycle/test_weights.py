@@ -15,6 +15,7 @@ from harness.server1 import USERS, csrf_of
 from harness.wait import free_port, wait_for
 from server1 import create_app
 from server1.app import start_background, stop_background
+from server1.config import Config
 from server1.lifecycle import Lifecycle
 from server1.lifecycle.config import LifecycleConfig
 from server1.lifecycle.weights import ModelFile, Weights, model_files, read_manifest, settings_sam_models
@@ -274,7 +275,7 @@ def test_a_sam_picked_in_the_settings_is_fetched_at_once_and_its_download_shown(
     mirror.hold["vit_h.pth"] = threading.Event()  # half of it, then wait for the test
     monkeypatch.setenv("MODELS_DIR", str(models))
     monkeypatch.setenv("MODEL_BASE_URL", f"{mirror.url}/weights")
-    app = create_app({"SHARED_DIR": str(tmp_path / "shared"), "USERS": dict(USERS), "SECRET_KEY": "k" * 40})
+    app = create_app(Config.from_env(shared_dir=str(tmp_path / "shared"), users=dict(USERS), secret_key="k" * 40))
     start_background(app)
     life = app.extensions["server1"].lifecycle
     try:

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 
 from harness.server1 import USERS, csrf_of
 from server1.app import create_app
+from server1.config import Config
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 JSON = {"Accept": "application/json"}
@@ -19,7 +20,7 @@ LEAKS = ("Traceback", "Werkzeug", "werkzeug", "The requested URL", "RuntimeError
 
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
-    app = create_app({"SHARED_DIR": str(tmp_path / "shared"), "USERS": dict(USERS), "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=str(tmp_path / "shared"), users=dict(USERS), start_background=False))
 
     def fail(code: int) -> None:
         if code == 500:

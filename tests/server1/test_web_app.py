@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from harness.server1 import USERS, csrf_of
 from harness.wait import wait_for
 from server1 import create_app
 from server1.app import start_background, stop_background
+from server1.config import Config
 from studio import layout
 from studio.errors import ConfigError
 from studio.jobs import Jobs
@@ -38,14 +40,14 @@ def shared(tmp_path: Path) -> str:
 @pytest.fixture
 def app(shared: str) -> Flask:
     app = create_app(
-        {
-            "SHARED_DIR": shared,
-            "USERS": dict(USERS),
-            "START_BACKGROUND": False,
-            "EVENTS_POLL_SECONDS": 0.2,
-            "EVENTS_HEARTBEAT_SECONDS": 0.3,
-            "MAX_UPLOAD_MB": 2,
-        }
+        Config.from_env(
+            shared_dir=shared,
+            users=dict(USERS),
+            start_background=False,
+            events_poll_seconds=0.2,
+            events_heartbeat_seconds=0.3,
+            max_upload_mb=2,
+        )
     )
     yield app
     app.extensions["server1"].events.stop()
@@ -100,22 +102,22 @@ def test_refuses_to_start_without_a_login(shared: str, monkeypatch: pytest.Monke
     for name in ("APP_USER1", "APP_PASS1", "APP_USER2", "APP_PASS2"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError, match="no login configured"):
-        create_app({"SHARED_DIR": shared, "START_BACKGROUND": False})
+        create_app(Config.from_env(shared_dir=shared, start_background=False))
     monkeypatch.setenv("APP_USER1", "alice")
     with pytest.raises(ConfigError, match="APP_USER1 and APP_PASS1 must be set together"):
-        create_app({"SHARED_DIR": shared, "START_BACKGROUND": False})
+        create_app(Config.from_env(shared_dir=shared, start_background=False))
     with pytest.raises(ConfigError, match="user name"):
-        create_app({"SHARED_DIR": shared, "USERS": {"../x": "pw"}, "START_BACKGROUND": False})
+        create_app(Config.from_env(shared_dir=shared, users={"../x": "pw"}, start_background=False))
     monkeypatch.setenv("MAX_UPLOAD_MB", "lots")
     with pytest.raises(ConfigError, match="MAX_UPLOAD_MB must be a number"):
-        create_app({"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": False})
+        create_app(Config.from_env(shared_dir=shared, users=USERS, start_background=False))
 
 
 def test_the_lifecycle_has_the_app_s_config(shared: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """create_app's SHARED_DIR, not the environment's, holds the weights (unless MODELS_DIR says)."""
     monkeypatch.delenv("MODELS_DIR", raising=False)
     monkeypatch.setenv("SHARED_DIR", "/nowhere/shared")
-    app = create_app({"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=shared, users=USERS, start_background=False))
     assert app.extensions["server1"].lifecycle.config.models_dir == f"{shared}/models"
 
 
@@ -125,11 +127,11 @@ def test_create_app_starts_no_thread_and_registers_no_exit_handler(
     """Flask's factory pattern: create_app builds; the entry point (gunicorn's post_worker_init) starts."""
     registered: list[tuple] = []
     monkeypatch.setattr(atexit, "register", lambda *args, **kwargs: registered.append(args))
-    config = {"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": True, "SECRET_KEY": "k" * 40}
     monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("SKIP_MODEL_DOWNLOAD", "1")
+    config = Config.from_env(shared_dir=shared, users=USERS, start_background=True, secret_key="k" * 40)
     before = set(threading.enumerate())
-    apps = [create_app(dict(config)) for _ in range(2)]
+    apps = [create_app(config) for _ in range(2)]
     started = [t for t in threading.enumerate() if t not in before]
     for thread in started:  # only the rate limiter's one-shot 10 ms expiry timer, which ends by itself
         thread.join(30)
@@ -142,10 +144,11 @@ def test_create_app_starts_no_thread_and_registers_no_exit_handler(
 
 
 def test_secret_key_is_generated_once_and_kept(shared: str) -> None:
-    config = {"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": False}
-    first, second = create_app(dict(config)), create_app(dict(config))
+    config = Config.from_env(shared_dir=shared, users=USERS, start_background=False)
+    first, second = create_app(config), create_app(config)
     assert len(first.secret_key) >= 32 and first.secret_key == second.secret_key
-    assert create_app({**config, "SECRET_KEY": "from-the-environment-0123456789abcdef"}).secret_key.startswith("from")
+    configured = replace(config, secret_key="from-the-environment-0123456789abcdef")
+    assert create_app(configured).secret_key.startswith("from")
     # A session made by one process is valid in the next (sessions survive a restart).
     client = first.test_client()
     login(client)
@@ -198,7 +201,9 @@ def test_login_logout_and_cookie_flags(app: Flask) -> None:
 
 
 def test_secure_cookie_when_configured(shared: str) -> None:
-    app = create_app({"SHARED_DIR": shared, "USERS": USERS, "START_BACKGROUND": False, "SESSION_COOKIE_SECURE": True})
+    app = create_app(
+        Config.from_env(shared_dir=shared, users=USERS, start_background=False, session_cookie_secure=True)
+    )
     client = app.test_client()
     token = csrf_of(client.get("/login").text)
     answer = client.post("/login", data={"username": "bob", "password": USERS["bob"], "csrf_token": token})

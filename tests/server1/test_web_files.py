@@ -7,11 +7,12 @@ import io
 
 from harness.server1 import USERS, csrf_of
 from server1 import create_app
+from server1.config import Config
 from tests.server1.support import samples
 
 
 def test_files_are_served_alike_on_every_backend(storage_root: str) -> None:
-    app = create_app({"SHARED_DIR": storage_root, "USERS": dict(USERS), "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=storage_root, users=dict(USERS), start_background=False))
     try:
         alice, bob = app.test_client(), app.test_client()
         for client, user in ((alice, "alice"), (bob, "bob")):

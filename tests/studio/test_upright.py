@@ -16,6 +16,7 @@ from harness.images import exif_rotated_jpeg
 from harness.server1 import USERS, csrf_of
 from server1 import ingest
 from server1.app import create_app
+from server1.config import Config
 from server2 import cli
 from server2.pipeline import clippings
 from server2.worker import open_image
@@ -125,7 +126,7 @@ def test_a_clipping_keeps_the_originals_transparency(name: str, tmp_path: Path) 
     assert box == (SQUARE[1].start, SQUARE[0].start, SQUARE[1].stop, SQUARE[0].stop)
     check_clipping(image, box, expected)
     # The editor: a touch-up whose mask covers the whole image, on the upload as Server1 stored it.
-    app = create_app({"SHARED_DIR": str(tmp_path / "shared"), "USERS": dict(USERS), "START_BACKGROUND": False})
+    app = create_app(Config.from_env(shared_dir=str(tmp_path / "shared"), users=dict(USERS), start_background=False))
     try:
         client = app.test_client()
         token = csrf_of(client.get("/login").text)
