@@ -1,9 +1,13 @@
 """The editor's interactive protocol on labelled photos (`make bench-quality`, mode "clicks").
 
-Per labelled object a simulated user clicks: the first click at the object's most interior point (the
-maximum of its distance transform); each next click at the most interior point of the larger error
-region (the missed pixels or the extra ones, `ignore` pixels left out), positive on the missed ones,
-negative on the extra ones; up to MAX_CLICKS clicks. After each click the mask is what the editor
+Per labelled object a simulated user clicks by the standard protocol of interactive segmentation (RITM's
+evaluation Clicker, which SimpleClick's and SAM's point evaluations follow): each click at the point
+farthest from the boundary (the distance transform's maximum; the image's border is a boundary) of the
+error, the missed pixels or the extra ones, whichever reaches deeper (the larger maximum distance, not
+the larger area: a sliver along the edge is many pixels but no place to click), positive on missed
+pixels, negative on extra ones; void (`ignore`) pixels are neither, and no pixel is clicked twice. The
+first click is the same rule on an empty mask: the object's most interior non-void point. Up to
+MAX_CLICKS clicks; IoU with the void pixels left out. After each click the mask is what the editor
 shows: the exported ONNX prompt decoder (server2.embeddings.export_decoder) run with onnxruntime over
 the stored float16 embedding, the clicks replayed in order with each one's low-res mask fed back to the
 next (mask_input, as SAM's demo does) and the mask scaled up by server1.cutting, as /cut does.
@@ -27,22 +31,32 @@ REPORTED = (1, 2, 3, 5)
 NOC_IOU = 0.85
 
 
+def depth(region: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the region's edge (0 outside it); the image's border counts as an edge."""
+    return ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+
+
 def interior(region: np.ndarray) -> tuple[int, int]:
-    """(x, y) of the region's pixel farthest from its edge; the image's border counts as an edge."""
-    distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+    """(x, y) of the region's pixel farthest from its edge."""
+    y, x = np.unravel_index(int(depth(region).argmax()), region.shape)
     return int(x), int(y)
 
 
-def next_click(pred: np.ndarray, label: np.ndarray, ignore: np.ndarray | None) -> tuple[tuple[int, int], int] | None:
-    """((x, y), 1 | 0): the most interior point of the larger error region, positive when that is the
-    missed pixels, negative when it is the extra ones; None when nothing is wrong."""
+def next_click(
+    pred: np.ndarray, label: np.ndarray, ignore: np.ndarray | None, clicked: list | tuple = ()
+) -> tuple[tuple[int, int], int] | None:
+    """((x, y), 1 | 0), as RITM's Clicker: the point farthest from the edge of the missed pixels or of the
+    extra ones, whichever reaches farther (a tie goes to the extra ones), positive on missed pixels; void
+    pixels and the points clicked before ([x, y]...) left out. None when nothing is left to correct."""
     valid = ~ignore if ignore is not None else np.ones_like(label)
-    missed, extra = label & ~pred & valid, pred & ~label & valid
-    if not missed.any() and not extra.any():
+    missed, extra = depth(label & ~pred & valid), depth(pred & ~label & valid)
+    for x, y in clicked:
+        missed[y, x] = extra[y, x] = 0.0
+    if max(missed.max(), extra.max()) == 0.0:
         return None
-    positive = int(missed.sum() >= extra.sum())
-    return interior(missed if positive else extra), positive
+    positive = int(missed.max() > extra.max())
+    y, x = np.unravel_index(int((missed if positive else extra).argmax()), label.shape)
+    return (int(x), int(y)), positive
 
 
 def iou(pred: np.ndarray, label: np.ndarray, ignore: np.ndarray | None) -> float:
@@ -70,15 +84,16 @@ class Decoder:
 def object_ious(decoder: Decoder, label: np.ndarray, ignore: np.ndarray | None) -> list[float]:
     """IoU after each of MAX_CLICKS clicks (a perfect mask stays perfect)."""
     height, width = label.shape
-    points, labels, ious = [list(interior(label))], [1], []
-    while True:
-        pred = decoder.mask(points, labels, (width, height))
-        ious.append(iou(pred, label, ignore))
-        click = next_click(pred, label, ignore) if len(ious) < MAX_CLICKS else None
-        if click is None:
-            return ious + [ious[-1]] * (MAX_CLICKS - len(ious))
+    points: list = []
+    labels: list = []
+    ious: list[float] = []
+    pred = np.zeros_like(label)
+    while len(ious) < MAX_CLICKS and (click := next_click(pred, label, ignore, points)) is not None:
         points.append(list(click[0]))
         labels.append(click[1])
+        pred = decoder.mask(points, labels, (width, height))
+        ious.append(iou(pred, label, ignore))
+    return ious + [ious[-1] if ious else 0.0] * (MAX_CLICKS - len(ious))
 
 
 def summary(per_object: list[list[float]]) -> dict:

@@ -160,7 +160,7 @@ def test_iou_leaves_ignored_pixels_out() -> None:
     assert quality.iou(pred, label, ignore) == 1.0
 
 
-def test_the_click_protocol_clicks_the_larger_error_at_its_most_interior_point() -> None:
+def test_the_click_protocol_clicks_an_error_at_its_most_interior_point() -> None:
     label = np.zeros((60, 80), bool)
     label[10:31, 10:31] = True  # 21 x 21: its most interior point is the centre
     assert clicks.interior(label) == (20, 20)
@@ -180,3 +180,39 @@ def test_the_click_protocol_clicks_the_larger_error_at_its_most_interior_point()
         "noc85": 3.5,  # 2 clicks, and 5 for the one that never gets there
         "never_85": 1,
     }
+
+
+def test_the_next_click_goes_to_the_deeper_error_not_the_larger_one() -> None:
+    """RITM's rule: a sliver of missed pixels along the edge is many pixels but no place to click; the
+    compact extra blob, smaller but deeper, gets the (negative) click."""
+    label = np.zeros((100, 100), bool)
+    label[10:90, 10:90] = True
+    pred = label.copy()
+    pred[10:90, 10:13] = False  # 240 missed pixels, 3 wide (at most 2 from their edge)
+    pred[92:100, 40:50] = True  # 80 extra pixels, 8 x 10, against the image's border
+    (x, y), positive = clicks.next_click(pred, label, None)
+    assert positive == 0 and 92 <= y < 100 and 40 <= x < 50
+
+
+class _Still:
+    """A decoder that answers one fixed mask whatever the clicks; it keeps the clicks it was given."""
+
+    def __init__(self, answer: np.ndarray) -> None:
+        self.answer, self.prompts = answer, []
+
+    def mask(self, points: list, labels: list, size: tuple[int, int]) -> np.ndarray:
+        self.prompts.append((list(points), list(labels)))
+        return self.answer
+
+
+def test_the_simulated_user_clicks_no_void_pixel_and_no_pixel_twice() -> None:
+    label = np.zeros((60, 80), bool)
+    label[10:31, 10:41] = True
+    ignore = np.zeros_like(label)
+    ignore[15:26, 15:26] = True  # void over the object's most interior part
+    decoder = _Still(np.zeros_like(label))  # it never finds anything: every click is on the missed object
+    ious = clicks.object_ious(decoder, label, ignore)
+    points, labels = decoder.prompts[-1]
+    assert ious == [0.0] * clicks.MAX_CLICKS and labels == [1] * clicks.MAX_CLICKS
+    assert len({tuple(p) for p in points}) == clicks.MAX_CLICKS  # five different pixels
+    assert all(label[y, x] and not ignore[y, x] for x, y in points)
