@@ -131,9 +131,13 @@ def object_masks(
 ) -> list[np.ndarray]:
     """SAM's masks of objects, in keep_masks' priority order: every confident detection's (score >= CONFIDENT,
     in the detections' order), then the uncertain masks that hold something new (new_masks: low-confidence
-    detections' and the generator's unnamed_objects); each without its fragments. covered: the confident
-    detections' masks (covered()); least_area: least_unnamed_area()."""
+    detections' and the generator's unnamed_objects), then the low-confidence detections' background masks;
+    each without its fragments. covered: the confident detections' masks (covered()); least_area:
+    least_unnamed_area()."""
     sure = [m for m, score in zip(detected, scores, strict=True) if score >= CONFIDENT]
-    unsure = [m for m, score in zip(detected, scores, strict=True) if score < CONFIDENT]
-    found = sure + new_masks(covered, unnamed_objects(generated, least_area), unsure)
+    unsure = [m for m, score in zip(detected, scores, strict=True) if score < CONFIDENT and not is_background(m)]
+    # A background mask (a tote filling the photo's edges) is no object but stays for refine, where the largest
+    # one-colour mask is the surface the objects lie on; keep_masks drops it.
+    background = [m for m, score in zip(detected, scores, strict=True) if score < CONFIDENT and is_background(m)]
+    found = sure + new_masks(covered, unnamed_objects(generated, least_area), unsure) + background
     return [without_fragments(m) for m in found]
