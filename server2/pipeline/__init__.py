@@ -123,7 +123,8 @@ def segment(
     mode = settings["mode"]
     with timer("classify"):
         drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "matte"
-    refined, sam_model, details, embedding = False, "", {}, None
+    refined, sam_model, embedding = False, "", None
+    details: dict[str, object] = {}
     with timer("detect"):
         detections = detect.run_yolo(models, rgb, "matte" if drawing else "sam")
         prompts = detect.merge(detections.get("seg", []) + detections["det"])
