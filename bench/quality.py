@@ -102,6 +102,12 @@ def summary(objects: list[dict], photos: list[dict]) -> dict:
         "masks_per_photo": round(float(np.mean([p["masks"] for p in photos])), 2),
         "objects_per_photo": round(float(np.mean([p["objects"] for p in photos])), 2),
         "s_per_photo": round(float(np.mean([p["seconds"] for p in photos])), 2),
+        "cpu_s_per_photo": round(float(np.mean([p["cpu_seconds"] for p in photos])), 2),
+        # mean CPU seconds a photo per stage (segment()'s stages; the SAM stages split into encoder and decoder)
+        "cpu_s_per_stage": {
+            stage: round(float(np.mean([p["cpu_timings"].get(stage, 0.0) for p in photos])), 2)
+            for stage in dict.fromkeys(s for p in photos for s in p["cpu_timings"])
+        },
     }
 
 
@@ -149,10 +155,10 @@ def run_mode(models: object, mode: str, photos: list[tuple[Path, Path]], out: Pa
     for photo_path, labels_path in photos:
         original, work = decode(photo_path)
         labels, ignore = load_labels(labels_path)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         settings = {"mode": "sam" if mode == "full" else mode}
         result = pipeline.segment(models, work, original, settings, full=mode == "full" or None)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         preds = [full_mask(c.image, c.box, original.size) for c in result.clippings]
         size = original.width * original.height
         found = []
@@ -174,13 +180,16 @@ def run_mode(models: object, mode: str, photos: list[tuple[Path, Path]], out: Pa
                 "objects": len(labels),
                 "masks": len(preds),
                 "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu, 2),
                 "timings": result.timings,
+                "cpu_timings": result.details.get("cpu_s", {}),
+                "details": {k: v for k, v in result.details.items() if k != "cpu_s"},
                 "best_iou": {o["object"]: o["best_iou"] for o in found},
             }
         )
         text = f"{photo_path.name} [{result.method}] " + " ".join(f"{o['object']}={o['best_iou']:.2f}" for o in found)
         rows.append(sheet_row(original, list(labels.values()), preds, [c.image for c in result.clippings], text))
-        print(f"  {mode}: {photo_path.name}: {len(preds)} masks, {seconds:.1f} s, {text}", flush=True)
+        print(f"  {mode}: {photo_path.name}: {len(preds)} masks, {seconds:.1f} s ({cpu:.1f} s CPU), {text}", flush=True)
     width = max(r.width for r in rows)
     sheet = Image.new("RGB", (width, sum(r.height for r in rows)), "white")
     y = 0
@@ -196,7 +205,7 @@ def print_report(report: dict, photos: list[tuple[Path, Path]]) -> None:
     print(f"\n{report['date']}: {len(photos)} photos from {report['photos']}; models {report['models']}")
     print(
         f"{'mode':9} {'objects':>7} {'mean IoU':>8} {'>=0.5':>6} {'>=0.75':>6} {'big mean':>8} {'big>=0.5':>8} "
-        f"{'masks/ph':>8} {'obj/ph':>6} {'s/photo':>7}"
+        f"{'masks/ph':>8} {'obj/ph':>6} {'s/photo':>7} {'CPU s/ph':>8}"
     )
     cut = {mode: data for mode, data in modes.items() if "summary" in data}
     for mode, data in cut.items():
@@ -204,8 +213,11 @@ def print_report(report: dict, photos: list[tuple[Path, Path]]) -> None:
         print(
             f"{mode:9} {a['objects']:7} {a['mean_best_iou']:8.3f} {a['share_050']:6.2f} {a['share_075']:6.2f} "
             f"{b['mean_best_iou'] or 0:8.3f} {b['share_050'] or 0:8.2f} {s['masks_per_photo']:8.2f} "
-            f"{s['objects_per_photo']:6.2f} {s['s_per_photo']:7.2f}"
+            f"{s['objects_per_photo']:6.2f} {s['s_per_photo']:7.2f} {s['cpu_s_per_photo']:8.2f}"
         )
+    for mode, data in cut.items():
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in data["summary"]["cpu_s_per_stage"].items())
+        print(f"{mode}: CPU s a photo per stage: {stages} (load average {os.getloadavg()[0]:.1f} at the end)")
     if cut:
         print("per photo (mean best-IoU, masks / objects, seconds):")
         for n, (photo, _) in enumerate(photos):

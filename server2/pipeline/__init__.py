@@ -52,21 +52,26 @@ class Result:
     timings: dict[str, float]  # seconds per stage
     refined: bool = False  # SAM's one-colour largest mask was refined with the matting model
     sam_model: str = ""  # the SAM model used ("" on the matte path)
-    details: dict = field(default_factory=dict)  # encoder_runs, mask counts: for logs and the benchmark
+    details: dict = field(default_factory=dict)  # encoder_runs, mask counts, cpu_s per stage: logs, the benchmark
     embedding: sam.Embedding | None = None  # SAM's embedding of the resized image, kept for the editor
 
 
 class _Timer:
+    """Wall seconds per stage (timings), and the process's CPU seconds per stage (cpu: what a stage costs
+    whatever else the machine runs)."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 4)
+            self.cpu[stage] = round(self.cpu.get(stage, 0.0) + time.process_time() - cpu, 4)
 
 
 # CPU local mode (no GPU): SAM's automatic generator at most 8x8 points on the whole image only (no crops: each
@@ -106,7 +111,7 @@ def segment(
     user's (studio.settings), missing keys take the defaults.
     Flags (defaults are the production pipeline; the benchmark turns them off for its naive baseline):
     shared_embedding: the automatic generator reuses the box prompts' image embedding (else SAM's
-    encoder runs twice); batched_prompts: all box prompts in one decoder call (else one call each);
+    encoder runs twice); batched_prompts: box prompts batched through the decoder (else one call each);
     autocast: SAM's image encoder in bf16/fp16 on CUDA (no effect on CPU).
     full: the generator with the user's settings as they are (default: on a GPU); else under CPU_LIMITS.
     """
@@ -118,7 +123,8 @@ def segment(
     mode = settings["mode"]
     with timer("classify"):
         drawing = classify.is_line_drawing(rgb) if mode == "auto" else mode == "matte"
-    refined, sam_model, details, embedding = False, "", {}, None
+    refined, sam_model, embedding = False, "", None
+    details: dict[str, object] = {}
     with timer("detect"):
         detections = detect.run_yolo(models, rgb, "matte" if drawing else "sam")
         prompts = detect.merge(detections.get("seg", []) + detections["det"])
@@ -136,11 +142,15 @@ def segment(
             boxed = sam.box_masks(predictor, image, [d.box for d in prompts], batched=batched_prompts)
             embedding = sam.embedding(predictor, image)
         # The generator prompts what no confident detection's mask covers (a low-confidence box's mask, or
-        # a background one, covers nothing), and keeps its masks mostly outside those masks.
-        covered = masks.covered(boxed, [d.score for d in prompts], rgb.size[::-1])
+        # a background one, covers nothing); masks.object_masks keeps the masks that are objects.
+        shape = rgb.size[::-1]
+        scores = [d.score for d in prompts]
+        covered = masks.covered(boxed, scores, shape)
         with timer("sam_auto"):
             extra = sam.automatic_masks(predictor, image, settings, where=~covered)
-            found = boxed + masks.new_masks(covered, extra)
+        with timer("masks"):
+            least = masks.least_unnamed_area(shape, int(settings["points_per_side"]), int(settings["crop_n_layers"]))
+            found = masks.object_masks(boxed, scores, extra, covered, least)
         details = {
             "encoder_runs": predictor.encoder_runs,
             "encoder_s": round(predictor.encoder_seconds, 2),
@@ -159,6 +169,7 @@ def segment(
         parts = clippings.select(kept, min_area, int(settings["max_clippings"]))
         made = [(p, clippings.cut(original, p, rgb.size, bool(settings["soft_edges"]))) for p in parts]
         cut = [Clipping(p.mask_index, p.component, *m) for p, m in made if m is not None]
+    details["cpu_s"] = timer.cpu
     method = "matte" if drawing else "sam"
     log.info("segmented %dx%d by %s: %d masks, %d clippings, %s", *rgb.size, method, len(kept), len(cut), timer.timings)
     return Result(method, kept, cut, points, boxes, timer.timings, refined, sam_model, details, embedding)

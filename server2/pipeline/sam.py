@@ -109,7 +109,84 @@ BOX_NMS_IOU = 0.7  # within a crop
 CROP_NMS_IOU = 0.7  # between crops
 CROP_OVERLAP = 512 / 1500
 STABILITY_OFFSET = 1.0
-POINTS_PER_BATCH = 64  # points through one decoder call: it repeats the embedding per point (64 x 4 MiB)
+# Prompts (points, boxes) through one decoder call. The decoder repeats the image embedding per prompt (4 MiB
+# each) and works on those copies: on a CPU 4 a call keep that near its cache (measured on MobileSAM, 64 points:
+# 2-6 a call ~10.5 CPU s, 16 and 64 ~16.5 s; 1 a call pays the call's overhead 64 times); on a GPU upstream's 64.
+PROMPTS_PER_CALL = {"cpu": 4}
+GPU_PROMPTS_PER_CALL = 64
+
+
+def prompts_per_call(predictor: StudioPredictor) -> int:
+    return PROMPTS_PER_CALL.get(predictor.device.type, GPU_PROMPTS_PER_CALL)
+
+
+def low_res_size(predictor: StudioPredictor) -> tuple[int, int, int]:
+    """The image's part of the decoder's low-res masks (4g x 4g over the encoder's square input, g the
+    embedding's grid; the rest is the encoder's padding): (height, width, input pixels a low-res pixel)."""
+    model = predictor.model
+    side = model.image_encoder.img_size // (4 * model.prompt_encoder.image_embedding_size[0])
+    low_h, low_w = (math.ceil(n / side) for n in predictor.input_size)
+    return low_h, low_w, side
+
+
+@torch.no_grad()
+def point_logits(
+    predictor: StudioPredictor, points: np.ndarray, crop_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's three masks for each point (x, y in the crop's pixels; crop_size: height, width), one
+    decoder call: low-res logits over the image's part (3N x low_h x low_w, point i's at 3i..3i+2) and their
+    predicted IoUs (3N)."""
+    model = predictor.model
+    low_h, low_w, _ = low_res_size(predictor)
+    coords = predictor.transform.apply_coords(points, crop_size)
+    coords = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)[:, None, :]
+    labels = torch.ones(coords.shape[:2], dtype=torch.int, device=predictor.device)
+    sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+    low, iou = model.mask_decoder(
+        image_embeddings=predictor.features,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
+    return low.flatten(0, 1)[:, :low_h, :low_w], iou.flatten()
+
+
+def kept_logits(
+    predictor: StudioPredictor, low: torch.Tensor, iou: torch.Tensor, crop_size: tuple[int, int], settings: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SamAutomaticMaskGenerator's per-mask filters on low-res logits: predicted IoU and stability at the
+    user's thresholds. Returns the kept (logits, predicted IoUs, boxes in the crop's pixels)."""
+    threshold = predictor.model.mask_threshold
+    low_h, low_w, _ = low_res_size(predictor)
+    keep = iou > float(settings["pred_iou_thresh"])
+    low, iou = low[keep], iou[keep]
+    stable = calculate_stability_score(low, threshold, STABILITY_OFFSET)
+    keep = stable >= float(settings["stability_score_thresh"])
+    low, iou = low[keep], iou[keep]
+    # Boxes in the crop's pixels, each low-res pixel's extent.
+    box = batched_mask_to_box(low > threshold).float()
+    box[:, 2:] += 1
+    box *= torch.tensor([crop_size[1] / low_w, crop_size[0] / low_h] * 2, device=box.device)
+    return low, iou, box
+
+
+def crop_masks(
+    predictor: StudioPredictor, low: torch.Tensor, iou: torch.Tensor, box: torch.Tensor, crop_box: list[int]
+) -> tuple[list[np.ndarray], torch.Tensor]:
+    """The kept masks of one crop: those the crop's edge (not the image's) cuts off left to a crop that
+    holds them whole, box NMS, and only then the survivors scaled up to the crop's size. Returns (bool masks
+    at the crop's size, their indices in low)."""
+    low_h, low_w, side = low_res_size(predictor)
+    crop_h, crop_w = crop_box[3] - crop_box[1], crop_box[2] - crop_box[0]
+    index = torch.nonzero(~is_box_near_crop_edge(box, crop_box, [0, 0, *predictor.original_size[::-1]]))[:, 0]
+    index = index[batched_nms(box[index], iou[index], torch.zeros_like(iou[index]), iou_threshold=BOX_NMS_IOU)]
+    if not len(index):
+        return [], index
+    full = F.interpolate(low[index, None], (low_h * side, low_w * side), mode="bilinear", align_corners=False)
+    full = full[..., : predictor.input_size[0], : predictor.input_size[1]]
+    full = F.interpolate(full, (crop_h, crop_w), mode="bilinear", align_corners=False)[:, 0]
+    return list((full > predictor.model.mask_threshold).cpu().numpy()), index
 
 
 @torch.no_grad()
@@ -119,51 +196,18 @@ def _crop_masks(
     """SamAutomaticMaskGenerator's work on one crop (its embedding set), at the decoder's low resolution:
     the points' three masks each filtered by predicted IoU, stability and box NMS there, and only the kept
     ones scaled up. Returns (bool masks at the crop's size, their boxes in the crop, predicted IoUs)."""
-    model = predictor.model
-    crop_h, crop_w = crop_box[3] - crop_box[1], crop_box[2] - crop_box[0]
-    # The decoder's masks are 4g x 4g over the encoder's square input (g: the embedding's grid); the image's
-    # part of them (the rest is the encoder's padding).
-    low_side = 4 * model.prompt_encoder.image_embedding_size[0]
-    side = model.image_encoder.img_size // low_side  # input pixels a low-res pixel
-    low_h, low_w = (math.ceil(n / side) for n in predictor.input_size)
+    crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
     logits, scores, boxes = [], [], []
-    for start in range(0, len(points), POINTS_PER_BATCH):
-        batch = predictor.transform.apply_coords(points[start : start + POINTS_PER_BATCH], (crop_h, crop_w))
-        coords = torch.as_tensor(batch, dtype=torch.float, device=predictor.device)[:, None, :]
-        labels = torch.ones(coords.shape[:2], dtype=torch.int, device=predictor.device)
-        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        low, iou = model.mask_decoder(
-            image_embeddings=predictor.features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        low, iou = low.flatten(0, 1)[:, :low_h, :low_w], iou.flatten()
-        keep = iou > float(settings["pred_iou_thresh"])
-        low, iou = low[keep], iou[keep]
-        stable = calculate_stability_score(low, model.mask_threshold, STABILITY_OFFSET)
-        keep = stable >= float(settings["stability_score_thresh"])
-        low, iou = low[keep], iou[keep]
-        # Boxes in the crop's pixels, each low-res pixel's extent.
-        box = batched_mask_to_box(low > model.mask_threshold).float()
-        box[:, 2:] += 1
-        box *= torch.tensor([crop_w / low_w, crop_h / low_h] * 2, device=box.device)
+    step = prompts_per_call(predictor)
+    for start in range(0, len(points), step):
+        low, iou = point_logits(predictor, points[start : start + step], crop_size)
+        low, iou, box = kept_logits(predictor, low, iou, crop_size, settings)
         logits.append(low)
         scores.append(iou)
         boxes.append(box)
     low, iou, box = torch.cat(logits), torch.cat(scores), torch.cat(boxes)
-    # A mask cut off by the crop's edge (not the image's) is left to a crop that holds it whole.
-    keep = ~is_box_near_crop_edge(box, crop_box, [0, 0, *predictor.original_size[::-1]])
-    low, iou, box = low[keep], iou[keep], box[keep]
-    keep = batched_nms(box, iou, torch.zeros_like(iou), iou_threshold=BOX_NMS_IOU)
-    low, iou, box = low[keep], iou[keep], box[keep]
-    if not len(low):
-        return [], box, iou
-    full = F.interpolate(low[:, None], (low_h * side, low_w * side), mode="bilinear", align_corners=False)
-    full = full[..., : predictor.input_size[0], : predictor.input_size[1]]
-    full = F.interpolate(full, (crop_h, crop_w), mode="bilinear", align_corners=False)[:, 0]
-    return list((full > model.mask_threshold).cpu().numpy()), box, iou
+    masks, index = crop_masks(predictor, low, iou, box, crop_box)
+    return masks, box[index], iou[index]
 
 
 def automatic_masks(
@@ -212,17 +256,21 @@ def box_masks(predictor: StudioPredictor, image: np.ndarray, boxes: list, batche
     authors advise for a box prompt (it measured better than the best of three: docs/architecture.md
     "Segmentation pipeline").
 
-    batched: every box in one predict_torch call; else one predict call per box (the naive way).
+    batched: the boxes through predict_torch, prompts_per_call() a call; else one predict call per box (the
+    naive way).
     """
     if not boxes:
         return []
     predictor.set_image(image)
     prompts = np.array(boxes, dtype=np.float32)
-    if batched:
-        coords = predictor.transform.apply_boxes(prompts, image.shape[:2])
-        with torch.no_grad():
-            masks, _, _ = predictor.predict_torch(
-                None, None, boxes=torch.as_tensor(coords, device=predictor.device), multimask_output=False
-            )
-        return list(masks[:, 0].cpu().numpy())
-    return [predictor.predict(box=box, multimask_output=False)[0][0] for box in prompts]
+    if not batched:
+        return [predictor.predict(box=box, multimask_output=False)[0][0] for box in prompts]
+    coords = torch.as_tensor(predictor.transform.apply_boxes(prompts, image.shape[:2]), device=predictor.device)
+    out = []
+    step = prompts_per_call(predictor)
+    with torch.no_grad():
+        for start in range(0, len(coords), step):
+            batch = coords[start : start + step]
+            masks, _, _ = predictor.predict_torch(None, None, boxes=batch, multimask_output=False)
+            out += list(masks[:, 0].cpu().numpy())
+    return out

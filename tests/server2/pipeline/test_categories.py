@@ -5,8 +5,11 @@ test is about what the pipeline does after YOLO.
 - objects no COCO class names, next to one YOLO names: the generator prompts what the named one's mask does
   not cover;
 - YOLO answering only junk (a low-confidence box around everything): the generator still looks there;
-- small objects YOLO finds: their masks are clippings at the default min_area.
-(Same-class objects side by side: test_decisions.test_merge_keeps_same_class_objects_side_by_side.)
+- small objects YOLO finds: their masks are clippings at the default min_area;
+- same-class objects side by side, and an object inside another's box: each is cut;
+and what it drops: the part of an unnamed object SAM also gives whole, a low-confidence box on a detected
+object, an unnamed strip the frame cuts off, an unnamed speck.
+(The rules one by one on drawn masks: test_decisions.)
 """
 
 from __future__ import annotations
@@ -128,3 +131,121 @@ def test_the_low_res_generator_finds_what_upstreams_finds(real_models: Models) -
     print(f"ours {len(ours)}, upstream {len(theirs)}; best IoU {np.round(matched, 2)} / {np.round(found, 2)}")
     assert len(theirs) >= 3
     assert np.mean(np.array(matched) >= 0.9) >= 0.8 and np.mean(np.array(found) >= 0.9) >= 0.8
+
+
+def drawn(*shapes: tuple[str, str, tuple, tuple[int, int, int]]) -> tuple[Image.Image, dict[str, np.ndarray]]:
+    """The table of scene() with (name, shape, coordinates, colour) drawn on it in order, and each one's mask
+    as drawn (a later shape over an earlier one stays in the earlier one's mask: a label on a packet)."""
+    rng = np.random.default_rng(SEED)
+    width, height = SIZE
+    yy, xx = np.mgrid[0:height, 0:width]
+    ground = 150 + 25 * np.sin(xx / 90.0) * np.cos(yy / 130.0) + rng.normal(0, 3, (height, width))
+    image = Image.fromarray(np.clip(np.stack([ground, ground * 0.97, ground * 0.92], -1), 0, 255).astype(np.uint8))
+    labels = {}
+    for name, shape, coords, colour in shapes:
+        layer = Image.new("1", SIZE)
+        getattr(ImageDraw.Draw(layer), shape)(coords, fill=1)
+        getattr(ImageDraw.Draw(image), shape)(coords, fill=colour)
+        labels[name] = np.asarray(layer)
+    return image.filter(ImageFilter.GaussianBlur(0.8)), labels
+
+
+def clippings_of(models: Models, image: Image.Image, *found: detect.Detection) -> list[np.ndarray]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(detect, "run_yolo", lambda *_: {"det": list(found)})
+        result = segment(models, image, image, {"mode": "sam"})
+    print(f"{len(result.clippings)} clippings at {[c.box for c in result.clippings]}, {result.details}")
+    return [full_mask(c.image, c.box, image.size) for c in result.clippings]
+
+
+def inside(found: list[np.ndarray], label: np.ndarray) -> list[np.ndarray]:
+    """The clippings lying mostly inside label."""
+    return [f for f in found if (f & label).sum() > 0.5 * f.sum()]
+
+
+# YOLO blind: nothing named. The generator's 8 x 8 grid (points at 48 + 96 k px) lands on each of them.
+UNNAMED = (
+    ("packet", "rectangle", (200, 120, 420, 330), (40, 80, 200)),
+    ("label", "rectangle", (260, 180, 360, 260), (230, 200, 30)),  # on the packet: SAM gives it and the whole
+    ("strip", "rectangle", (0, 230, 56, 420), (110, 70, 40)),  # a strip of wall on the left edge, 1 side
+    ("speck", "ellipse", (710, 342, 730, 362), (20, 20, 20)),  # 314 px, 0.08 % of the photo
+    ("disc", "ellipse", (520, 300, 680, 460), (40, 160, 70)),
+)
+
+
+@pytest.fixture(scope="module")
+def unnamed(real_models: Models) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    image, labels = drawn(*UNNAMED)
+    return labels, clippings_of(real_models, image)
+
+
+def test_unnamed_objects_are_cut_whole(unnamed: tuple[dict[str, np.ndarray], list[np.ndarray]]) -> None:
+    labels, found = unnamed
+    for key in ("packet", "disc"):
+        assert max(masks.iou(f, labels[key]) for f in found) >= 0.9, key
+
+
+def test_the_part_of_an_unnamed_object_is_not_cut_again(
+    unnamed: tuple[dict[str, np.ndarray], list[np.ndarray]],
+) -> None:
+    """The generator gives the packet whole and its label: one clipping, the packet."""
+    labels, found = unnamed
+    assert len(inside(found, labels["packet"])) == 1
+
+
+def test_an_unnamed_strip_the_frame_cuts_off_is_the_scene(
+    unnamed: tuple[dict[str, np.ndarray], list[np.ndarray]],
+) -> None:
+    labels, found = unnamed
+    assert not inside(found, labels["strip"])
+
+
+def test_an_unnamed_speck_is_dropped(unnamed: tuple[dict[str, np.ndarray], list[np.ndarray]]) -> None:
+    """0.08 % of the photo, under a quarter of the 8 x 8 grid's cell (a named one that small stays:
+    test_small_objects_yolo_finds_are_cut)."""
+    labels, found = unnamed
+    assert not inside(found, labels["speck"])
+
+
+NAMED = (
+    ("ellipse", "ellipse", (40, 40, 260, 220), (200, 40, 40)),
+    *((f"bear{k}", "ellipse", (300 + 90 * k, 60, 400 + 90 * k, 190), (90, 60, 30)) for k in range(3)),
+    ("table", "rectangle", (40, 280, 740, 490), (225, 220, 205)),
+    ("cup", "rectangle", (300, 320, 360, 400), (200, 40, 40)),  # on the table: SAM's table mask holds it
+)
+
+
+@pytest.fixture(scope="module")
+def named(real_models: Models) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    image, labels = drawn(*NAMED)
+    found = [detect.Detection("cup", 0.9, box_of(labels["ellipse"]), (0.0, 0.0), "det")]
+    found += [detect.Detection("bear", 0.8, box_of(labels[f"bear{k}"]), (0.0, 0.0), "det") for k in range(3)]
+    found += [
+        detect.Detection("dining table", 0.9, box_of(labels["table"]), (0.0, 0.0), "det"),
+        detect.Detection("cup", 0.6, box_of(labels["cup"]), (0.0, 0.0), "det"),
+        # on the left part of the ellipse: a low-confidence box on a detected object's part
+        detect.Detection("chair", 0.12, (60.0, 100.0, 170.0, 210.0), (0.0, 0.0), "det"),
+    ]
+    return labels, clippings_of(real_models, image, *found)
+
+
+def test_same_class_objects_side_by_side_are_each_cut(named: tuple[dict[str, np.ndarray], list[np.ndarray]]) -> None:
+    """Three bears whose boxes overlap: three clippings."""
+    labels, found = named
+    assert all(max(masks.iou(f, labels[f"bear{k}"]) for f in found) >= 0.85 for k in range(3))
+
+
+def test_an_object_inside_another_ones_box_is_cut(named: tuple[dict[str, np.ndarray], list[np.ndarray]]) -> None:
+    """A cup on a table: inside the table's box and SAM's mask of it, and a clipping of its own. (The table,
+    one plain colour, is the surface the objects lie on: refine replaces it by its salient part.)"""
+    labels, found = named
+    assert max(masks.iou(f, labels["cup"]) for f in found) >= 0.9
+
+
+def test_a_low_confidence_box_on_a_detected_object_is_part_of_it(
+    named: tuple[dict[str, np.ndarray], list[np.ndarray]],
+) -> None:
+    """A "chair" 0.12 on a part of a detected cup: one clipping there, the cup."""
+    labels, found = named
+    (ellipse,) = inside(found, labels["ellipse"])
+    assert masks.iou(ellipse, labels["ellipse"]) >= 0.9

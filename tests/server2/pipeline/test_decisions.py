@@ -40,9 +40,22 @@ def test_keep_masks_drops_background_small_and_duplicates_largest_first() -> Non
     small = rect(shape, 120, 20, 150, 50)  # 900 px
     tiny = rect(shape, 170, 80, 175, 85)  # 25 px
     background = ~big
-    kept = masks.keep_masks([small, tiny, near_copy, background, big], min_area=100)
+    kept = masks.keep_masks([small, tiny, big, background, near_copy], min_area=100)
     assert [int(m.sum()) for m in kept] == [3600, 900]
     assert [int(m.sum()) for m in masks.keep_masks([small, tiny], min_area=0)] == [900, 25]
+
+
+def test_of_two_masks_of_one_object_the_first_listed_is_kept() -> None:
+    """Two detections whose masks overlap at IoU >= 0.7 (SAM's own NMS threshold) are one object: the one listed
+    first (the more confident detection) is kept, even when it is the smaller; masks of two objects side by side,
+    or one inside another, are not duplicates."""
+    shape = (100, 200)
+    man = rect(shape, 20, 10, 60, 90)  # 3200 px, the confident detection's
+    man_and_more = rect(shape, 20, 10, 70, 95)  # 4250 px, IoU 0.75: a looser box around the same man
+    beside = rect(shape, 62, 10, 100, 90)  # the bear next to him
+    cup = rect(shape, 30, 40, 45, 55)  # inside the man's mask, a tenth of it
+    kept = masks.keep_masks([man, man_and_more, beside, cup], min_area=1)
+    assert [int(m.sum()) for m in kept] == [3200, 3040, 225]
 
 
 def test_generator_masks_inside_a_detected_object_are_dropped() -> None:
@@ -52,30 +65,84 @@ def test_generator_masks_inside_a_detected_object_are_dropped() -> None:
     half_out = rect(shape, 60, 40, 110, 60)  # 400 of its 1000 px inside: mostly something else
     lamp = rect(shape, 150, 10, 180, 40)  # nothing detected there
     covered = masks.covered([person], [0.9], shape)
-    assert masks.new_masks(covered, [shirt, half_out, lamp]) == [half_out, lamp]
-    assert masks.new_masks(masks.covered([], [], shape), [shirt, lamp]) == [shirt, lamp]
+    assert masks.new_masks(covered, [shirt, half_out, lamp], []) == [half_out, lamp]
+    assert masks.new_masks(masks.covered([], [], shape), [shirt, lamp], []) == [shirt, lamp]
 
 
-def test_generator_masks_spanning_the_frame_are_the_scene() -> None:
+def test_generator_masks_spanning_or_cut_by_the_frame_are_the_scene() -> None:
     shape = (100, 200)
     sky = rect(shape, 0, 0, 200, 30)  # top, left and right
     corner = rect(shape, 150, 60, 200, 100)  # right and bottom
-    cut_by_one_edge = rect(shape, 80, 60, 120, 100)  # an object at the bottom edge
+    wall_strip = rect(shape, 0, 20, 12, 80)  # on the left side for its whole height
+    floor = rect(shape, 60, 85, 140, 100)  # on the bottom for its whole width
+    touching = rect(shape, 80, 50, 120, 100)
+    touching[-1, :] = False
+    touching[-1, 95:105] = True  # a round object standing on the bottom edge: 10 of its 40 px there
     lamp = rect(shape, 150, 10, 180, 40)
-    covered = masks.covered([], [], shape)
-    assert masks.new_masks(covered, [sky, corner, cut_by_one_edge, lamp]) == [cut_by_one_edge, lamp]
+    generated = [sky, corner, wall_strip, floor, touching, lamp]
+    assert masks.unnamed_objects(generated, least_area=0) == [touching, lamp]
+
+
+def test_generator_masks_under_a_quarter_grid_cell_are_specks() -> None:
+    """At 8 x 8 points a cell is 1/64 of the photo: masks under a quarter of one are dropped, named or not only
+    for the generator (a detection's small mask stays: test_categories.test_small_objects_yolo_finds_are_cut)."""
+    shape = (400, 600)
+    least = masks.least_unnamed_area(shape, 8, 0)
+    assert least == 400 * 600 / 256
+    assert masks.least_unnamed_area(shape, 32, 1) == 400 * 600 / (4 * 64 * 64)
+    speck = rect(shape, 100, 100, 120, 120)  # 400 px, 0.17 % of the photo
+    bottle = rect(shape, 300, 100, 330, 180)  # 2400 px, 1 %
+    assert masks.unnamed_objects([speck, bottle], least) == [bottle]
+
+
+def test_a_part_of_a_kept_mask_is_dropped() -> None:
+    """SAM gives a point's sub-part, part and whole: the whole is kept, its parts are not; parts of a mask
+    that was dropped as the background are new (products in a tote that fills the photo's edges)."""
+    shape = (100, 200)
+    box = rect(shape, 20, 20, 90, 80)  # an unnamed box, 4200 px
+    label = rect(shape, 30, 30, 60, 50)  # its label: all inside it
+    lid = rect(shape, 20, 10, 90, 30)  # 1400 px, 700 inside the box: half, not more
+    beside = rect(shape, 100, 20, 140, 80)
+    nothing = np.zeros(shape, dtype=bool)
+    assert masks.new_masks(nothing, [label, beside, box, lid], []) == [box, beside, lid]
+    tote = ~rect(shape, 10, 10, 190, 40)  # the background
+    product = rect(shape, 60, 50, 80, 70)  # on it: inside its pixels
+    assert masks.new_masks(nothing, [tote, product], []) == [product]
+
+
+def test_a_low_confidence_detection_on_a_kept_object_is_dropped() -> None:
+    """A "chair" 0.12 on a person's leg is part of the person; a "chair" 0.12 beside her is an object, as is a
+    confident detection inside another's mask (a cup held in front of a person)."""
+    shape = (100, 200)
+    person, leg, chair = rect(shape, 20, 10, 80, 90), rect(shape, 30, 60, 45, 90), rect(shape, 120, 40, 160, 90)
+    cup = rect(shape, 40, 30, 55, 45)
+    covered = masks.covered([person, cup, leg, chair], [0.9, 0.6, 0.12, 0.12], shape)
+    found = masks.object_masks([person, cup, leg, chair], [0.9, 0.6, 0.12, 0.12], [], covered, least_area=0)
+    assert [int(m.sum()) for m in found] == [4800, 225, 2000]
+
+
+def test_fragments_of_a_mask_are_dropped_its_pieces_are_not() -> None:
+    """A sliver or speck beside a SAM mask's object (under a quarter of its largest piece) is a fragment; an
+    occluded object's two halves are both kept."""
+    shape = (100, 200)
+    body = rect(shape, 20, 20, 80, 80)  # 3600 px
+    sliver = rect(shape, 85, 20, 88, 80)  # 180 px
+    assert (masks.without_fragments(body | sliver) == body).all()
+    halves = rect(shape, 100, 20, 130, 80) | rect(shape, 140, 20, 160, 80)  # 1800 and 1200 px
+    assert (masks.without_fragments(halves) == halves).all()
 
 
 def test_only_confident_object_masks_cover() -> None:
     """A low-confidence box (a "suitcase" 0.18 around a tote of products) or a box whose mask is the
-    background covers nothing: the generator still looks there and keeps what it finds."""
+    background covers nothing: the generator still looks there and keeps what it finds; the tote's mask too,
+    as something new. A second low-confidence box inside the first is part of it."""
     shape = (100, 200)
     person, tote = rect(shape, 20, 10, 80, 90), rect(shape, 100, 20, 190, 90)
     background = ~rect(shape, 50, 30, 150, 70)
     covered = masks.covered([person, tote, background], [0.9, 0.18, 0.8], shape)
     assert (covered == person).all()
-    product = rect(shape, 120, 40, 140, 60)
-    assert masks.new_masks(covered, [product]) == [product]
+    product, pocket = rect(shape, 120, 40, 140, 60), rect(shape, 150, 30, 185, 50)
+    assert masks.new_masks(covered, [product], [tote, pocket]) == [tote, product]
 
 
 # --- components and clippings --------------------------------------------------------------------------

@@ -65,8 +65,8 @@ def test_real_sam_cuts_out_a_person_and_an_animal(real_models: Models, name: str
 @pytest.fixture
 def every_generated_mask(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test SAM's random masks are blobs that span the frame, which the pipeline drops as the scene
-    (masks.new_masks): tests of what comes after keep them all."""
-    monkeypatch.setattr(masks, "new_masks", lambda covered, generated: list(generated))
+    (masks.object_masks): tests of what comes after keep them all."""
+    monkeypatch.setattr(masks, "object_masks", lambda detected, scores, generated, *_: [*detected, *generated])
 
 
 @pytest.mark.usefixtures("every_generated_mask")
