@@ -54,6 +54,7 @@ CORRUPT = ("truncated-0.5-photo.jpg", "empty.jpg", "truncated-0.9-photo.png", "t
            "zero-width.png")  # fmt: skip
 FINAL = ("done", "failed")
 RSS_LIMIT_MB = 200
+RSS_WINDOW = 10  # Server2's RSS at either end of its measure: the lowest of this many samples (see sample_rss)
 STALL_SECONDS = 600  # no request answered and no photo finished for this long: the run is stuck
 
 
@@ -101,6 +102,21 @@ def _sources() -> list[Image.Image]:
     return out + [Image.fromarray(skimage.data.astronaut()), Image.fromarray(skimage.data.chelsea())]
 
 
+def photo_mp(rng: random.Random, max_mp: float) -> float:
+    """A photo's size in megapixels: 0.3-2 MP four times in five, else 2 MP to max_mp."""
+    return rng.choice([rng.uniform(0.3, 2.0)] * 8 + [rng.uniform(2.0, max_mp)] * 2)
+
+
+def encode_photo(source: Image.Image, mp: float, n: int) -> tuple[str, bytes]:
+    """Photo n: source scaled to mp megapixels, in the n-th of FORMATS; (file name, bytes)."""
+    scale = (mp * 1e6 / (source.width * source.height)) ** 0.5
+    size = (max(16, round(source.width * scale)), max(16, round(source.height * scale)))
+    ext, fmt, options = FORMATS[n % len(FORMATS)]
+    out = io.BytesIO()
+    source.resize(size, Image.Resampling.BILINEAR).save(out, fmt, **options)
+    return f"p{n:03d}{ext}", out.getvalue()
+
+
 def make_files(plan: Plan, work: Path) -> dict:
     """The upload files under work/files and the plan's rounds: bursts of items {n, user, file, name, kind}."""
     rng = random.Random(plan.seed)
@@ -110,15 +126,9 @@ def make_files(plan: Plan, work: Path) -> dict:
     items: list[dict] = []
 
     def photo(n: int, user: str) -> dict:
-        mp = rng.choice([rng.uniform(0.3, 2.0)] * 8 + [rng.uniform(2.0, plan.max_mp)] * 2)
-        source = sources[n % len(sources)]
-        scale = (mp * 1e6 / (source.width * source.height)) ** 0.5
-        size = (max(16, round(source.width * scale)), max(16, round(source.height * scale)))
-        ext, fmt, options = FORMATS[n % len(FORMATS)]
-        name = f"p{n:03d}{ext}"
-        out = io.BytesIO()
-        source.resize(size, Image.Resampling.BILINEAR).save(out, fmt, **options)
-        (folder / name).write_bytes(out.getvalue())
+        mp = photo_mp(rng, plan.max_mp)
+        name, data = encode_photo(sources[n % len(sources)], mp, n)
+        (folder / name).write_bytes(data)
         return {"n": n, "user": user, "file": f"files/{name}", "name": name, "kind": "photo", "mp": round(mp, 2)}
 
     idle = [photo(n, "alice") for n in range(plan.idle_photos)]
@@ -239,6 +249,7 @@ class Soak:
         # Per server process: RSS once it has worked (Server1: the round's load began; Server2: its first
         # job finished) and at its last sample. Growth is measured within one process.
         self.rss: dict[str, dict[str, float]] = {}
+        self.rss_samples: dict[str, list[float]] = {}  # Server2's, per process
 
     # servers
     def start_server2(self) -> Server2:
@@ -371,14 +382,23 @@ class Soak:
             for r in self.bucket.statuses(user).values()
             if r and r["state"] in FINAL and r.get("owner") == server2.worker_id
         )
-        # Server2's first jobs raise its memory to the high-water mark of the largest photo (allocator
-        # arenas, model buffers): growth counts from there, so what it shows is a leak.
+        # Server2's first jobs allocate what stays (onnxruntime's arena, model buffers): growth counts from there.
         warm = jobs >= self.plan.warmup_jobs
         for name, proc, ready in (("server1", self.server1.proc, loaded), ("server2", server2.proc, warm)):
             if ready and proc.poll() is None:
                 with contextlib.suppress(psutil.Error):  # a gunicorn worker may be on its way out
                     now = round(rss_mb(proc), 1)
-                    self.rss.setdefault(f"{name} pid {proc.pid}", {"start": now})["end"] = now
+                    key = f"{name} pid {proc.pid}"
+                    if name == "server1":
+                        self.rss.setdefault(key, {"start": now})["end"] = now
+                        continue
+                    # Server2 hands back what each job freed (server2.memory): between jobs its RSS is what
+                    # stays, during one that plus the job's own (up to 1.3 GB for SAM on a 12 MP photo,
+                    # bench.memory). A sample's moment is chance, so each end is the lowest of RSS_WINDOW
+                    # samples: what a leak would raise.
+                    samples = self.rss_samples.setdefault(key, [])
+                    samples.append(now)
+                    self.rss[key] = {"start": min(samples[:RSS_WINDOW]), "end": min(samples[-RSS_WINDOW:])}
 
     def reconnected(self, events: list[dict]) -> bool:
         """Every live-update client of the round has connected again since Server1's restart."""

@@ -3,6 +3,7 @@
 The poller and /invocations hand jobs in; a job already waiting or running is not queued twice
 (its Future is shared), and an invocation's job goes to the front. Nothing is claimed while it
 waits: the claim is taken when the job starts, so a stopping server leaves no claims behind.
+After each job the C allocator's free memory goes back to the system (server2.memory).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING
 
+from server2 import memory
 from server2.idle_guard import IdleGuard
 from server2.outcome import Outcome, Stopping
 
@@ -73,6 +75,7 @@ class Dispatcher:
                 with self._cond:
                     self._running = None
                 _resolve(future, outcome)
+                memory.release()  # what the job freed: RSS between jobs is what is in use, not its high-water
         finally:
             self._drop_waiting()
             self._done.set()
