@@ -148,9 +148,9 @@ class Guide:
 
 def _coefficients(
     rgb: np.ndarray, mask: np.ndarray, tri: np.ndarray, r: int, step: float
-) -> tuple[np.ndarray, np.ndarray, float, float]:
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """The coefficients of alpha, a . colour + b, found at 1/step of rgb's resolution (step <= 1: at it)
-    where the band needs them: (a, b, and the scales from rgb's pixels to theirs, x and y). The guided
+    where the band needs them: (a, b, and the scales (x, y) from rgb's grid to theirs). The guided
     filter of the mask, then FILTER_PASSES - 1 times of its own output within the band (the trimap's
     known parts held): each pass fits the colour lines anew to a better alpha than the binary mask."""
     height, width = mask.shape
@@ -176,7 +176,7 @@ def _coefficients(
             ga, gb = guide.coefficients(p)
             p = np.where(band[grown], np.clip(_dot(ga, image[grown]) + gb, 0, 1), tri[grown]).astype(np.float32)
         a[tile], b[tile] = ga[inner], gb[inner]
-    return a, b, mask.shape[1] / width, mask.shape[0] / height
+    return a, b, (mask.shape[1] / width, mask.shape[0] / height)
 
 
 def soften(rgb: np.ndarray, mask: np.ndarray, r: int, step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +190,7 @@ def soften(rgb: np.ndarray, mask: np.ndarray, r: int, step: float = 1.0) -> tupl
     band = tri == 0.5
     alpha = tri.copy()
     if band.any():
-        a, b, sx, sy = _coefficients(rgb, mask, tri, r, step)
+        a, b, scale = _coefficients(rgb, mask, tri, r, step)
         reach = 2 * WINDOW * r + 1  # what a band pixel's windows see
         for tile, grown, _ in _tiles(band, reach):
             known = tri[grown]
@@ -198,12 +198,7 @@ def soften(rgb: np.ndarray, mask: np.ndarray, r: int, step: float = 1.0) -> tupl
                 alpha[tile] = np.where(band[tile], mask[tile], tri[tile])  # nothing to learn colours from: binary
                 continue
             if step > 1:
-                ys = (np.arange(tile[0].start, tile[0].stop, dtype=np.float32) + 0.5) * sy - 0.5
-                xs = (np.arange(tile[1].start, tile[1].stop, dtype=np.float32) + 0.5) * sx - 0.5
-                at, bt = (
-                    cv2.remap(c, *np.meshgrid(xs, ys), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                    for c in (a, b)
-                )
+                at, bt = _resample(a, tile, scale), _resample(b, tile, scale)
             else:
                 at, bt = a[tile], b[tile]
             q = _dot(at, rgb[tile].astype(np.float32) / 255) + bt
@@ -213,10 +208,10 @@ def soften(rgb: np.ndarray, mask: np.ndarray, r: int, step: float = 1.0) -> tupl
     alpha = np.where(alpha < SNAP, 0.0, np.where(alpha > 1 - SNAP, 1.0, alpha))
     alpha = _no_islands(np.rint(alpha * 255).astype(np.uint8), mask)
     alpha[mask & (alpha == 0)] = 1  # no hole where the mask held the object
-    return foreground(rgb, alpha, 2 * r + 1), alpha
+    return foreground(rgb, alpha, 2 * r + 1, step), alpha
 
 
-def foreground(rgb: np.ndarray, alpha: np.ndarray, reach: int) -> np.ndarray:
+def foreground(rgb: np.ndarray, alpha: np.ndarray, reach: int, step: float = 1.0) -> np.ndarray:
     """rgb with each partly transparent pixel's colour (0 < alpha < 255) replaced by its foreground
     colour, estimated by blur fusion (Forte and Pitie 2021): in a box around the pixel, the alpha-weighted
     mean colour of the object and (1 - alpha)-weighted of the background; the pixel's own colour minus
@@ -225,20 +220,53 @@ def foreground(rgb: np.ndarray, alpha: np.ndarray, reach: int) -> np.ndarray:
     holds pixels of the core and of the background; twice, as the first pass's means still hold the
     mixed pixels' colours (an 8-px ramp of red on green kept 23 levels of green, tests/studio/test_edges.py),
     the second pass's means are of the first's decontaminated colours; then the paper's fine box, for the
-    colours' detail. O(pixels) per pass, whatever the box's size (cv2.blur)."""
+    colours' detail. O(pixels) per pass, whatever the box's size (cv2.blur). step > 1: the coarse passes
+    at 1/step of the resolution (their means are smooth over the box anyway), the fine one at rgb's."""
     soft = (alpha > 0) & (alpha < 255)
     colours = rgb.copy()
-    coarse = 2 * reach + 1
-    margin = FUSION_COARSE_PASSES * reach + FUSION_FINE
-    for tile, grown, inner in _tiles(soft, margin, max(TILE, 4 * margin)):
+    if not soft.any():
+        return colours
+    height, width = soft.shape
+    near = cv2.dilate(soft.astype(np.uint8), np.ones((FUSION_FINE + 1,) * 2, np.uint8))  # the fine box's pixels
+    if step > 1:
+        size = (max(round(width / step), 1), max(round(height / step), 1))
+        rgb_coarse = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        alpha_coarse = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        # every pixel of the small grid under one of `near`, and its neighbours (bilinear upsampling)
+        near = cv2.dilate(cv2.resize(near, size, interpolation=cv2.INTER_AREA), np.ones((3, 3), np.uint8))
+        reach = max(math.ceil(reach / step), 1)
+    else:
+        rgb_coarse, alpha_coarse = rgb, alpha
+    front_coarse = rgb_coarse.astype(np.float32) / 255
+    back_coarse = front_coarse.copy()
+    margin = FUSION_COARSE_PASSES * reach
+    for tile, grown, inner in _tiles(near > 0, margin, max(TILE, 4 * margin)):
+        image = rgb_coarse[grown].astype(np.float32) / 255
+        alphas = (alpha_coarse[grown].astype(np.float32) / 255)[..., None]
+        front, back = image, image
+        for _ in range(FUSION_COARSE_PASSES):
+            front, back = _fusion(image, front, back, alphas, 2 * reach + 1)
+        front_coarse[tile], back_coarse[tile] = front[inner], back[inner]
+    scale = (front_coarse.shape[1] / width, front_coarse.shape[0] / height)
+    for tile, grown, inner in _tiles(soft, FUSION_FINE):
         image = rgb[grown].astype(np.float32) / 255
         alphas = (alpha[grown].astype(np.float32) / 255)[..., None]
-        front, back = image, image
-        for side in (coarse,) * FUSION_COARSE_PASSES + (FUSION_FINE,):
-            front, back = _fusion(image, front, back, alphas, side)
+        if step > 1:
+            front, back = _resample(front_coarse, grown, scale), _resample(back_coarse, grown, scale)
+        else:
+            front, back = front_coarse[grown], back_coarse[grown]
+        front, _ = _fusion(image, front, back, alphas, FUSION_FINE)
         estimated = np.rint(front[inner] * 255).astype(np.uint8)
         colours[tile][soft[tile]] = estimated[soft[tile]]
     return colours
+
+
+def _resample(values: np.ndarray, tile: Slices, scale: tuple[float, float]) -> np.ndarray:
+    """values (on a grid scale = (x, y) times as fine as the full one) at the full grid's pixels of
+    `tile`, bilinear, pixel centres aligned."""
+    ys = (np.arange(tile[0].start, tile[0].stop, dtype=np.float32) + 0.5) * scale[1] - 0.5
+    xs = (np.arange(tile[1].start, tile[1].stop, dtype=np.float32) + 0.5) * scale[0] - 0.5
+    return cv2.remap(values, *np.meshgrid(xs, ys), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _fusion(
