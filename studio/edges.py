@@ -266,7 +266,8 @@ def _resample(values: np.ndarray, tile: Slices, scale: tuple[float, float]) -> n
     `tile`, bilinear, pixel centres aligned."""
     ys = (np.arange(tile[0].start, tile[0].stop, dtype=np.float32) + 0.5) * scale[1] - 0.5
     xs = (np.arange(tile[1].start, tile[1].stop, dtype=np.float32) + 0.5) * scale[0] - 0.5
-    return cv2.remap(values, *np.meshgrid(xs, ys), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    map_x, map_y = np.meshgrid(xs, ys)
+    return cv2.remap(values, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _fusion(
