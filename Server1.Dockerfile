@@ -9,7 +9,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SHARED_DIR=/mnt/s3 \
-    NUMBA_CACHE_DIR=/opt/numba-cache \
     PORT=5050
 
 # Non-root (uid 1000, with a writable home for library caches); /mnt/s3 is the default storage
@@ -23,10 +22,7 @@ WORKDIR /app
 
 # Requirements first: code changes do not reinstall them.
 COPY requirements-server1.txt .
-# pymatting's numba code (soft edges) is compiled here, once, into NUMBA_CACHE_DIR: numba reads its
-# cache only from a folder it can also write, hence uid 1000 owns it (a first cut would compile for a minute).
-RUN pip install --no-cache-dir -r requirements-server1.txt \
-    && python -c "import pymatting" && chown -R 1000:1000 "$NUMBA_CACHE_DIR"
+RUN pip install --no-cache-dir -r requirements-server1.txt
 
 COPY studio/ studio/
 COPY server1/ server1/

@@ -48,8 +48,9 @@ WORKDIR /opt/program
 
 # Requirements first (slow, rarely changed), then weights, then code (fast, often changed).
 COPY requirements-server2.txt requirements-server2-nodeps.txt ./
-# pymatting's numba code (soft edges) is compiled here, once, into NUMBA_CACHE_DIR: numba reads its
-# cache only from a folder it can also write, hence uid 1000 owns it (a first cut would compile for a minute).
+# pymatting's numba code (rembg imports it with the matte model's session) is compiled here, once, into
+# NUMBA_CACHE_DIR: numba reads its cache only from a folder it can also write, hence uid 1000 owns it
+# (else the first matte model's load would compile for a minute).
 RUN pip install --no-cache-dir -r requirements-server2.txt \
     && pip install --no-cache-dir --no-deps -r requirements-server2-nodeps.txt \
     && python -c "import pymatting" && chown -R 1000:1000 "$NUMBA_CACHE_DIR"

@@ -20,7 +20,7 @@ DEFAULTS: dict[str, object] = {
     "mode": "auto",
     "min_area": 256,
     "max_clippings": 50,
-    "soft_edges": False,
+    "soft_edges": True,
 }
 CHOICES = {"sam_model": modelfiles.SAM_SETTING_CHOICES, "mode": ("auto", "sam", "matte")}
 # Old names still accepted, stored as the new one: "birefnet" named the matte path whatever MATTE_MODEL is.

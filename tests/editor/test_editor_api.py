@@ -58,8 +58,11 @@ def alice(app: Flask) -> FlaskClient:
 
 @pytest.fixture(scope="module")
 def processed(app: Flask, alice: FlaskClient, models: Models) -> tuple[str, dict]:
-    """alice's photo, uploaded and processed by the real worker: (image id, status record)."""
-    assert alice.post("/api/settings", json={**FAST, "sam_model": "mobile_sam", "mode": "sam"}).status_code == 200
+    """alice's photo, uploaded and processed by the real worker: (image id, status record). Soft edges off:
+    the tests here compare the editor's cuts pixel for pixel with SamPredictor's masks (the soft edge is
+    tests/studio/test_edges.py's, and test_editor_saves.py's for the editor)."""
+    settings = {**FAST, "sam_model": "mobile_sam", "mode": "sam", "soft_edges": False}
+    assert alice.post("/api/settings", json=settings).status_code == 200
     data = encode(photo(*ORIGINAL), "JPEG", quality=92)
     answer = alice.post("/upload", data={"file": (io.BytesIO(data), "photo.jpg")}, content_type="multipart/form-data")
     image_id = answer.json["images"][0]["id"]

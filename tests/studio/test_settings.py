@@ -46,8 +46,8 @@ def test_an_old_settings_file_with_model_type_is_read_never_refused(tmp_path: Pa
     assert settings.load(storage, "carol") == {**settings.DEFAULTS, "min_area": 7}  # an unknown model: the default
 
 
-def test_soft_edges_is_a_switch_and_off_by_default() -> None:
-    assert settings.DEFAULTS["soft_edges"] is False
+def test_soft_edges_is_a_switch_and_on_by_default() -> None:
+    assert settings.DEFAULTS["soft_edges"] is True
     assert settings.validate({"soft_edges": True})["soft_edges"] is True
     assert settings.validate({"soft_edges": "false"})["soft_edges"] is False  # as the settings form sends it
     for bad in ("yes", 1, None):

@@ -34,8 +34,10 @@ FAST = {"points_per_side": 8, "crop_n_layers": 0, "min_area": 20}
 
 @pytest.fixture(scope="module")
 def image_id(server: Server, real_models_dir: Path) -> str:
-    """A photo ingested as an upload is, then processed by the real worker (real weights, CPU)."""
-    settings.save(server.storage, USER, {**FAST, "sam_model": "mobile_sam", "mode": "sam"})
+    """A photo ingested as an upload is, then processed by the real worker (real weights, CPU). Soft edges
+    off: the cuts are compared with SamPredictor's masks, and a touch-up's change with the stroke, pixel
+    for pixel."""
+    settings.save(server.storage, USER, {**FAST, "sam_model": "mobile_sam", "mode": "sam", "soft_edges": False})
     image_id = ingest(server.storage, USER, "street.jpg", encode(photo(*ORIGINAL), "JPEG", quality=92))
     process(server.storage, Models.load(real_models_dir, "cpu", REAL), USER, image_id)
     return image_id

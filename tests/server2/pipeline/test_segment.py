@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from server2 import cli
 from server2.models import Models
 from server2.pipeline import Result, cpu_limits, detect, masks, sam, segment, work_area
 from server2.pipeline.clippings import full_mask
+from studio import edges
 from studio.settings import DEFAULTS
 from tests.server2.pipeline.conftest import FAST, labelled, line_art, photo
 
@@ -21,6 +23,7 @@ from tests.server2.pipeline.conftest import FAST, labelled, line_art, photo
 def check_clippings(result: Result, resized: Image.Image, original: Image.Image, settings: dict) -> None:
     """Every clipping is its mask's component, cut from the original at the original's scale."""
     scale_x, scale_y = original.width / resized.width, original.height / resized.height
+    soft = bool({**DEFAULTS, **settings}["soft_edges"])
     assert len(result.clippings) <= settings.get("max_clippings", 50)
     grown: dict[int, np.ndarray] = {}
     for clip in result.clippings:
@@ -28,9 +31,13 @@ def check_clippings(result: Result, resized: Image.Image, original: Image.Image,
         x0, y0, x1, y1 = clip.box
         assert clip.image.size == (x1 - x0, y1 - y0)
         alpha = np.asarray(clip.image)[..., 3] > 0
-        # The mask grown by one mask pixel (the soft edge), scaled up to the original.
+        # The mask grown by one mask pixel (the bilinear edge), scaled up to the original; with soft edges
+        # (the default) by the widest band too (studio.edges.radius, in mask pixels).
         if clip.mask_index not in grown:
-            wider = ndimage.binary_dilation(result.masks[clip.mask_index], np.ones((3, 3), dtype=bool))
+            reach = 1 + (math.ceil(max(edges.BAND_MAX / scale_x, edges.BAND_MASK_PIXELS)) if soft else 0)
+            wider = ndimage.binary_dilation(
+                result.masks[clip.mask_index], np.ones((3, 3), dtype=bool), iterations=reach
+            )
             grown[clip.mask_index] = np.asarray(Image.fromarray(wider).resize(original.size, Image.Resampling.NEAREST))
         assert not (alpha & ~grown[clip.mask_index][y0:y1, x0:x1]).any(), "opaque outside the object"
         assert alpha.any()
