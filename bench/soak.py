@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -647,6 +648,8 @@ def main() -> int:
     parser.add_argument("--short", action="store_true", help="the tiny plan of the test suite")
     parser.add_argument("--seed", type=int, default=random.SystemRandom().randrange(2**32))
     args = parser.parse_args()
+    # A kill (SIGTERM) ends the run as Ctrl-C does: Soak.run's cleanup stops the servers, moto and the mount.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = (Plan.short if args.short else Plan.full)(args.seed)
     result = run(plan, out=RESULTS / ("soak-short.json" if args.short else "soak.json"))
     return 0 if result["passed"] else 1
