@@ -288,17 +288,17 @@ class Soak:
             link = self.models / name
             if not link.exists():
                 link.symlink_to(REALWORLD / "weights" / name)
-        self.moto.start()
-        self.bucket_name = f"soak-{uuid.uuid4().hex[:8]}"
-        self.bucket = Bucket(self.moto.url, self.bucket_name)
-        self.bucket.s3.create_bucket(Bucket=self.bucket_name)
-        self.bucket.s3.put_bucket_versioning(Bucket=self.bucket_name, VersioningConfiguration={"Status": "Enabled"})
-        self.proxy = RefusingProxy(self.moto.port)
-        self.proxy.resume()
         endpoint = os.environ.get("AWS_ENDPOINT_URL")
-        os.environ["AWS_ENDPOINT_URL"] = self.proxy.url  # both servers reach S3 through the proxy
-        self.root = f"s3://{self.bucket_name}/shared"
-        try:
+        try:  # whatever ends the run, a kill included (main), stop() leaves no process behind
+            self.moto.start()
+            self.bucket_name = f"soak-{uuid.uuid4().hex[:8]}"
+            self.bucket = Bucket(self.moto.url, self.bucket_name)
+            self.bucket.s3.create_bucket(Bucket=self.bucket_name)
+            self.bucket.s3.put_bucket_versioning(Bucket=self.bucket_name, VersioningConfiguration={"Status": "Enabled"})
+            self.proxy = RefusingProxy(self.moto.port)
+            self.proxy.resume()
+            os.environ["AWS_ENDPOINT_URL"] = self.proxy.url  # both servers reach S3 through the proxy
+            self.root = f"s3://{self.bucket_name}/shared"
             self.start_server2()
             self.start_server1(self.root)
             self.round(0)
@@ -309,7 +309,7 @@ class Soak:
             return self.count()
         finally:
             self.stop()
-            os.environ.pop("AWS_ENDPOINT_URL")
+            os.environ.pop("AWS_ENDPOINT_URL", None)
             if endpoint:
                 os.environ["AWS_ENDPOINT_URL"] = endpoint
 
