@@ -111,7 +111,7 @@ def segment(
     user's (studio.settings), missing keys take the defaults.
     Flags (defaults are the production pipeline; the benchmark turns them off for its naive baseline):
     shared_embedding: the automatic generator reuses the box prompts' image embedding (else SAM's
-    encoder runs twice); batched_prompts: box prompts batched through the decoder (else one call each);
+    encoder runs twice); batched_prompts: all box prompts in one decoder call (else one call each);
     autocast: SAM's image encoder in bf16/fp16 on CUDA (no effect on CPU).
     full: the generator with the user's settings as they are (default: on a GPU); else under CPU_LIMITS.
     """

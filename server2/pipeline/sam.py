@@ -109,15 +109,7 @@ BOX_NMS_IOU = 0.7  # within a crop
 CROP_NMS_IOU = 0.7  # between crops
 CROP_OVERLAP = 512 / 1500
 STABILITY_OFFSET = 1.0
-# Prompts (points, boxes) through one decoder call. The decoder repeats the image embedding per prompt (4 MiB
-# each) and works on those copies: on a CPU 4 a call keep that near its cache (measured on MobileSAM, 64 points:
-# 2-6 a call ~10.5 CPU s, 16 and 64 ~16.5 s; 1 a call pays the call's overhead 64 times); on a GPU upstream's 64.
-PROMPTS_PER_CALL = {"cpu": 4}
-GPU_PROMPTS_PER_CALL = 64
-
-
-def prompts_per_call(predictor: StudioPredictor) -> int:
-    return PROMPTS_PER_CALL.get(predictor.device.type, GPU_PROMPTS_PER_CALL)
+POINTS_PER_BATCH = 64  # points through one decoder call: it repeats the embedding per point (64 x 4 MiB)
 
 
 def low_res_size(predictor: StudioPredictor) -> tuple[int, int, int]:
@@ -198,9 +190,8 @@ def _crop_masks(
     ones scaled up. Returns (bool masks at the crop's size, their boxes in the crop, predicted IoUs)."""
     crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
     logits, scores, boxes = [], [], []
-    step = prompts_per_call(predictor)
-    for start in range(0, len(points), step):
-        low, iou = point_logits(predictor, points[start : start + step], crop_size)
+    for start in range(0, len(points), POINTS_PER_BATCH):
+        low, iou = point_logits(predictor, points[start : start + POINTS_PER_BATCH], crop_size)
         low, iou, box = kept_logits(predictor, low, iou, crop_size, settings)
         logits.append(low)
         scores.append(iou)
@@ -256,21 +247,17 @@ def box_masks(predictor: StudioPredictor, image: np.ndarray, boxes: list, batche
     authors advise for a box prompt (it measured better than the best of three: docs/architecture.md
     "Segmentation pipeline").
 
-    batched: the boxes through predict_torch, prompts_per_call() a call; else one predict call per box (the
-    naive way).
+    batched: every box in one predict_torch call; else one predict call per box (the naive way).
     """
     if not boxes:
         return []
     predictor.set_image(image)
     prompts = np.array(boxes, dtype=np.float32)
-    if not batched:
-        return [predictor.predict(box=box, multimask_output=False)[0][0] for box in prompts]
-    coords = torch.as_tensor(predictor.transform.apply_boxes(prompts, image.shape[:2]), device=predictor.device)
-    out = []
-    step = prompts_per_call(predictor)
-    with torch.no_grad():
-        for start in range(0, len(coords), step):
-            batch = coords[start : start + step]
-            masks, _, _ = predictor.predict_torch(None, None, boxes=batch, multimask_output=False)
-            out += list(masks[:, 0].cpu().numpy())
-    return out
+    if batched:
+        coords = predictor.transform.apply_boxes(prompts, image.shape[:2])
+        with torch.no_grad():
+            masks, _, _ = predictor.predict_torch(
+                None, None, boxes=torch.as_tensor(coords, device=predictor.device), multimask_output=False
+            )
+        return list(masks[:, 0].cpu().numpy())
+    return [predictor.predict(box=box, multimask_output=False)[0][0] for box in prompts]
