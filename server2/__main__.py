@@ -12,9 +12,19 @@ from botocore.exceptions import BotoCoreError
 
 from server2 import config
 from server2.idle_guard import IdleGuard
+from studio.config import or_exit
 from studio.errors import ConfigError
 
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
+
+
+def check() -> None:
+    """The configuration, and the idle guard's AWS client built from it (gunicorn's settings and the
+    worker's app reuse the Config)."""
+    try:
+        IdleGuard.of(config.load().deployment)
+    except BotoCoreError as e:
+        raise ConfigError(str(e)) from e
 
 
 def main() -> None:
@@ -22,10 +32,7 @@ def main() -> None:
         from server2 import cli
 
         sys.exit(cli.main(sys.argv[2:]))
-    try:  # every variable checked here, with a clear message, before gunicorn starts
-        IdleGuard.of(config.load().deployment)  # gunicorn's settings and the worker's app reuse the Config
-    except (ConfigError, BotoCoreError) as e:
-        sys.exit(f"server2: cannot start: {e}")
+    or_exit("server2", check)  # every variable checked, with one line and exit 2, before gunicorn starts
     from gunicorn.app.wsgiapp import WSGIApplication
 
     sys.argv = [sys.argv[0], "--config", str(GUNICORN_CONF), "server2.app:create_app()"]

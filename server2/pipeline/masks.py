@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from server2.pipeline import clippings
+
 BORDER_SHARE = 0.5  # a mask touching more than this share of the image border is the background
 COVER_SHARE = 0.9  # ... as is one covering more than this share of the image
 # Two masks this alike are one object: SAM's own NMS threshold (its generator's box_nms_thresh, and YOLO's NMS IoU).
@@ -20,7 +22,6 @@ CUT_SHARE = 0.5  # a mask lying on a side of the photo for this share of its own
 # A piece of a mask under this share of its largest piece is a fragment (a speck or sliver the decoder's upscaled
 # logits left beside the object), not an object: SAM's mask is of one thing.
 FRAGMENT_SHARE = 0.25
-COMPONENTS = np.ones((3, 3), dtype=bool)  # diagonal neighbours belong to the same piece (as clippings.CONNECTIVITY)
 
 
 def border_share(mask: np.ndarray) -> float:
@@ -118,7 +119,7 @@ def new_masks(covered: np.ndarray, generated: list[np.ndarray], unsure: list[np.
 
 def without_fragments(mask: np.ndarray) -> np.ndarray:
     """The mask without its pieces under FRAGMENT_SHARE of its largest piece."""
-    labels, count = ndimage.label(mask, structure=COMPONENTS)
+    labels, count = ndimage.label(mask, structure=clippings.CONNECTIVITY)
     if count < 2:
         return mask
     areas = np.bincount(labels.ravel())
