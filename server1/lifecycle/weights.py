@@ -9,6 +9,7 @@ shows in health(); the web UI does not wait for any of it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -131,7 +132,18 @@ class Weights:
         self._thread: threading.Thread | None = None
         self._started = False
         self._stop = threading.Event()
+        self._storage: Storage | None = None
+        with contextlib.suppress(ConfigError):  # reported by ensure(), which tries again
+            self._open()
         self.want(files)
+
+    def _open(self) -> Storage:
+        """MODELS_DIR, opened once, at start-up where possible. Looked at afresh later, a folder on a
+        bucket mount that has gone away would be taken for a plain folder and created on this host's own
+        disk, under the empty mount point (where s3fs then refuses to mount again)."""
+        if self._storage is None:
+            self._storage = open_storage(self.models_dir)
+        return self._storage
 
     def start(self) -> None:
         with self._lock:
@@ -176,7 +188,7 @@ class Weights:
 
     def ensure(self) -> None:
         try:
-            storage = open_storage(self.models_dir)
+            storage = self._open()
         except ConfigError as e:
             while (f := self._next()) is not None:
                 self._set(f.name, "failed", f"MODELS_DIR unusable: {e}")

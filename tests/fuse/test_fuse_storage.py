@@ -219,3 +219,21 @@ def test_a_mount_dropped_between_the_check_and_the_write_leaves_nothing_behind(d
     assert list(droppable_mount.point.iterdir()) == []  # nothing left on the host's disk
     droppable_mount.mount()
     assert storage.read(".studio/session-a") == b"1"
+
+
+def test_the_weights_check_after_a_dropped_mount_writes_nothing_under_it(droppable_mount, mirror) -> None:
+    """Server1 opens MODELS_DIR at start-up; its leader checks the weights later (a lease taken over, a
+    SAM model picked). Done while the mount is away, that check must not create the models folder on the
+    host's own disk under the empty mount point: s3fs would then refuse to mount there again."""
+    models = droppable_mount.point / "shared" / "models"
+    files = [entry(mirror, "yolov8n.pt", blob(4000, 3))]
+    weights = Weights(str(models), files, backoff=0.01)
+    droppable_mount.drop()
+    weights.ensure()
+    assert weights.health()["files"]["yolov8n.pt"]["state"] == "failed", weights.health()
+    assert list(droppable_mount.point.iterdir()) == []  # nothing landed on the host's disk
+    droppable_mount.mount()  # refused if anything had
+    weights.want(files)  # a failed file is tried again
+    weights.ensure()
+    assert weights.health()["ok"], weights.health()
+    assert (models / "yolov8n.pt").is_file()
