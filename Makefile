@@ -81,8 +81,9 @@ bench-quality: venv
 
 # A day of two users with faults (bench/soak.py): real servers, weights, S3 (moto) and an s3fs mount;
 # about 15-25 minutes on 2 cores. Figures in bench/results/soak.json; exit 1 when anything was lost.
+# SEED=N replays a run (its seed is printed first).
 soak: venv system-packages
-	$(PY) -m bench.soak
+	$(PY) -m bench.soak $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache node_modules
