@@ -28,7 +28,10 @@ COPY studio/ studio/
 COPY server1/ server1/
 
 USER 1000:1000
+ENV HOST=0.0.0.0
 EXPOSE 5050
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5050'), timeout=4)"]
-CMD ["gunicorn", "-c", "server1/gunicorn.conf.py", "server1:create_app()"]
+# python -m server1 checks every variable (one line and exit 2 when one is bad) before gunicorn, which reads
+# WEB_CONCURRENCY itself when imported and answers a bad one with a traceback; then runs gunicorn in-process.
+CMD ["python", "-m", "server1"]

@@ -1,8 +1,7 @@
-"""`python -m server1`: Server1 served by gunicorn as in the image, on HOST:PORT (default 127.0.0.1:5050).
+"""`python -m server1` (the image's command): Server1 served by gunicorn on HOST:PORT (default 127.0.0.1:5050).
 
-Same settings as the image (server1/gunicorn.conf.py), so SIGTERM does what it does there:
-event streams end, the lifecycle's threads stop and the scheduler lease is released, and the
-process exits within a few seconds (docs/architecture.md, "Start and stop").
+Settings: server1/gunicorn.conf.py. On SIGTERM event streams end, the lifecycle's threads stop and the
+scheduler lease is released, and the process exits within a few seconds (docs/architecture.md, "Start and stop").
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def healthcheck(df: Dockerfile, env: dict[str, str], cwd: Path) -> int:
 
 def test_server1_command_serves_healthz(tmp_path: Path, processes: list[subprocess.Popen]) -> None:
     df = Dockerfile.read("Server1.Dockerfile")
-    assert df.exec_form("CMD") == ["gunicorn", "-c", "server1/gunicorn.conf.py", "server1:create_app()"]
+    assert df.exec_form("CMD") == ["python", "-m", "server1"]
     assert not df.all("ENTRYPOINT")
     workdir = image_workdir(df, tmp_path / "image")
     port = free_port()
@@ -191,6 +191,22 @@ def test_server1_command_serves_healthz(tmp_path: Path, processes: list[subproce
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     assert healthcheck(df, env, workdir) != 0  # a dead server is reported unhealthy
+
+
+@pytest.mark.parametrize("name, value", [("WEB_CONCURRENCY", "many"), ("WEB_CONCURRENCY", "0"), ("PORT", "http")])
+def test_server1_command_refuses_a_bad_setting_in_one_line(tmp_path: Path, name: str, value: str) -> None:
+    """gunicorn reads WEB_CONCURRENCY when it is imported, and a bare `gunicorn` answers a bad one with a
+    traceback: the image's command checks every setting first."""
+    df = Dockerfile.read("Server1.Dockerfile")
+    workdir = image_workdir(df, tmp_path / "image")
+    env = image_env(df, workdir, tmp_path / "bin", APP_USER1="ann", APP_PASS1="a long test password")
+    env[name] = value
+    done = subprocess.run(
+        resolve(df.exec_form("CMD"), env), env=env, cwd=workdir, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith(f"server1: cannot start: {name}"), done.stderr
 
 
 def test_server2_serve_answers_ping(
