@@ -103,7 +103,7 @@ def browser(shared: Path, image_id: str) -> tuple[list[float], list[float], dict
     {"threads": (threads, ms), "one thread": (1, ms)}; the second page is opened with ?one-thread."""
     from playwright.sync_api import sync_playwright
 
-    from harness.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP
+    from harness.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, wait_in_page
     from harness.server1 import USERS, Server
 
     server = Server(str(shared)).start()
@@ -130,7 +130,7 @@ def browser(shared: Path, image_id: str) -> tuple[list[float], list[float], dict
                 page.wait_for_selector("#editor[data-ready='1']", timeout=120_000)
                 box = page.locator("#ed-overlay").bounding_box()
                 page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                page.wait_for_function("Number(document.querySelector('#editor').dataset.decodes) > 0")
+                wait_in_page(page, "Number(document.querySelector('#editor').dataset.decodes) > 0")
                 previews.append(time.perf_counter() - started)
                 waits.append(page.evaluate(EMBEDDING_REQUEST) / 1000)
             for label, query in (("threads", ""), ("one thread", "?one-thread")):

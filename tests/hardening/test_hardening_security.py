@@ -19,6 +19,7 @@ import requests
 from playwright.sync_api import Browser
 from werkzeug.routing import PathConverter
 
+from harness.browser import wait_in_page
 from harness.images import encode, photo
 from harness.server1 import USERS, Server, csrf_of
 from server1 import auth, create_app
@@ -436,7 +437,7 @@ def test_security_headers_and_csp_the_page_satisfies(
         page.wait_for_url(server1.url + "/")
         page.locator("#album-summary").filter(has_not_text="Loading").wait_for()
         # Everything the page loads has loaded (a violation is reported as its load is refused).
-        page.wait_for_function("document.readyState === 'complete' && [...document.images].every(i => i.complete)")
+        wait_in_page(page, "document.readyState === 'complete' && [...document.images].every(i => i.complete)")
         app_seen = page.evaluate("window.__csp")
     finally:
         context.close()

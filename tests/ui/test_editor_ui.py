@@ -17,6 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from scipy import ndimage
 
+from harness.browser import wait_in_page
 from harness.images import encode, photo
 from harness.server1 import Server
 from server1 import cutting
@@ -128,10 +129,10 @@ def test_cut_and_touch_up_journey(
     # Hover previews, a click adds a point, save makes the clipping.
     decodes = int(page.locator("#editor").get_attribute("data-decodes") or 0)
     page.mouse.move(*_canvas_point(page, 0.45, 0.4))
-    page.wait_for_function(f"Number(document.querySelector('#editor').dataset.decodes) > {decodes}")
+    wait_in_page(page, f"Number(document.querySelector('#editor').dataset.decodes) > {decodes}")
     shot(page, artifacts, "editor-1-hover")
     # Moves during a decode do not queue up: after the running decode, only the latest position is decoded.
-    page.wait_for_function("document.querySelector('#editor').dataset.busy === '0'")
+    wait_in_page(page, "document.querySelector('#editor').dataset.busy === '0'")
     decodes = int(page.locator("#editor").get_attribute("data-decodes"))
     page.evaluate(
         """() => {
@@ -143,7 +144,7 @@ def test_cut_and_touch_up_journey(
           }
         }"""
     )
-    page.wait_for_function("document.querySelector('#editor').dataset.busy === '0'")
+    wait_in_page(page, "document.querySelector('#editor').dataset.busy === '0'")
     # 20 queued would make 21; one more than 2 is allowed for a mouse move Chromium itself may send.
     assert decodes + 2 <= int(page.locator("#editor").get_attribute("data-decodes")) <= decodes + 3
     page.mouse.move(*_canvas_point(page, 0.2, 0.3))
@@ -242,7 +243,7 @@ def test_the_editor_cuts_a_real_photo_server2_never_processed(
     page.get_by_role("link", name="Open the original of blackswan in the editor").click()
     expect(page.locator("#editor")).to_have_attribute("data-ready", "1", timeout=60_000)
     page.mouse.move(*_canvas_point(page, x / width, y / height))
-    page.wait_for_function("Number(document.querySelector('#editor').dataset.decodes) > 0")
+    wait_in_page(page, "Number(document.querySelector('#editor').dataset.decodes) > 0")
     page.mouse.click(*_canvas_point(page, x / width, y / height))
     expect(page.locator("#ed-save-cut")).to_be_enabled()
     shot(page, artifacts, "editor-7-unprocessed")

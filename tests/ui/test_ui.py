@@ -20,6 +20,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 from skimage import data
 
+from harness.browser import wait_in_page
 from harness.server1 import Server
 from tests.ui.conftest import PASSWORD, USER, Problems, shot, start_server
 from tests.ui.fake_worker import FakeWorker
@@ -91,8 +92,8 @@ def test_album_canvas_and_cleanup(
         {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 192 * 1024},
     )
     page.get_by_label("Upload images").set_input_files([str(p) for p in photos.values()])
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('.upload-progress')].some((p) => p.value > 0 && p.value < 100)"""
+    wait_in_page(
+        page, """() => [...document.querySelectorAll('.upload-progress')].some((p) => p.value > 0 && p.value < 100)"""
     )
     shot(page, artifacts, "03-uploading")
     refused = page.locator('.upload[data-state="failed"]')
