@@ -154,8 +154,7 @@ def replay(data: dict, settings: dict) -> tuple[list[Candidate], list, np.ndarra
         Candidate(m, "gen", float(iou[i]), float(iou[i]), float(stability[i]))
         for m, i in zip(extra, index, strict=True)
     ]
-    least = masks.least_unnamed_area(shape, int(settings["points_per_side"]), int(settings["crop_n_layers"]))
-    found = masks.object_masks(boxed, [float(s) for s in data["box_score"]], extra, covered, least)
+    found = masks.object_masks(boxed, [float(s) for s in data["box_score"]], extra, covered)
     found, _ = refine.refine_largest(found, data["image"], lambda: data["matte"])
     min_area = work_area(int(settings["min_area"]), shape[::-1])
     kept = masks.keep_masks(found, min_area)

@@ -149,8 +149,7 @@ def segment(
         with timer("sam_auto"):
             extra = sam.automatic_masks(predictor, image, settings, where=~covered)
         with timer("masks"):
-            least = masks.least_unnamed_area(shape, int(settings["points_per_side"]), int(settings["crop_n_layers"]))
-            found = masks.object_masks(boxed, scores, extra, covered, least)
+            found = masks.object_masks(boxed, scores, extra, covered)
         details = {
             "encoder_runs": predictor.encoder_runs,
             "encoder_s": round(predictor.encoder_seconds, 2),

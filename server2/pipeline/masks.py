@@ -22,6 +22,11 @@ CUT_SHARE = 0.5  # a mask lying on a side of the photo for this share of its own
 # A piece of a mask under this share of its largest piece is a fragment (a speck or sliver the decoder's upscaled
 # logits left beside the object), not an object: SAM's mask is of one thing.
 FRAGMENT_SHARE = 0.25
+# The smallest unnamed object, on every path: a quarter of a cell of the CPU's 8 x 8 point grid (1/256 of the
+# photo). That grid finds every object of a cell or more; a denser grid (the GPU's 32 x 32 and its crops) adds
+# masks far under it that are the photo's specks, knots and stickers rather than its objects, so what counts as
+# an object must not depend on the machine that ran it.
+UNNAMED_SHARE = 1 / 256
 
 
 def border_share(mask: np.ndarray) -> float:
@@ -79,20 +84,13 @@ def cut_by_the_frame(mask: np.ndarray) -> bool:
     return bool(max(along) >= CUT_SHARE)
 
 
-def least_unnamed_area(shape: tuple[int, int], points_per_side: int, crop_n_layers: int) -> float:
-    """The smallest generator mask kept as an unnamed object: a quarter of a cell of the generator's finest point
-    grid. The grid finds every object of a cell or more; much smaller ones only when a point happens to land on
-    them, a random sample of the photo's specks, stickers and knots rather than its objects (8 x 8 points, the
-    CPU's grid: 0.4 % of the photo; 32 x 32 with one crop layer: 0.006 %)."""
-    side = points_per_side * 2**crop_n_layers
-    return shape[0] * shape[1] / (4 * side * side)
-
-
-def unnamed_objects(generated: list[np.ndarray], least_area: float) -> list[np.ndarray]:
+def unnamed_objects(generated: list[np.ndarray]) -> list[np.ndarray]:
     """The generator's masks that can be objects: not spanning the frame (an unnamed region from one side of the
-    photo to another is the scene around the objects), not cut off by it, not under least_area pixels. A mask
-    YOLO names is kept whatever its extent."""
-    return [m for m in generated if m.sum() >= least_area and not spans_the_frame(m) and not cut_by_the_frame(m)]
+    photo to another is the scene around the objects), not cut off by it, not under UNNAMED_SHARE of the photo.
+    A mask YOLO names is kept whatever its extent."""
+    return [
+        m for m in generated if m.sum() >= UNNAMED_SHARE * m.size and not spans_the_frame(m) and not cut_by_the_frame(m)
+    ]
 
 
 def new_masks(covered: np.ndarray, generated: list[np.ndarray], unsure: list[np.ndarray]) -> list[np.ndarray]:
@@ -128,17 +126,16 @@ def without_fragments(mask: np.ndarray) -> np.ndarray:
 
 
 def object_masks(
-    detected: list[np.ndarray], scores: list[float], generated: list[np.ndarray], covered: np.ndarray, least_area: float
+    detected: list[np.ndarray], scores: list[float], generated: list[np.ndarray], covered: np.ndarray
 ) -> list[np.ndarray]:
     """SAM's masks of objects, in keep_masks' priority order: every confident detection's (score >= CONFIDENT,
     in the detections' order), then the uncertain masks that hold something new (new_masks: low-confidence
     detections' and the generator's unnamed_objects), then the low-confidence detections' background masks;
-    each without its fragments. covered: the confident detections' masks (covered()); least_area:
-    least_unnamed_area()."""
+    each without its fragments. covered: the confident detections' masks (covered())."""
     sure = [m for m, score in zip(detected, scores, strict=True) if score >= CONFIDENT]
     unsure = [m for m, score in zip(detected, scores, strict=True) if score < CONFIDENT and not is_background(m)]
     # A background mask (a tote filling the photo's edges) is no object but stays for refine, where the largest
     # one-colour mask is the surface the objects lie on; keep_masks drops it.
     background = [m for m, score in zip(detected, scores, strict=True) if score < CONFIDENT and is_background(m)]
-    found = sure + new_masks(covered, unnamed_objects(generated, least_area), unsure) + background
+    found = sure + new_masks(covered, unnamed_objects(generated), unsure) + background
     return [without_fragments(m) for m in found]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from ultralytics.engine.results import Results
 
-from server2.pipeline import clippings, detect, masks, refine
+from server2.pipeline import CPU_LIMITS, clippings, detect, masks, refine
 
 
 def rect(shape: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -80,19 +80,18 @@ def test_generator_masks_spanning_or_cut_by_the_frame_are_the_scene() -> None:
     touching[-1, 95:105] = True  # a round object standing on the bottom edge: 10 of its 40 px there
     lamp = rect(shape, 150, 10, 180, 40)
     generated = [sky, corner, wall_strip, floor, touching, lamp]
-    assert masks.unnamed_objects(generated, least_area=0) == [touching, lamp]
+    assert masks.unnamed_objects(generated) == [touching, lamp]
 
 
-def test_generator_masks_under_a_quarter_grid_cell_are_specks() -> None:
-    """At 8 x 8 points a cell is 1/64 of the photo: masks under a quarter of one are dropped, named or not only
-    for the generator (a detection's small mask stays: test_categories.test_small_objects_yolo_finds_are_cut)."""
-    shape = (400, 600)
-    least = masks.least_unnamed_area(shape, 8, 0)
-    assert least == 400 * 600 / 256
-    assert masks.least_unnamed_area(shape, 32, 1) == 400 * 600 / (4 * 64 * 64)
-    speck = rect(shape, 100, 100, 120, 120)  # 400 px, 0.17 % of the photo
-    bottle = rect(shape, 300, 100, 330, 180)  # 2400 px, 1 %
-    assert masks.unnamed_objects([speck, bottle], least) == [bottle]
+def test_generator_masks_under_a_quarter_of_the_cpu_grid_cell_are_specks() -> None:
+    """At 8 x 8 points (pipeline.CPU_LIMITS) a cell is 1/64 of the photo: unnamed masks under a quarter of one
+    are dropped on every path, whatever grid made them (a named one that small stays:
+    test_categories.test_small_objects_yolo_finds_are_cut)."""
+    assert 1 / (4 * CPU_LIMITS["points_per_side"] ** 2) == masks.UNNAMED_SHARE
+    shape = (400, 600)  # 937.5 px is 1/256 of it
+    speck = rect(shape, 100, 100, 130, 130)  # 900 px, 0.38 % of the photo
+    bottle = rect(shape, 300, 100, 320, 150)  # 1000 px, 0.42 %
+    assert masks.unnamed_objects([speck, bottle]) == [bottle]
 
 
 def test_a_part_of_a_kept_mask_is_dropped() -> None:
@@ -117,7 +116,7 @@ def test_a_low_confidence_detection_on_a_kept_object_is_dropped() -> None:
     person, leg, chair = rect(shape, 20, 10, 80, 90), rect(shape, 30, 60, 45, 90), rect(shape, 120, 40, 160, 90)
     cup = rect(shape, 40, 30, 55, 45)
     covered = masks.covered([person, cup, leg, chair], [0.9, 0.6, 0.12, 0.12], shape)
-    found = masks.object_masks([person, cup, leg, chair], [0.9, 0.6, 0.12, 0.12], [], covered, least_area=0)
+    found = masks.object_masks([person, cup, leg, chair], [0.9, 0.6, 0.12, 0.12], [], covered)
     assert [int(m.sum()) for m in found] == [4800, 225, 2000]
 
 
