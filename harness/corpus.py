@@ -16,12 +16,8 @@ from harness.images import encode, exif_rotated_jpeg, photo, png_bomb
 pillow_heif.register_heif_opener()
 
 
-@functools.cache
-def valid() -> dict[str, bytes]:
-    """Small valid files (name -> bytes): every accepted format, odd modes, animation."""
-    base = photo(96, 64)
-    gray16 = Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257)
-    frames = [photo(48, 32), photo(48, 32).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+def formats(base: Image.Image) -> dict[str, bytes]:
+    """base as a file of every accepted format, and in the modes cameras and editors write (name -> bytes)."""
     return {
         "photo.jpg": encode(base, "JPEG", quality=85),
         "photo.png": encode(base, "PNG"),
@@ -29,17 +25,31 @@ def valid() -> dict[str, bytes]:
         "photo.bmp": encode(base, "BMP"),
         "photo.tif": encode(base, "TIFF"),
         "photo.heic": encode(base, "HEIF"),
-        "progressive.jpg": encode(base, "JPEG", progressive=True),
+        "alpha.png": encode(base.convert("RGBA"), "PNG"),
+        "gray16.png": encode(gray16(base), "PNG"),
+        "palette.png": encode(base.convert("P"), "PNG"),
         "cmyk.jpg": encode(base.convert("CMYK"), "JPEG"),
+    }
+
+
+def gray16(base: Image.Image) -> Image.Image:
+    return Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257)
+
+
+@functools.cache
+def valid() -> dict[str, bytes]:
+    """Small valid files (name -> bytes): every accepted format, odd modes, animation."""
+    base = photo(96, 64)
+    frames = [photo(48, 32), photo(48, 32).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    return {
+        **formats(base),
+        "progressive.jpg": encode(base, "JPEG", progressive=True),
         "cmyk.tif": encode(base.convert("CMYK"), "TIFF"),
         "gray.jpg": encode(base.convert("L"), "JPEG"),
-        "gray16.png": encode(gray16, "PNG"),
-        "gray16.tif": encode(gray16, "TIFF"),
+        "gray16.tif": encode(gray16(base), "TIFF"),
         "float.tif": encode(base.convert("F"), "TIFF"),
         "bilevel.png": encode(base.convert("1"), "PNG"),
-        "palette.png": encode(base.convert("P"), "PNG"),
         "palette-transparent.png": encode(base.convert("P"), "PNG", transparency=0),
-        "alpha.png": encode(base.convert("RGBA"), "PNG"),
         "la.png": encode(base.convert("LA"), "PNG"),
         "alpha.webp": encode(base.convert("RGBA"), "WEBP"),
         "alpha.heic": encode(base.convert("RGBA"), "HEIF"),

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 from PIL import Image
 
+from harness.corpus import formats
 from harness.images import encode, photo
 from studio import layout
 from studio.jobs import Jobs
@@ -24,20 +25,8 @@ def is_upright_marked(image: Image.Image) -> bool:
 
 @functools.cache
 def samples() -> dict[str, bytes]:
-    """One file per accepted format (name -> bytes)."""
-    base = photo(800, 600)
-    return {
-        "photo.jpg": encode(base, "JPEG", quality=90),
-        "photo.png": encode(base, "PNG"),
-        "photo.webp": encode(base, "WEBP"),
-        "photo.bmp": encode(base, "BMP"),
-        "photo.tif": encode(base, "TIFF"),
-        "photo.heic": encode(base, "HEIF"),
-        "alpha.png": encode(base.convert("RGBA"), "PNG"),
-        "gray16.png": encode(Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257), "PNG"),
-        "palette.png": encode(base.convert("P"), "PNG"),
-        "cmyk.jpg": encode(base.convert("CMYK"), "JPEG"),
-    }
+    """Every accepted format and common mode of one 800 x 600 photo (harness.corpus.formats)."""
+    return formats(photo(800, 600))
 
 
 def finish_job(storage: Storage, user: str, image_id: str, clippings: int = 2, fail: str | None = None) -> list[str]:
