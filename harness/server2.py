@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,13 +17,23 @@ from harness import REPO
 from harness.wait import answers, free_port, wait_for
 
 
+def process_log(folder: Path, port: int) -> Path:
+    """A new, empty log file for one server process on port. Unique even when a restarted server is given
+    the port its killed predecessor freed: a file named by the port alone was then both processes' log,
+    truncated by the second and its "done" lines read twice. Its name is the process's worker id."""
+    fd, name = tempfile.mkstemp(prefix=f"server2-{port}-", suffix=".log", dir=folder)
+    os.close(fd)
+    return Path(name)
+
+
 class Server2:
     """One server process; its output goes to a log file the tests read."""
 
     def __init__(self, folder: Path, env: dict[str, str], module: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = folder / f"server2-{self.port}.log"
+        self.log_path = process_log(folder, self.port)
+        self.worker_id = self.log_path.stem
         command = [sys.executable, "-m", "server2"] if module else [sys.executable, str(REPO / "server2" / "serve")]
         full_env = {
             **os.environ,
@@ -31,7 +42,7 @@ class Server2:
             "OMP_NUM_THREADS": "1",  # the machine's few cores are shared
             "PYTHONUNBUFFERED": "1",
             "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port}",
-            "WORKER_ID": f"server2-{self.port}",
+            "WORKER_ID": self.worker_id,
             **env,
         }
         with open(self.log_path, "wb") as log:
@@ -49,10 +60,6 @@ class Server2:
             raise TimeoutError(f"{self.url}: {e}:\n{self.log()}") from None
         except RuntimeError as e:  # the server exited
             raise AssertionError(f"{self.url}: {e}:\n{self.log()}") from None
-
-    @property
-    def worker_id(self) -> str:
-        return f"server2-{self.port}"
 
     def ping(self) -> requests.Response:
         return requests.get(self.url + "/ping", timeout=5)
