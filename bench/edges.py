@@ -15,6 +15,8 @@ the answer's) is scored in the uncertain band (the answer's trimap band):
 - the same for the soft step alone, started from the human label instead of SAM's mask (label_binary,
   label_soft): what the soft step does when "which pixels" is right (the answer was made around the
   same label);
+- film: the mean alpha over the answer's background beyond its band, which the band's figures do not see (a
+  clipping hedging with a faint copy of the old photo everywhere scores well in the band);
 - best-IoU at alpha >= 0.5; seconds added per photo: the product's clippings stage (clippings.cut on the
   masks segment() made) with the setting on minus off, in CPU seconds (what an idle core takes; wall time
   on a shared machine is printed beside it), at 1024 px and, for the picture subjects, with the
@@ -119,12 +121,17 @@ def scores(pred: np.ndarray, colours: np.ndarray, truth: dict) -> dict:
     weight = alpha[band]
     colour = np.abs(colours - truth["foreground"])[band].mean(axis=1)
     seen, real = pred >= 0.5, alpha >= 0.5
+    # The band is all the figures above see: alpha that hedges everywhere (a faint film of the old photo over
+    # the whole clipping) would score well in it. film: the mean alpha over the answer's background beyond
+    # its band (0: none of it shows).
+    beyond = ~band & ~real
     return {
         "sad": float(np.abs(diff).sum() / 1000),
         "mse": float((diff**2).mean()),
         "grad": float((grad[band] ** 2).sum() / 1000),
         "colour": float((colour * weight).sum() / max(weight.sum(), 1e-9)),
         "iou": float((seen & real).sum() / max((seen | real).sum(), 1)),
+        "film": float(pred[beyond].mean()) if beyond.any() else 0.0,
     }
 
 
@@ -301,7 +308,7 @@ def summary(rows: list[dict], large: list[dict]) -> dict:
         return float(np.mean([r[name][figure] for r in rows]))
 
     names = ("binary", "soft", "label_binary", "label_soft")
-    out = {name: {f: mean(name, f) for f in ("sad", "mse", "grad", "colour", "iou")} for name in names}
+    out = {name: {f: mean(name, f) for f in ("sad", "mse", "grad", "colour", "iou", "film")} for name in names}
     bounds = [r["bound"] for r in rows if "bound" in r]
     out["bound"] = {k: float(np.mean([b[k] for b in bounds])) for k in ("mse", "beyond")} if bounds else None
     for key in ("added_s", "added_wall_s"):
@@ -313,10 +320,13 @@ def summary(rows: list[dict], large: list[dict]) -> dict:
 
 def print_summary(s: dict) -> None:
     print(f"\nsoft edges on {SIDE}-px composites (means over the subjects; in the uncertain band):")
-    print(f"{'alpha':12} {'SAD':>8} {'MSE':>8} {'grad':>8} {'colour':>7} {'IoU':>6}")
+    print(f"{'alpha':12} {'SAD':>8} {'MSE':>8} {'grad':>8} {'colour':>7} {'IoU':>6} {'film':>6}")
     for name in ("binary", "soft", "label_binary", "label_soft"):
         r = s[name]
-        print(f"{name:12} {r['sad']:8.2f} {r['mse']:8.4f} {r['grad']:8.2f} {r['colour']:7.1f} {r['iou']:6.3f}")
+        print(
+            f"{name:12} {r['sad']:8.2f} {r['mse']:8.4f} {r['grad']:8.2f} {r['colour']:7.1f} {r['iou']:6.3f} "
+            f"{r['film']:6.3f}"
+        )
     b, o = s["binary"], s["soft"]
     print(
         f"MSE soft/binary {o['mse'] / b['mse']:.2f} (target <= 0.5); best-IoU {o['iou'] - b['iou']:+.3f} "
