@@ -96,7 +96,9 @@ def unnamed_objects(generated: list[np.ndarray]) -> list[np.ndarray]:
 def new_masks(covered: np.ndarray, generated: list[np.ndarray], unsure: list[np.ndarray]) -> list[np.ndarray]:
     """The uncertain masks of something new, largest first: the generator's (generated) and the low-confidence
     detections' (unsure), each kept when mostly (more than COVERED_SHARE) outside the covered pixels (the
-    confident detections' masks) and the uncertain masks kept before it. SAM gives a point's sub-part, part and
+    confident detections' masks) and the uncertain masks kept before it, and kept without the covered pixels:
+    those are a confident detection's object, which is cut already (a low-confidence box around a swan and the
+    cow behind it gives a mask of both; the swan is what is new). SAM gives a point's sub-part, part and
     whole: the whole is kept, its parts (a shirt, a wheel, a bottle's label) and a low-confidence box on one (a
     "chair" on a person's leg) would be clippings of something already cut. A low-confidence detection's mask
     holds no generator mask (a "suitcase" 0.18 around a tote: the products in it are new), nor does a
@@ -108,10 +110,11 @@ def new_masks(covered: np.ndarray, generated: list[np.ndarray], unsure: list[np.
         held = holds_unsure if low_confidence else holds_all
         if is_background(m) or np.logical_and(m, held).sum() > COVERED_SHARE * m.sum():
             continue
-        kept.append(m)
-        holds_unsure |= m
+        new = m & ~covered
+        kept.append(new)
+        holds_unsure |= new
         if not low_confidence:
-            holds_all |= m
+            holds_all |= new
     return kept
 
 

@@ -144,6 +144,26 @@ def test_box_prompts_share_the_embedding_and_batch(models: Models) -> None:
     assert sam.box_masks(shared, image, []) == []
 
 
+def test_the_decoder_batch_changes_no_mask(models: Models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts go through the decoder sam.decoder_batch() at a time (a few on a CPU, for its cache): the masks
+    are those of one prompt a call."""
+    image = np.asarray(photo("chelsea", 256))
+    boxes = [
+        [20.0, 30.0, 120.0, 150.0],
+        [130.0, 60.0, 250.0, 140.0],
+        [0.0, 0.0, 90.0, 90.0],
+        [60.0, 100.0, 200.0, 250.0],
+    ]
+    boxes.append([100.0, 10.0, 240.0, 120.0])  # five: more than one call of 4
+    predictor = sam.StudioPredictor(models.sam["vit_l"])
+    assert sam.decoder_batch(predictor) == sam.DECODER_BATCH["cpu"] < len(boxes)
+    found = sam.box_masks(predictor, image, boxes), sam.automatic_masks(predictor, image, FAST)
+    monkeypatch.setitem(sam.DECODER_BATCH, "cpu", 1)
+    alone = sam.box_masks(predictor, image, boxes), sam.automatic_masks(predictor, image, FAST)
+    for batched, single in zip(found, alone, strict=True):
+        assert len(batched) == len(single) and all((a == b).all() for a, b in zip(batched, single, strict=True))
+
+
 def test_the_generator_prompts_only_what_no_confident_box_covers(models: Models) -> None:
     image = np.asarray(photo("astronaut", 256))
     predictor = sam.StudioPredictor(models.sam["vit_l"])
